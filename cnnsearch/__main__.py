@@ -1,0 +1,3 @@
+from cnnsearch.cli import main
+
+main()

@@ -1,0 +1,228 @@
+"""Owns the layout of a run folder and opening its Optuna study.
+
+`runs/<name>/` answers "what exactly ran?" from its own files:
+
+    run.json            settings, data, split, budgets, command, versions (RunInfo)
+    space.toml          the space file as it was when the run started
+    split.npz           the train/validation indices (data.save_split)
+    study.journal       the Optuna study (journal storage: safe for several local processes)
+    trials/<n>.json     one finished trial: its architecture and metrics
+    weights/trial_<n>.pt  weights of the best trials only
+    checkpoints/<hash>.pt  the last finished epoch of an unfinished trial (resume)
+    heartbeats/<n>      touched by the worker that trains trial n (stale = dead worker)
+
+Must not import torch or Lightning: the leaderboard and report read runs through this.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnsearch.errors import UserError
+
+RUN_FILE = "run.json"
+JOURNAL_FILE = "study.journal"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class RunInfo:
+    """Everything needed to resume and reproduce a run; saved as run.json."""
+
+    name: str
+    data: str  # the --data spec
+    data_dir: str | None = None
+    image_size: int | None = None
+    subset: int | None = None  # stratified subset of the training pool, if any
+    input_shape: list[int] = field(default_factory=list)  # C, H, W
+    class_names: list[str] = field(default_factory=list)
+    split_seed: int = 0
+    val_fraction: float = 0.15
+    split_sizes: dict[str, int] = field(default_factory=dict)  # train, val, test
+    seed: int = 0  # study seed: trial n trains with seed + n
+    storage: str = "journal"  # "journal" (the local file) or an RDB URL
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    objective: list[str] = field(default_factory=lambda: ["accuracy"])
+    epochs: int | None = None  # per-trial epochs budget (overrides the space), None = space's
+    trial_timeout: float | None = None  # seconds
+    keep_weights: int = 3  # best trials whose weights are kept
+    command: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    device: str = ""
+    created: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunInfo":
+        known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file so that a reader (or a crash) never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data.encode() if isinstance(data, str) else data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class RunDir:
+    """Paths inside one run folder, and its study."""
+
+    def __init__(self, runs_dir: str | Path, name: str) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.name = name
+        self.path = self.runs_dir / name
+
+    # ---- paths ----------------------------------------------------------------------
+    @property
+    def run_file(self) -> Path:
+        return self.path / RUN_FILE
+
+    @property
+    def space_file(self) -> Path:
+        return self.path / "space.toml"
+
+    @property
+    def split_file(self) -> Path:
+        return self.path / "split.npz"
+
+    @property
+    def journal_file(self) -> Path:
+        return self.path / JOURNAL_FILE
+
+    def trial_file(self, number: int) -> Path:
+        return self.path / "trials" / f"{number}.json"
+
+    def weights_file(self, number: int) -> Path:
+        return self.path / "weights" / f"trial_{number}.pt"
+
+    def checkpoint_file(self, key: str) -> Path:
+        return self.path / "checkpoints" / f"{key}.pt"
+
+    def heartbeat_file(self, number: int) -> Path:
+        return self.path / "heartbeats" / str(number)
+
+    def exists(self) -> bool:
+        return self.run_file.is_file()
+
+    # ---- run.json ---------------------------------------------------------------------
+    def read_info(self) -> RunInfo:
+        if not self.exists():
+            raise UserError(unknown_run_message(self.runs_dir, self.name))
+        try:
+            return RunInfo.from_dict(json.loads(self.run_file.read_text()))
+        except (json.JSONDecodeError, TypeError) as error:
+            raise UserError(f"{self.run_file} is not a valid run file ({error}); the run folder is damaged") from None
+
+    def write_info(self, info: RunInfo) -> None:
+        write_atomic(self.run_file, info.to_json() + "\n")
+
+    def read_trial_record(self, number: int) -> dict[str, Any] | None:
+        path = self.trial_file(number)
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text())
+
+    # ---- the study --------------------------------------------------------------------
+    def storage_url(self, info: RunInfo | None = None) -> str:
+        info = info or self.read_info()
+        return info.storage
+
+    def open_storage(self, info: RunInfo | None = None) -> Any:
+        """The study's storage: the local journal file, or the RDB named in run.json."""
+        info = info or self.read_info()
+        return open_storage(info.storage, journal_path=self.journal_file)
+
+    def load_study(self, info: RunInfo | None = None) -> Any:
+        import optuna
+
+        info = info or self.read_info()
+        storage = self.open_storage(info)
+        try:
+            return optuna.load_study(study_name=info.name, storage=storage)
+        except KeyError:
+            raise UserError(
+                f"run {self.name!r} has no study in its storage {describe_storage(info.storage)}; "
+                f"start it again with `cnnsearch search --name {self.name}`"
+            ) from None
+
+
+def open_storage(url: str, *, journal_path: Path) -> Any:
+    """Optuna storage for a run: a journal file locally, an RDB for several machines."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if url == "journal":
+        journal_path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(journal_path)))
+    return rdb_storage(url)
+
+
+def rdb_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None) -> Any:
+    """An RDB storage that fails fast with one clear sentence when the database can't be reached."""
+    import optuna
+
+    if not re.match(r"^(postgresql|mysql|sqlite)(\+\w+)?://", url):
+        raise UserError(f"storage URL {url!r} is not supported; use postgresql://USER:PASSWORD@HOST:PORT/DB or mysql://…")
+    try:
+        import sqlalchemy
+
+        engine_kwargs = {"pool_pre_ping": True}
+        if url.startswith("postgresql"):
+            engine_kwargs["connect_args"] = {"connect_timeout": 5}
+        # Probe once ourselves: Optuna would otherwise retry and print a long traceback.
+        engine = sqlalchemy.create_engine(url, **engine_kwargs)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+        )
+    except ImportError as error:
+        raise UserError(f"the database driver for {describe_storage(url)} is not installed ({error.name}); pip install psycopg2-binary or pymysql") from None
+    except Exception as error:  # sqlalchemy raises driver-specific errors; all mean "can't connect"
+        first_line = str(getattr(error, "orig", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot connect to storage {describe_storage(url)}: {first_line}; check the URL, password and that the server is running") from None
+
+
+def describe_storage(url: str) -> str:
+    """The URL with its password hidden, for messages and tables."""
+    return re.sub(r"://([^:/@]+):([^@]+)@", r"://\1:***@", url)
+
+
+def unknown_run_message(runs_dir: Path, name: str) -> str:
+    known = list_run_names(runs_dir)
+    hint = f"; known runs: {', '.join(known[:8])}" if known else f"; {runs_dir} holds no runs yet"
+    return f"no run named {name!r} in {runs_dir}{hint} (start one with `cnnsearch search --name {name}`)"
+
+
+def list_run_names(runs_dir: str | Path) -> list[str]:
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    return sorted(path.parent.name for path in runs_dir.glob(f"*/{RUN_FILE}"))
+
+
+def check_run_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise UserError(f"run name {name!r} is not valid; use letters, digits, '.', '_' and '-' only")
+    return name

@@ -1,0 +1,440 @@
+"""Owns search-space files: reading, validating all of them, and sampling a candidate.
+
+A space is a TOML file. Every searched key uses one grammar: `x = 3` is fixed,
+`x = [3, 5]` is a choice, `x = { low = 16, high = 128, log = true }` or
+`x = { low = 0.0, high = 0.5, step = 0.1 }` is a range. Sampling is define-by-run
+(`trial.suggest_*`) with conditional parameters, so any Optuna sampler works; the name a
+user writes is the name Optuna stores (`stage2.kernel_size`, `train.lr`).
+
+Knows the spec. Must not import torch, and needs no Optuna import: any object with
+Optuna's `suggest_*` methods (a Trial, a FixedTrial) can be sampled from.
+"""
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from cnnsearch.errors import UserError
+from cnnsearch.spec import (
+    ACTIVATIONS,
+    HEAD_POOLINGS,
+    OPTIMIZERS,
+    PADDINGS,
+    POOL_KINDS,
+    SCHEDULES,
+    Architecture,
+    AugmentSettings,
+    ConvLayer,
+    Head,
+    PoolLayer,
+    TrainSettings,
+)
+
+
+class SpaceError(UserError):
+    """A space file with problems; the message lists every one with its place."""
+
+
+class SuggestingTrial(Protocol):
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float: ...
+
+
+# ---- what may be written, declared as data -------------------------------------------
+@dataclass(frozen=True)
+class KeyRule:
+    """What one key accepts: its value type, a check on each value, and its meaning."""
+
+    value_type: type  # int, float, bool or str
+    meaning: str
+    default: Any
+    check: Callable[[Any], str | None] = lambda value: None  # returns a problem, or None
+    allowed: tuple[Any, ...] = ()  # for strings: the valid values
+
+
+def _at_least(minimum: float) -> Callable[[Any], str | None]:
+    return lambda value: None if value >= minimum else f"{value} must be >= {minimum}"
+
+
+def _odd(value: int) -> str | None:
+    if value < 1:
+        return f"{value} must be >= 1"
+    return None if value % 2 == 1 else f"{value} is even; use odd sizes"
+
+
+def _fraction(value: float) -> str | None:
+    return None if 0.0 <= value < 1.0 else f"{value} must be in [0, 1)"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"{value} must be > 0"
+
+
+# Keys that describe conv/pool layers: written in [network] they take one value for the
+# whole network, written in [stage] they are sampled once per stage.
+LAYER_KEYS: dict[str, KeyRule] = {
+    "filters": KeyRule(int, "output channels of stage 1 (grown by width_multiplier) or of each stage", 32, _at_least(1)),
+    "kernel_size": KeyRule(int, "conv kernel side in pixels (odd)", 3, _odd),
+    "stride": KeyRule(int, "stride of a stage's first conv", 1, _at_least(1)),
+    "padding": KeyRule(str, "same keeps the size at stride 1, valid shrinks it by kernel-1", "same", allowed=PADDINGS),
+    "activation": KeyRule(str, "non-linearity after each conv", "relu", allowed=ACTIVATIONS),
+    "batch_norm": KeyRule(bool, "batch norm after each conv", True),
+    "pool_type": KeyRule(str, "pooling layer type", "max", allowed=POOL_KINDS),
+    "pool_window": KeyRule(int, "pooling window side in pixels", 2, _at_least(1)),
+    "pool_stride": KeyRule(int, "pooling stride in pixels", 2, _at_least(1)),
+}
+
+TABLES: dict[str, dict[str, KeyRule]] = {
+    "network": {
+        "stages": KeyRule(int, "number of conv stages", 2, _at_least(1)),
+        "width_multiplier": KeyRule(float, "filters grow by this factor from one stage to the next", 2.0, _positive),
+        **LAYER_KEYS,
+    },
+    "stage": {
+        "convs": KeyRule(int, "conv layers in the stage", 1, _at_least(1)),
+        "pool": KeyRule(bool, "a pooling layer ends the stage", True),
+        **LAYER_KEYS,
+    },
+    "head": {
+        "pooling": KeyRule(str, "flatten the feature map, or global average pooling", "gap", allowed=HEAD_POOLINGS),
+        "dense_layers": KeyRule(int, "hidden dense layers before the classifier", 0, _at_least(0)),
+        "dense_units": KeyRule(int, "width of each hidden dense layer", 128, _at_least(1)),
+        "dropout": KeyRule(float, "drop probability before each dense layer", 0.0, _fraction),
+        "activation": KeyRule(str, "non-linearity of hidden dense layers", "relu", allowed=ACTIVATIONS),
+    },
+    "train": {
+        "optimizer": KeyRule(str, "optimiser", "adamw", allowed=OPTIMIZERS),
+        "lr": KeyRule(float, "peak learning rate", 1e-3, _positive),
+        "weight_decay": KeyRule(float, "weight decay", 5e-4, _at_least(0.0)),
+        "momentum": KeyRule(float, "sgd momentum (nesterov); used only with sgd", 0.9, _fraction),
+        "batch_size": KeyRule(int, "images per optimiser step", 128, _at_least(1)),
+        "epochs": KeyRule(int, "epochs budget per trial (--epochs overrides)", 10, _at_least(1)),
+        "label_smoothing": KeyRule(float, "label smoothing of the cross-entropy", 0.0, _fraction),
+        "schedule": KeyRule(str, "learning-rate schedule", "onecycle", allowed=SCHEDULES),
+        "warmup": KeyRule(float, "share of steps spent warming up", 0.2, _fraction),
+    },
+    "augment": {
+        "translate": KeyRule(int, "max random shift in pixels, zero padded", 0, _at_least(0)),
+        "flip": KeyRule(bool, "random horizontal flip (wrong for digits)", False),
+        "cutout": KeyRule(int, "side of a random zeroed square in pixels (0 = off)", 0, _at_least(0)),
+    },
+}
+CONSTRAINT_KEYS = {"max_params": "most trainable parameters a candidate may have", "max_flops": "most FLOPs for one image"}
+TOP_LEVEL = (*TABLES, "constraints")
+
+
+# ---- one searched key ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dimension:
+    """One key as declared: fixed, a choice, or an int/float range."""
+
+    table: str
+    key: str
+    kind: str  # "fixed", "choice", "int", "float"
+    value: Any = None  # fixed
+    choices: tuple[Any, ...] = ()  # choice
+    low: float = 0
+    high: float = 0
+    log: bool = False
+    step: float | None = None
+
+    def sample(self, trial: SuggestingTrial, name: str) -> Any:
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "choice":
+            if len(self.choices) == 1:
+                return self.choices[0]
+            return trial.suggest_categorical(name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def describe(self) -> str:
+        if self.kind == "fixed":
+            return repr(self.value)
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(choice) for choice in self.choices)
+        text = f"{self.low:g} .. {self.high:g}"
+        if self.log:
+            text += " (log)"
+        if self.step:
+            text += f" step {self.step:g}"
+        return text
+
+    @property
+    def searched(self) -> bool:
+        return self.kind != "fixed" and not (self.kind == "choice" and len(self.choices) == 1)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated space: what may vary and the constraints candidates must meet."""
+
+    path: str
+    dimensions: dict[str, dict[str, Dimension]]  # table -> key -> dimension
+    max_params: int | None = None
+    max_flops: float | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def dimension(self, table: str, key: str) -> Dimension:
+        found = self.dimensions[table].get(key)
+        if found is None and table == "stage" and key in self.dimensions["network"]:
+            return self.dimensions["network"][key]
+        if found is None:
+            rule = TABLES[table][key]
+            return Dimension(table, key, "fixed", value=rule.default)
+        return found
+
+    def _layer_value(self, trial: SuggestingTrial, stage: int, key: str) -> Any:
+        """A layer key from [stage] (sampled per stage) or [network] (sampled once)."""
+        if key in self.dimensions["stage"]:
+            return self.dimensions["stage"][key].sample(trial, f"stage{stage}.{key}")
+        return self.dimension("network", key).sample(trial, f"network.{key}")
+
+    def sample(self, trial: SuggestingTrial, *, epochs: int | None = None) -> Architecture:
+        """Draw one candidate, asking only for the parameters that exist in it."""
+        stages = self.dimension("network", "stages").sample(trial, "network.stages")
+        per_stage_filters = "filters" in self.dimensions["stage"]
+        if not per_stage_filters:
+            base_filters = self.dimension("network", "filters").sample(trial, "network.filters")
+            growth = self.dimension("network", "width_multiplier").sample(trial, "network.width_multiplier")
+        layers: list[ConvLayer | PoolLayer] = []
+        for stage in range(1, stages + 1):
+            if per_stage_filters:
+                filters = self.dimensions["stage"]["filters"].sample(trial, f"stage{stage}.filters")
+            else:
+                filters = max(1, int(round(base_filters * growth ** (stage - 1))))
+            convs = self.dimension("stage", "convs").sample(trial, f"stage{stage}.convs")
+            conv_args = {
+                key: self._layer_value(trial, stage, key)
+                for key in ("kernel_size", "padding", "activation", "batch_norm")
+            }
+            stride = self._layer_value(trial, stage, "stride")
+            for index in range(convs):
+                layers.append(ConvLayer(filters=filters, stride=stride if index == 0 else 1, **conv_args))
+            if self.dimension("stage", "pool").sample(trial, f"stage{stage}.pool"):
+                layers.append(
+                    PoolLayer(
+                        pool_type=self._layer_value(trial, stage, "pool_type"),
+                        window=self._layer_value(trial, stage, "pool_window"),
+                        stride=self._layer_value(trial, stage, "pool_stride"),
+                    )
+                )
+
+        dense_layers = self.dimension("head", "dense_layers").sample(trial, "head.dense_layers")
+        units = self.dimension("head", "dense_units").sample(trial, "head.dense_units") if dense_layers else 0
+        head = Head(
+            pooling=self.dimension("head", "pooling").sample(trial, "head.pooling"),
+            dense=(units,) * dense_layers,
+            dropout=float(self.dimension("head", "dropout").sample(trial, "head.dropout")),
+            activation=self.dimension("head", "activation").sample(trial, "head.activation")
+            if dense_layers
+            else "relu",
+        )
+
+        def train_value(key: str) -> Any:
+            return self.dimension("train", key).sample(trial, f"train.{key}")
+
+        optimizer = train_value("optimizer")
+        schedule = train_value("schedule")
+        train = TrainSettings(
+            optimizer=optimizer,
+            lr=float(train_value("lr")),
+            weight_decay=float(train_value("weight_decay")),
+            # Inactive knobs keep their defaults so equal networks hash equal.
+            momentum=float(train_value("momentum")) if optimizer == "sgd" else TrainSettings.momentum,
+            batch_size=train_value("batch_size"),
+            epochs=epochs if epochs is not None else train_value("epochs"),
+            label_smoothing=float(train_value("label_smoothing")),
+            schedule=schedule,
+            warmup=float(train_value("warmup")) if schedule != "constant" else TrainSettings.warmup,
+        )
+        augment = AugmentSettings(
+            translate=self.dimension("augment", "translate").sample(trial, "augment.translate"),
+            flip=self.dimension("augment", "flip").sample(trial, "augment.flip"),
+            cutout=self.dimension("augment", "cutout").sample(trial, "augment.cutout"),
+        )
+        return Architecture(layers=tuple(layers), head=head, train=train, augment=augment)
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """(name as stored, kind, values, meaning) for every declared key, for `space show`."""
+        table_rows = []
+        for table, dims in self.dimensions.items():
+            for key, dim in dims.items():
+                name = f"stage<i>.{key}" if table == "stage" else f"{table}.{key}"
+                kind = dim.kind if dim.searched else "fixed"
+                table_rows.append((name, kind, dim.describe(), TABLES[table][key].meaning))
+        for key, value in (("max_params", self.max_params), ("max_flops", self.max_flops)):
+            if value is not None:
+                table_rows.append((f"constraints.{key}", "limit", f"{value:,.0f}", CONSTRAINT_KEYS[key]))
+        return table_rows
+
+
+# ---- reading and validating -------------------------------------------------------------
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a space file; every problem is reported at once (SpaceError)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"space file not found: {path}; pass an existing .toml file (see search_spaces/)")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise SpaceError(f"{path}: invalid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"{path}: not a text file; a space is a UTF-8 TOML file") from None
+    return parse_space(raw, source=str(path))
+
+
+def parse_space(raw: dict[str, Any], *, source: str = "<space>") -> SearchSpace:
+    problems: list[str] = []
+    dimensions: dict[str, dict[str, Dimension]] = {table: {} for table in TABLES}
+
+    for table, content in raw.items():
+        if table not in TOP_LEVEL:
+            problems.append(f"[{table}]: unknown table{_suggest(table, TOP_LEVEL)}; valid tables: {', '.join(TOP_LEVEL)}")
+            continue
+        if not isinstance(content, dict):
+            problems.append(f"{table}: must be a table ([{table}]), but got {type(content).__name__}")
+            continue
+        if table == "constraints":
+            continue
+        for key, value in content.items():
+            rules = TABLES[table]
+            if key not in rules:
+                problems.append(f"[{table}] {key}: unknown key{_suggest(key, rules)}")
+                continue
+            dimension, key_problems = _parse_value(table, key, value, rules[key])
+            problems.extend(f"[{table}] {key}: {problem}" for problem in key_problems)
+            if dimension is not None:
+                dimensions[table][key] = dimension
+
+    for key in set(dimensions["network"]) & set(dimensions["stage"]):
+        problems.append(
+            f"[stage] {key}: also set in [network]; keep it in [network] for one value per network "
+            f"or in [stage] for one value per stage"
+        )
+    if "filters" in dimensions["stage"] and "width_multiplier" in dimensions["network"]:
+        problems.append("[network] width_multiplier: only applies when filters is set in [network]")
+
+    limits: dict[str, float] = {}
+    for key, value in (raw.get("constraints") or {}).items() if isinstance(raw.get("constraints"), dict) else []:
+        if key not in CONSTRAINT_KEYS:
+            problems.append(f"[constraints] {key}: unknown key{_suggest(key, CONSTRAINT_KEYS)}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            problems.append(f"[constraints] {key}: must be a positive number, but got {value!r}")
+        else:
+            limits[key] = value
+
+    if problems:
+        raise SpaceError("\n".join(f"{source}: {problem}" for problem in problems))
+    max_params = limits.get("max_params")
+    return SearchSpace(
+        path=source,
+        dimensions=dimensions,
+        max_params=int(max_params) if max_params is not None else None,
+        max_flops=limits.get("max_flops"),
+        raw=raw,
+    )
+
+
+def _suggest(word: str, valid: Any) -> str:
+    close = difflib.get_close_matches(word, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _type_name(value_type: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[value_type]
+
+
+def _check_scalar(value: Any, rule: KeyRule) -> tuple[Any, str | None]:
+    """Coerce one value to the rule's type (ints are fine for floats) and check it."""
+    if rule.value_type is bool:
+        if not isinstance(value, bool):
+            return value, f"must be true or false, but got {value!r}"
+        return value, None
+    if rule.value_type is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return value, f"must be an integer, but got {value!r}"
+    if rule.value_type is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value, f"must be a number, but got {value!r}"
+        value = float(value)
+    if rule.value_type is str:
+        if not isinstance(value, str):
+            return value, f"must be a string, but got {value!r}"
+        if rule.allowed and value not in rule.allowed:
+            return value, f"{value!r} is not one of {', '.join(map(repr, rule.allowed))}{_suggest(value, rule.allowed)}"
+        return value, None
+    return value, rule.check(value)
+
+
+def _parse_value(table: str, key: str, value: Any, rule: KeyRule) -> tuple[Dimension | None, list[str]]:
+    if isinstance(value, list):
+        if not value:
+            return None, ["an empty choice list; give at least one value"]
+        checked = [_check_scalar(item, rule) for item in value]
+        problems = [problem for _, problem in checked if problem]
+        if problems:
+            return None, problems
+        choices = tuple(item for item, _ in checked)
+        if len(set(choices)) != len(choices):
+            return None, [f"choices repeat a value: {list(value)}"]
+        return Dimension(table, key, "choice", choices=choices), []
+
+    if isinstance(value, dict):
+        unknown = [name for name in value if name not in ("low", "high", "log", "step")]
+        if unknown:
+            return None, [f"a range takes low, high, log and step, but got {', '.join(unknown)}"]
+        if rule.value_type not in (int, float):
+            return None, [f"is {_type_name(rule.value_type)}: give one value or a list of choices, not a range"]
+        if "low" not in value or "high" not in value:
+            return None, ["a range needs both low and high, e.g. { low = 16, high = 128 }"]
+        low, high = value["low"], value["high"]
+        log, step = value.get("log", False), value.get("step")
+        problems = []
+        for name, bound in (("low", low), ("high", high)):
+            _, problem = _check_scalar(bound, rule)
+            if problem:
+                problems.append(f"{name}: {problem}")
+        if not isinstance(log, bool):
+            problems.append(f"log must be true or false, but got {log!r}")
+        if problems:
+            return None, problems
+        if low > high:
+            return None, [f"low <= high must hold, but got low={low}, high={high}"]
+        if log and low <= 0:
+            return None, [f"low > 0 must hold for log = true, but got low={low}"]
+        if step is not None:
+            if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+                return None, [f"step > 0 must hold, but got step={step!r}"]
+            if log:
+                return None, ["log = true and step cannot be combined; drop one"]
+            if rule.value_type is int and not isinstance(step, int):
+                return None, [f"step must be an integer for an integer key, but got step={step}"]
+        if key == "kernel_size" and (low % 2 == 0 or high % 2 == 0 or (step or 1) % 2 == 1 and low != high):
+            return None, [f"a kernel range must hold odd sizes only: use low and high odd and step = 2, e.g. {{ low = {low | 1}, high = {high | 1}, step = 2 }}"]
+        kind = "int" if rule.value_type is int else "float"
+        return Dimension(table, key, kind, low=low, high=high, log=log, step=step), []
+
+    checked, problem = _check_scalar(value, rule)
+    if problem:
+        return None, [problem]
+    return Dimension(table, key, "fixed", value=checked), []
+
+
+def space_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Keys whose declared values differ between two parsed space files, e.g. `[train] lr`."""
+    differences = []
+    for table in sorted(set(old) | set(new)):
+        old_table, new_table = old.get(table, {}), new.get(table, {})
+        if not isinstance(old_table, dict) or not isinstance(new_table, dict):
+            if old_table != new_table:
+                differences.append(f"[{table}]")
+            continue
+        for key in sorted(set(old_table) | set(new_table)):
+            if old_table.get(key) != new_table.get(key):
+                differences.append(f"[{table}] {key}: {old_table.get(key)!r} -> {new_table.get(key)!r}")
+    return differences

@@ -1,0 +1,252 @@
+"""Owns one concrete candidate: its layers, head, training and augmentation settings.
+
+An `Architecture` is what a search space is sampled into and what every later step
+(training, export, the leaderboard) reads. It round-trips through JSON exactly, has a
+compact one-line form for tables, and knows its own shape arithmetic, so feasibility and
+parameter counts are known before anything is built.
+
+Pure Python: must not import torch or Optuna (the leaderboard reads specs without them).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, Union
+
+from cnnsearch.errors import InfeasibleArchitecture
+
+ACTIVATIONS = ("relu", "gelu", "silu", "elu")
+PADDINGS = ("same", "valid")
+POOL_KINDS = ("max", "avg")
+HEAD_POOLINGS = ("flatten", "gap")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    filters: int  # output channels
+    kernel_size: int  # square kernel side, odd
+    stride: int = 1
+    padding: Literal["same", "valid"] = "same"  # same: keep size at stride 1; valid: no padding
+    activation: str = "relu"
+    batch_norm: bool = True  # BatchNorm2d between conv and activation (conv then has no bias)
+    kind: Literal["conv"] = "conv"
+
+    def compact(self) -> str:
+        text = f"c{self.filters}k{self.kernel_size}"
+        if self.stride != 1:
+            text += f"s{self.stride}"
+        if self.padding == "valid":
+            text += "v"
+        return text
+
+
+@dataclass(frozen=True)
+class PoolLayer:
+    pool_type: Literal["max", "avg"] = "max"
+    window: int = 2  # square window side, in pixels
+    stride: int = 2
+    kind: Literal["pool"] = "pool"
+
+    def compact(self) -> str:
+        text = f"{self.pool_type[0]}p{self.window}"
+        if self.stride != self.window:
+            text += f"s{self.stride}"
+        return text
+
+
+Layer = Union[ConvLayer, PoolLayer]
+
+
+@dataclass(frozen=True)
+class Head:
+    pooling: Literal["flatten", "gap"] = "gap"  # gap: global average pooling before the dense layers
+    dense: tuple[int, ...] = ()  # widths of the hidden dense layers, in order
+    dropout: float = 0.0  # drop probability before every dense layer, the classifier included
+    activation: str = "relu"
+
+    def compact(self) -> str:
+        parts = [self.pooling] + [f"fc{units}" for units in self.dense]
+        if self.dropout > 0:
+            parts.append(f"d{self.dropout:g}")
+        return "-".join(parts)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 5e-4  # decoupled for adamw, L2 for sgd
+    momentum: float = 0.9  # sgd only (nesterov)
+    batch_size: int = 128  # images per optimiser step (the effective batch)
+    epochs: int = 10  # full passes over the training split
+    label_smoothing: float = 0.0
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup: float = 0.2  # share of all steps spent warming up (onecycle and cosine)
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    translate: int = 0  # max random shift in pixels on each axis, zero padded
+    flip: bool = False  # random horizontal flip (wrong for digits and text)
+    cutout: int = 0  # side of a random zeroed square, in pixels; 0 = off
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A concrete candidate: everything needed to rebuild and retrain it."""
+
+    layers: tuple[Layer, ...]
+    head: Head = field(default_factory=Head)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+    # ---- text forms -------------------------------------------------------
+    def compact(self) -> str:
+        """One line for tables, e.g. `c32k3-c32k3-mp2-c64k3s2-gap-fc128-d0.3 relu+bn`."""
+        body = "-".join([layer.compact() for layer in self.layers] + [self.head.compact()])
+        convs = [layer for layer in self.layers if isinstance(layer, ConvLayer)]
+        activations = sorted({layer.activation for layer in convs}) or [self.head.activation]
+        norm = "+bn" if any(layer.batch_norm for layer in convs) else ""
+        return f"{body} {'/'.join(activations)}{norm}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["layers"] = [asdict(layer) for layer in self.layers]
+        data["head"]["dense"] = list(self.head.dense)
+        return data
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Architecture":
+        layers: list[Layer] = []
+        for raw in data["layers"]:
+            layer_type = {"conv": ConvLayer, "pool": PoolLayer}[raw.get("kind", "conv")]
+            layers.append(layer_type(**_known(layer_type, raw)))
+        head_raw = dict(data.get("head", {}))
+        head_raw["dense"] = tuple(head_raw.get("dense", ()))
+        return cls(
+            layers=tuple(layers),
+            head=Head(**_known(Head, head_raw)),
+            train=TrainSettings(**_known(TrainSettings, data.get("train", {}))),
+            augment=AugmentSettings(**_known(AugmentSettings, data.get("augment", {}))),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Architecture":
+        return cls.from_dict(json.loads(text))
+
+    def canonical_hash(self) -> str:
+        """Identity of what training would do: equal hashes train the same network the same way."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def with_epochs(self, epochs: int) -> "Architecture":
+        from dataclasses import replace
+
+        return replace(self, train=replace(self.train, epochs=epochs))
+
+
+def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in raw.items() if key in names}
+
+
+# ---- shape arithmetic ----------------------------------------------------
+@dataclass(frozen=True)
+class LayerRow:
+    """One row of the layer table: what `show` prints and what params are checked against."""
+
+    name: str  # e.g. "conv1", "pool1", "fc1", "classifier"
+    description: str  # e.g. "conv 3x3, 32 filters, relu, bn"
+    output_shape: tuple[int, ...]  # (C, H, W) or (features,)
+    params: int
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
+    if padding == "same":
+        return -(-size // stride)  # ceil: PyTorch pads so that stride 1 keeps the size
+    return (size - kernel) // stride + 1
+
+
+def same_padding(kernel: int, stride: int, size: int) -> tuple[int, int]:
+    """(before, after) padding that makes a conv give ceil(size / stride) outputs."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def layer_table(arch: Architecture, input_shape: tuple[int, int, int], num_classes: int) -> list[LayerRow]:
+    """Every layer with its output shape and parameter count, by arithmetic alone.
+
+    Raises InfeasibleArchitecture when a feature map shrinks below 1x1 or a kernel or
+    window is larger than its input: such a candidate must never reach the trainer.
+    """
+    channels, height, width = input_shape
+    rows: list[LayerRow] = []
+    conv_index = pool_index = 0
+    for layer in arch.layers:
+        if isinstance(layer, ConvLayer):
+            conv_index += 1
+            name = f"conv{conv_index}"
+            if layer.padding == "valid" and (layer.kernel_size > height or layer.kernel_size > width):
+                raise InfeasibleArchitecture(
+                    f"{name}: kernel {layer.kernel_size}x{layer.kernel_size} is larger than its "
+                    f"{height}x{width} input"
+                )
+            height = _conv_out(height, layer.kernel_size, layer.stride, layer.padding)
+            width = _conv_out(width, layer.kernel_size, layer.stride, layer.padding)
+            params = channels * layer.filters * layer.kernel_size**2
+            params += 2 * layer.filters if layer.batch_norm else layer.filters
+            channels = layer.filters
+            extras = [layer.activation] + (["bn"] if layer.batch_norm else [])
+            stride = f", stride {layer.stride}" if layer.stride != 1 else ""
+            description = (
+                f"conv {layer.kernel_size}x{layer.kernel_size}, {layer.filters} filters{stride}, "
+                f"{layer.padding}, {', '.join(extras)}"
+            )
+        else:
+            pool_index += 1
+            name = f"pool{pool_index}"
+            if layer.window > height or layer.window > width:
+                raise InfeasibleArchitecture(
+                    f"{name}: window {layer.window}x{layer.window} is larger than its {height}x{width} input"
+                )
+            height = (height - layer.window) // layer.stride + 1
+            width = (width - layer.window) // layer.stride + 1
+            params = 0
+            description = f"{layer.pool_type} pool {layer.window}x{layer.window}, stride {layer.stride}"
+        if height < 1 or width < 1:
+            raise InfeasibleArchitecture(f"{name}: the feature map shrinks below 1x1")
+        rows.append(LayerRow(name, description, (channels, height, width), params))
+
+    if arch.head.pooling == "gap":
+        features = channels
+        rows.append(LayerRow("gap", "global average pooling", (features,), 0))
+    else:
+        features = channels * height * width
+        rows.append(LayerRow("flatten", "flatten", (features,), 0))
+    for index, units in enumerate(arch.head.dense, start=1):
+        rows.append(
+            LayerRow(f"fc{index}", f"dense {units}, {arch.head.activation}", (units,), features * units + units)
+        )
+        features = units
+    rows.append(LayerRow("classifier", f"dense {num_classes}", (num_classes,), features * num_classes + num_classes))
+    return rows
+
+
+def count_params(arch: Architecture, input_shape: tuple[int, int, int], num_classes: int) -> int:
+    """Trainable parameters of the built network (equals sum(p.numel()) of the module)."""
+    return sum(row.params for row in layer_table(arch, input_shape, num_classes))
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    """`1x28x28` -> (1, 28, 28): channels x height x width."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise ValueError(f"input shape must look like CxHxW (e.g. 1x28x28), but got {text!r}")
+    channels, height, width = (int(part) for part in parts)
+    return channels, height, width
