@@ -174,7 +174,8 @@ def open_storage(url: str, *, journal_path: Path) -> Any:
     return rdb_storage(url)
 
 
-def rdb_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None) -> Any:
+def rdb_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                failed_trial_callback: Any = None) -> Any:
     """An RDB storage that fails fast with one clear sentence when the database can't be reached."""
     import optuna
 
@@ -196,6 +197,7 @@ def rdb_storage(url: str, *, heartbeat_interval: int | None = None, grace_period
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
+            failed_trial_callback=failed_trial_callback,
         )
     except ImportError as error:
         raise UserError(f"the database driver for {describe_storage(url)} is not installed ({error.name}); pip install psycopg2-binary or pymysql") from None

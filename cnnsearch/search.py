@@ -141,6 +141,17 @@ def versions() -> dict[str, str]:
 
 
 # ---- sampler and pruner -------------------------------------------------------------------------
+def quiet_optuna() -> None:
+    """Optuna's info logs and experimental-feature warnings are noise in our own progress view."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+
 def make_sampler(name: str, seed: int, *, multi_objective: bool, worker_index: int = 0) -> Any:
     import optuna
 
@@ -149,14 +160,13 @@ def make_sampler(name: str, seed: int, *, multi_objective: bool, worker_index: i
     if name == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8,
-            warn_independent_sampling=False,
         )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.GPSampler(seed=seed)
     if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.CmaEsSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     raise UserError(f"--sampler {name!r} is not valid; choose one of {', '.join(SAMPLERS)}")
@@ -181,6 +191,7 @@ def prepare_run(settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]
     Nothing is written until every check has passed: a bad option leaves no half run.
     """
     check_run_name(settings.name)
+    quiet_optuna()
     if settings.trials is not None and settings.trials < 1:
         raise UserError(f"--trials must be at least 1, but got {settings.trials}")
     if settings.epochs is not None and settings.epochs < 1:
@@ -270,6 +281,7 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
     directions = ["maximize"] + ["minimize"] * (len(settings.objective) - 1)
     optuna.create_study(study_name=run.name, storage=storage, directions=directions, load_if_exists=True)
     run.write_info(info)  # last: a run exists once run.json does
+    publish_run(run, info)
     return run, info, space
 
 
@@ -465,22 +477,44 @@ def _uses_rdb_heartbeat(storage: Any) -> bool:
     return hasattr(inner, "record_heartbeat") and getattr(inner, "heartbeat_interval", None) is not None
 
 
+def _worker_alive(worker: str) -> bool | None:
+    """True/False for a worker process on this machine; None when it runs elsewhere."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
-    """Fail RUNNING trials whose worker stopped beating, and queue them to resume."""
+    """Fail RUNNING trials whose worker is gone, and queue them to resume from their checkpoint.
+
+    A worker on this machine is checked by its process id (a SIGKILL is seen at once); one
+    elsewhere by its heartbeat (through the shared database, after a grace period).
+    """
     import optuna
 
     now = time.time()
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
+        alive = _worker_alive(worker) if worker else True  # not yet claimed: judged by age alone
+        if alive is None:
+            continue  # another machine's worker: the RDB heartbeat decides (fail_stale_trials)
         beat = run.heartbeat_file(trial.number)
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         last_sign = beat.stat().st_mtime if beat.exists() else started
-        if now - last_sign < HEARTBEAT_GRACE_S:
+        if alive and now - last_sign < HEARTBEAT_GRACE_S:
             continue
         storage = study._storage
-        storage.set_trial_user_attr(trial._trial_id, "outcome", "interrupted")
-        storage.set_trial_user_attr(trial._trial_id, "reason", "its worker stopped (killed or machine lost); re-run from its checkpoint")
         try:
+            storage.set_trial_user_attr(trial._trial_id, "outcome", "interrupted")
+            storage.set_trial_user_attr(trial._trial_id, "reason", "its worker stopped (killed or machine lost); re-run from its checkpoint")
             storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         except Exception:  # another worker recovered it first
             continue
@@ -488,6 +522,13 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
         beat.unlink(missing_ok=True)
         recovered.append(trial.number)
     return recovered
+
+
+def on_stale_trial(study: Any, trial: Any) -> None:
+    """Optuna's RDB heartbeat found a dead worker's trial: record why and queue it again."""
+    study._storage.set_trial_user_attr(trial._trial_id, "outcome", "interrupted")
+    study._storage.set_trial_user_attr(trial._trial_id, "reason", "its worker stopped beating (killed or machine lost); re-run from its checkpoint")
+    _requeue(study, trial)
 
 
 def _requeue(study: Any, trial: Any) -> None:
@@ -520,17 +561,22 @@ class WorkerLoop:
     def open_study(self) -> Any:
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        quiet_optuna()
         info = self.info
         if info.storage == "journal":
             storage = self.run.open_storage(info)
         else:
-            storage = rdb_storage(info.storage, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S)
+            storage = rdb_storage(info.storage, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
+                                  failed_trial_callback=on_stale_trial)
         epochs = info.epochs or self.space.dimension("train", "epochs").value or 10
+        # A resumed run must not replay the first session's random proposals (they would all
+        # be duplicates): the sampler's seed also depends on how many trials exist already.
+        history = len(optuna.load_study(study_name=info.name, storage=storage).get_trials(deepcopy=False))
         return optuna.load_study(
             study_name=info.name,
             storage=storage,
-            sampler=make_sampler(info.sampler, info.seed, multi_objective=len(info.objective) > 1, worker_index=self.worker_index),
+            sampler=make_sampler(info.sampler, info.seed + 104729 * history, multi_objective=len(info.objective) > 1,
+                                 worker_index=self.worker_index),
             pruner=make_pruner(info.pruner, epochs if isinstance(epochs, int) else 10),
         )
 
@@ -547,6 +593,8 @@ class WorkerLoop:
         return to_device(dataset, split, self.device)
 
     def run_loop(self) -> None:
+        import optuna
+
         study = self.open_study()
         data = self.load_data()
         while not self.should_stop():
@@ -555,11 +603,8 @@ class WorkerLoop:
             with ask_lock(self.run):
                 recover_dead_trials(self.run, study)
                 if _uses_rdb_heartbeat(study._storage):
-                    import optuna
-
-                    for trial in optuna.storages.fail_stale_trials(study) or []:
-                        pass
-                running = len(study.get_trials(deepcopy=False, states=(__import__("optuna").trial.TrialState.RUNNING,)))
+                    optuna.storages.fail_stale_trials(study)
+                running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
                 if len(counted_trials(study)) + running >= self.target:
                     if running == 0:
                         break
@@ -603,6 +648,7 @@ class WorkerLoop:
         def on_epoch(epoch: int, accuracy: float) -> bool:
             self._emit(kind="epoch", trial=trial.number, compact=arch.compact(), epoch=epoch, epochs=arch.train.epochs, val_acc=accuracy)
             trial.set_user_attr("current_epoch", epoch)
+            trial.set_user_attr("current_val_acc", accuracy)
             if len(self.info.objective) > 1:
                 return False  # multi-objective pruning is decided in `pareto_prune`
             trial.report(accuracy, epoch)
@@ -737,3 +783,71 @@ def default_run_name(space_path: str) -> str:
 
 def command_line() -> str:
     return shlex.join(["cnnsearch", *sys.argv[1:]])
+
+
+DEFAULT_TRIALS = 20
+
+
+def resolve_target(run: RunDir, info: RunInfo, trials: int | None) -> int:
+    """The requested total: --trials, else the run's last target, else the default.
+
+    The target is kept in the study so that every worker (and a resume) agrees on it.
+    """
+    study = run.load_study(info)
+    target = trials or study.user_attrs.get("target_trials") or DEFAULT_TRIALS
+    if study.user_attrs.get("target_trials") != target:
+        study.set_user_attr("target_trials", int(target))
+    return int(target)
+
+
+def enqueue_warm_start_for(run: RunDir, space: SearchSpace, settings: SearchSettings) -> list[str]:
+    if not settings.enqueue and not settings.from_run:
+        return []
+    return enqueue_warm_start(run.load_study(), run, space, settings)
+
+
+def publish_run(run: RunDir, info: RunInfo) -> None:
+    """Put run.json and the space into the study, so a worker on another machine can join."""
+    study = run.load_study(info)
+    if study.user_attrs.get("run_info") is None:
+        study.set_user_attr("run_info", json.loads(info.to_json()))
+        study.set_user_attr("space_toml", run.space_file.read_text())
+
+
+def join_run(runs_dir: str | Path, name: str, storage: str | None) -> tuple[RunDir, RunInfo, SearchSpace]:
+    """The run to work on: the local folder, or one rebuilt from a shared database's study."""
+    import optuna
+
+    from cnnsearch.data import load_dataset_cached, make_split, save_split, subsample
+
+    run = RunDir(runs_dir, name)
+    if run.exists():
+        info = run.read_info()
+        if storage is not None and storage != info.storage:
+            raise UserError(f"run {name!r} here uses storage {describe_storage(info.storage)}, not {describe_storage(storage)}")
+        return run, info, load_space(run.space_file)
+    if storage is None:
+        from cnnsearch.rundir import unknown_run_message
+
+        raise UserError(unknown_run_message(Path(runs_dir), name) + "; to join a search on another machine pass --storage URL")
+    quiet_optuna()
+    try:
+        study = optuna.load_study(study_name=name, storage=rdb_storage(storage))
+    except KeyError:
+        raise UserError(f"the storage {describe_storage(storage)} has no search named {name!r}; start it with `cnnsearch search --name {name} --storage URL`") from None
+    raw = study.user_attrs.get("run_info")
+    if raw is None:
+        raise UserError(f"search {name!r} in {describe_storage(storage)} was not made by cnnsearch search; start it with `cnnsearch search`")
+    info = RunInfo.from_dict(raw)
+    info.storage = storage  # this machine's URL (host names may differ between machines)
+    dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
+    if info.subset:
+        dataset = subsample(dataset, info.subset, seed=info.split_seed)
+    split = make_split(dataset.train_labels, val_fraction=info.val_fraction, seed=info.split_seed)
+    if len(split.val_indices) != info.split_sizes.get("val"):
+        raise UserError(f"the data for {info.data!r} on this machine differs from the search's ({info.split_sizes}); use the same dataset files")
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_atomic(run.space_file, study.user_attrs["space_toml"])
+    save_split(split, run.split_file)
+    run.write_info(info)
+    return run, info, load_space(run.space_file)

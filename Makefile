@@ -1,0 +1,32 @@
+# The two commands a newcomer runs:  make demo   and   make test
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CNN := $(VENV)/bin/cnnsearch
+
+.PHONY: setup demo test bench clean-demo
+
+# The venv, installed once (again when pyproject.toml changes). torch==2.13.0 goes in first
+# when no torch is present: pip finds the local CPU build here, the standard build elsewhere.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev,postgres]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# A real search on the built-in digits dataset (a couple of minutes on a laptop CPU), then
+# its leaderboard. Running it again resumes the same run (nothing is retrained).
+demo: setup
+	$(CNN) search --space search_spaces/default.toml --data digits --name demo --trials 16 --epochs 6
+	$(CNN) leaderboard demo --top 10
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(PY) bench/run_all.py --quick
+
+clean-demo:
+	rm -rf runs/demo

@@ -1,0 +1,96 @@
+"""Owns looking at a space outside a search: sampled candidates with their costs, and the
+share that cannot be trained at a given input size (`cnnsearch space sample|check`).
+
+Knows space, model and train's pre-training check; uses a throw-away in-memory study so
+conditional sampling is exactly what a search would do.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from rich.table import Table
+from rich.text import Text
+
+from cnnsearch.space import SearchSpace
+
+
+@dataclass
+class Feasibility:
+    """How many of N random candidates can be trained, and the reasons the others can't."""
+
+    total: int
+    input_shape: tuple[int, int, int]
+    infeasible: Counter = field(default_factory=Counter)  # reason -> count
+    over_budget: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        shape = "x".join(map(str, self.input_shape))
+        bad = sum(self.infeasible.values())
+        heavy = sum(self.over_budget.values())
+        lines = [f"{self.total} candidates at {shape}: {bad / self.total:.1%} cannot fit the image size, "
+                 f"{heavy / self.total:.1%} exceed max_params/max_flops"]
+        for reason, count in (self.infeasible + self.over_budget).most_common(5):
+            lines.append(f"  {count:4d} × {reason}")
+        return "\n".join(lines)
+
+
+def _candidates(space: SearchSpace, n: int, seed: int):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(n):
+        trial = study.ask()
+        yield space.sample(trial)
+        study.tell(trial, 0.0)
+
+
+def _generic(reason: str) -> str:
+    """Group reasons that differ only in numbers ('conv3: …' and 'conv4: …')."""
+    import re
+
+    return re.sub(r"\d[\d,]*", "N", reason)
+
+
+def feasibility(space: SearchSpace, input_shape: tuple[int, int, int], num_classes: int, *, n: int, seed: int = 0) -> Feasibility:
+    from cnnsearch.errors import InfeasibleArchitecture
+    from cnnsearch.spec import count_params
+
+    report = Feasibility(total=n, input_shape=input_shape)
+    for arch in _candidates(space, n, seed):
+        try:
+            params = count_params(arch, input_shape, num_classes)
+        except InfeasibleArchitecture as error:
+            report.infeasible[_generic(str(error))] += 1
+            continue
+        if space.max_params is not None and params > space.max_params:
+            report.over_budget["over max_params"] += 1
+        elif space.max_flops is not None:
+            from cnnsearch.model import build_model, count_flops
+
+            if count_flops(build_model(arch, input_shape, num_classes), input_shape) > space.max_flops:
+                report.over_budget["over max_flops"] += 1
+    return report
+
+
+def sample_candidates(space: SearchSpace, input_shape: tuple[int, int, int], num_classes: int, *, n: int, seed: int = 0) -> Table:
+    """A table of N sampled candidates: compact form, params and FLOPs, or why infeasible."""
+    from cnnsearch.train import check_candidate
+    from cnnsearch.model import build_model, count_flops
+
+    table = Table(title=f"{n} candidates for {'x'.join(map(str, input_shape))} input, {num_classes} classes")
+    for column in ("#", "architecture", "params", "FLOPs", "status"):
+        table.add_column(column)
+    for index, arch in enumerate(_candidates(space, n, seed), start=1):
+        rejected = check_candidate(arch, input_shape, num_classes, max_params=space.max_params, max_flops=space.max_flops)
+        if rejected is not None and rejected.outcome == "infeasible":
+            table.add_row(str(index), Text(arch.compact()), "—", "—", Text(rejected.reason, style="red"))
+            continue
+        if rejected is not None:
+            table.add_row(str(index), Text(arch.compact()), f"{rejected.params:,}", f"{rejected.flops:,}", Text(rejected.reason, style="yellow"))
+            continue
+        net = build_model(arch, input_shape, num_classes)
+        params = sum(p.numel() for p in net.parameters())
+        table.add_row(str(index), Text(arch.compact()), f"{params:,}", f"{count_flops(net, input_shape):,}", Text("ok", style="green"))
+    return table

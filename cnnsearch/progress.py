@@ -1,0 +1,194 @@
+"""Owns showing a running search: a rich live view on a terminal, one line per trial otherwise.
+
+Fed with `search.SearchEvent`s (one worker in this process) or by polling the study (several
+worker processes). Knows nothing of training: it only draws what it is told.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from cnnsearch.search import SearchEvent
+
+FAILURE_OUTCOMES = ("infeasible", "over_budget", "oom", "nan", "timeout", "error")
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+@dataclass
+class RunningTrial:
+    trial: int
+    compact: str
+    epochs: int
+    epoch: int = 0
+    val_acc: float | None = None
+    worker: str = ""
+    device: str = ""
+
+
+@dataclass
+class ProgressState:
+    """What the view shows; updated by events."""
+
+    name: str
+    target: int
+    done_before: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    running: dict[int, RunningTrial] = field(default_factory=dict)
+    best_trial: int | None = None
+    best_val_acc: float | None = None
+    best_compact: str = ""
+    started: float = field(default_factory=time.monotonic)
+    deadline: float | None = None
+    finished_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def finished(self) -> int:
+        return self.done_before + sum(self.counts.values())
+
+    def time_left(self) -> float | None:
+        """The sooner of the deadline and the remaining trials at the pace so far."""
+        estimates = []
+        if self.deadline is not None:
+            estimates.append(self.deadline - time.monotonic())
+        new = sum(self.counts.values())
+        if new:
+            pace = (time.monotonic() - self.started) / new
+            estimates.append(pace * max(0, self.target - self.finished))
+        return min(estimates) if estimates else None
+
+    def apply(self, event: SearchEvent) -> None:
+        if event.kind == "trial_start":
+            self.running[event.trial] = RunningTrial(event.trial, event.compact, event.epochs,
+                                                     worker=event.worker, device=event.device)
+        elif event.kind == "epoch" and event.trial in self.running:
+            self.running[event.trial].epoch = event.epoch
+            self.running[event.trial].val_acc = event.val_acc
+        elif event.kind == "trial_end":
+            self.running.pop(event.trial, None)
+            if event.outcome == "interrupted":
+                return  # it will be re-run: not a finished trial
+            self.counts[event.outcome] = self.counts.get(event.outcome, 0) + 1
+            if event.outcome == "complete" and event.best_val_acc is not None and (
+                self.best_val_acc is None or event.best_val_acc > self.best_val_acc
+            ):
+                self.best_trial, self.best_val_acc, self.best_compact = event.trial, event.best_val_acc, event.compact
+
+
+def render(state: ProgressState) -> Group:
+    counts = state.counts
+    failed = sum(counts.get(outcome, 0) for outcome in FAILURE_OUTCOMES)
+    header = Text.assemble(
+        (f"search {state.name}  ", "bold"),
+        f"{state.finished}/{state.target} trials  ",
+        (f"{counts.get('complete', 0)} complete  ", "green"),
+        (f"{counts.get('pruned', 0)} pruned  ", "yellow"),
+        (f"{failed} failed/infeasible  ", "red"),
+        f"{counts.get('duplicate', 0)} duplicates  ",
+        f"elapsed {format_seconds(time.monotonic() - state.started)}  ",
+        f"left ~{format_seconds(state.time_left())}",
+    )
+    overall = ProgressBar(total=max(1, state.target), completed=state.finished, width=60)
+    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    for column in ("trial", "candidate", "epoch", "", "val acc", "device"):
+        table.add_column(column)
+    for running in sorted(state.running.values(), key=lambda item: item.trial):
+        table.add_row(
+            str(running.trial),
+            Text(running.compact),
+            f"{running.epoch}/{running.epochs}",
+            ProgressBar(total=max(1, running.epochs), completed=running.epoch, width=20),
+            f"{running.val_acc:.2%}" if running.val_acc is not None else "—",
+            Text(running.device),
+        )
+    best = (
+        Text.assemble(("best so far: ", "bold"), f"trial {state.best_trial}  {state.best_val_acc:.2%}  ",
+                      Text(state.best_compact, style="cyan"))
+        if state.best_val_acc is not None
+        else Text("best so far: no finished trial yet", style="dim")
+    )
+    return Group(header, overall, table, best)
+
+
+class SearchView:
+    """Consumes events; draws live on a terminal, or prints one line per finished trial."""
+
+    def __init__(self, state: ProgressState, *, console: Console | None = None, live: bool | None = None) -> None:
+        self.state = state
+        self.console = console or Console(stderr=False)
+        self.live_enabled = self.console.is_terminal if live is None else live
+        self.live: Live | None = None
+
+    def __enter__(self) -> "SearchView":
+        if self.live_enabled:
+            self.live = Live(render(self.state), console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.update(render(self.state))
+            self.live.__exit__(*exc)
+
+    def __call__(self, event: SearchEvent) -> None:
+        self.state.apply(event)
+        if self.live is not None:
+            self.live.update(render(self.state))
+        elif event.kind == "trial_end":
+            self.console.print(plain_line(self.state, event), highlight=False, soft_wrap=True)
+        elif event.kind == "message":
+            self.console.print(Text(event.text), soft_wrap=True)
+
+    def refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(render(self.state))
+
+
+def plain_line(state: ProgressState, event: SearchEvent) -> Text:
+    if event.outcome == "interrupted":
+        return Text(f"trial {event.trial} interrupted ({event.reason}); it resumes from its last finished epoch")
+    accuracy = f"{event.best_val_acc:.2%}" if event.best_val_acc is not None else "—"
+    best = f"{state.best_val_acc:.2%} (trial {state.best_trial})" if state.best_val_acc is not None else "—"
+    reason = f" ({event.reason})" if event.reason and event.outcome != "complete" else ""
+    return Text(
+        f"[{state.finished}/{state.target}] trial {event.trial} {event.outcome}{reason}: val {accuracy}  "
+        f"{event.compact}  {event.seconds:.1f}s  best {best}  left ~{format_seconds(state.time_left())}"
+    )
+
+
+def state_from_study(study: Any, state: ProgressState) -> None:
+    """Refresh a view's state from the study itself (several worker processes)."""
+    state.counts.clear()
+    state.running.clear()
+    state.done_before = 0
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        if trial.state.name == "RUNNING":
+            arch_epochs = (attrs.get("arch") or {}).get("train", {}).get("epochs", 0)
+            curve = attrs.get("val_acc") or []
+            state.running[trial.number] = RunningTrial(
+                trial.number, attrs.get("compact", ""), arch_epochs, epoch=attrs.get("current_epoch", 0),
+                val_acc=curve[-1] if curve else attrs.get("current_val_acc"), worker=attrs.get("worker", ""),
+                device=attrs.get("device", ""))
+            continue
+        outcome = attrs.get("outcome", trial.state.name.lower())
+        if outcome == "interrupted":
+            continue
+        state.counts[outcome] = state.counts.get(outcome, 0) + 1
+        accuracy = attrs.get("best_val_acc")
+        if trial.state.name == "COMPLETE" and accuracy is not None and (state.best_val_acc is None or accuracy > state.best_val_acc):
+            state.best_trial, state.best_val_acc, state.best_compact = trial.number, accuracy, attrs.get("compact", "")

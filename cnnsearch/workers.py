@@ -1,0 +1,42 @@
+"""Owns starting several local worker processes for one search and placing them on devices.
+
+Each worker is a `cnnsearch worker` process sharing the run's study (Optuna's distributed
+optimisation: the storage is the only coordination). GPUs are shared out round-robin; on
+CPU the cores are split so workers do not oversubscribe them.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from cnnsearch.rundir import RunDir
+
+
+def worker_devices(workers: int, device: str) -> list[str]:
+    """One device per worker: all visible GPUs in turn for auto/cuda, else the one asked for."""
+    if device in ("auto", "cuda"):
+        import torch
+
+        count = torch.cuda.device_count()
+        if count:
+            return [f"cuda:{index % count}" for index in range(workers)]
+        return ["cpu"] * workers
+    return [device] * workers
+
+
+def spawn_workers(run: RunDir, *, workers: int, target: int, timeout_s: float | None, device: str) -> list[subprocess.Popen]:
+    """Start `workers` processes; they stop by themselves at the target, deadline or Ctrl-C."""
+    devices = worker_devices(workers, device)
+    cpu_workers = sum(1 for name in devices if name == "cpu")
+    threads = max(1, (os.cpu_count() or 1) // max(1, cpu_workers))
+    processes = []
+    for index, worker_device in enumerate(devices):
+        command = [sys.executable, "-m", "cnnsearch", "worker", "--name", run.name, "--runs-dir", str(run.runs_dir),
+                   "--device", worker_device, "--worker-index", str(index), "--quiet"]
+        if worker_device == "cpu":
+            command += ["--threads", str(threads)]
+        if timeout_s:
+            command += ["--timeout", f"{timeout_s}s"]
+        processes.append(subprocess.Popen(command))
+    return processes
