@@ -209,7 +209,7 @@ def _finish_search(run, interrupted: bool) -> None:
 
     summary = summarize(run, interrupted=interrupted)
     frame = sort_and_cut(leaderboard_frame(run), sort=None, top=5)
-    out.print(leaderboard_table(frame, title=f"{run.name}: top 5"))
+    out.print(leaderboard_table(frame, title=f"{run.name}: top 5", width=out.width))
     counts = ", ".join(f"{count} {outcome}" for outcome, count in sorted(summary.counts.items()))
     info(f"trials: {counts or 'none'}")
     info(f"more: cnnsearch leaderboard {run.name} --runs-dir {run.runs_dir}   |   cnnsearch report {run.name}   |   cnnsearch export {run.name} --out model/")
@@ -255,7 +255,7 @@ def worker(
 @app.command()
 def runs(runs_dir: RunsDir = Path("runs")) -> None:
     """List the runs: data, trials done/pruned/failed, best accuracy, last activity."""
-    from cnnsearch.report import frame_to_text, runs_frame, runs_table
+    from cnnsearch.report import runs_frame, runs_table
 
     frame = runs_frame(runs_dir)
     out.print(runs_table(frame))
@@ -282,15 +282,15 @@ def leaderboard(
         from rich.live import Live
 
         try:
-            with Live(watch_view(run), console=out, refresh_per_second=1) as live:
+            with Live(watch_view(run, width=out.width), console=out, refresh_per_second=1) as live:
                 while True:
                     time.sleep(1.0)
-                    live.update(watch_view(run))
+                    live.update(watch_view(run, width=out.width))
         except KeyboardInterrupt:
             return
     frame = sort_and_cut(leaderboard_frame(run, include_all=all_trials), sort=sort, top=top)
     if fmt == Format.table:
-        out.print(leaderboard_table(frame, title=f"{name}: {len(frame)} trials"))
+        out.print(leaderboard_table(frame, title=f"{name}: {len(frame)} trials", width=out.width))
         return
     text = frame_to_text(frame, fmt.value)
     if out_file:

@@ -65,6 +65,7 @@ TIME_OUTCOMES = (  # "where the time went", in this order
     "interrupted", "duplicate", "running",
 )
 REPORT_TOP = 20  # leaderboard rows in the HTML report
+PLOT_NAMES = ("best_so_far", "time", "accuracy_vs_cost", "importance", "learning_curves")  # report/<name>.png
 CURVES_TOP = 5  # learning curves drawn in full colour
 WATCH_TOP = 10  # leaderboard rows in the watch view
 
@@ -122,7 +123,7 @@ def trial_facts(trial: Any, *, accuracy_index: int = 0, epochs_budget: int | Non
         flops=_integer(attrs.get("flops")),
         latency_ms=_number(attrs.get("latency_ms")),
         train_s=_number(attrs.get("train_seconds")),
-        epochs=_integer(attrs.get("epochs_run", attrs.get("current_epoch"))),
+        epochs=_integer(attrs.get("epochs_run", attrs.get("current_epoch", len(curve) if curve else None))),
         arch=str(attrs.get("compact", "")),
         reason=reason,
         curve=curve,
@@ -555,12 +556,7 @@ def runs_frame(runs_dir: str | Path, *, now: float | None = None) -> pd.DataFram
             failed=sum(outcome in FAILED_OUTCOMES or outcome == "interrupted" for outcome in outcomes),
             best_val_acc=max(trained) if trained else None,
             last_activity=max(moments).isoformat(timespec="seconds") if moments else "",
-            running=any(
-                _heartbeat_age(run, fact.number, now) is not None
-                and _heartbeat_age(run, fact.number, now) < HEARTBEAT_FRESH_S
-                for fact in facts
-                if fact.outcome == "running"
-            ),
+            running=any(_alive(run, fact.number, now) for fact in facts if fact.outcome == "running"),
         )
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
@@ -596,10 +592,16 @@ def runs_table(frame: pd.DataFrame, *, title: str = "") -> RenderableType:
 
 
 def _heartbeat_age(run: RunDir, number: int, now: float) -> float | None:
+    """Seconds since the worker training trial `number` last touched its heartbeat file."""
     try:
         return now - run.heartbeat_file(number).stat().st_mtime
     except OSError:
         return None
+
+
+def _alive(run: RunDir, number: int, now: float) -> bool:
+    age = _heartbeat_age(run, number, now)
+    return age is not None and age < HEARTBEAT_FRESH_S
 
 
 def _first_line(error: BaseException) -> str:
@@ -608,7 +610,7 @@ def _first_line(error: BaseException) -> str:
 
 
 # ---- one trial -------------------------------------------------------------------------------
-def trial_detail(run: RunDir, number: int, *, study: Any = None) -> RenderableType:
+def trial_detail(run: RunDir, number: int, *, study: Any = None) -> Group:
     """Everything about one trial: metrics, layer table, settings, searched values, learning curve."""
     info = run.read_info()
     study = study if study is not None else run.load_study(info)
@@ -818,7 +820,7 @@ def watch_view(run: RunDir, *, study: Any = None, now: float | None = None, widt
         total = _arch_epochs(attrs) or info.epochs
         current = attrs.get("current_epoch", len(fact.curve))
         finite = [value for value in fact.curve if not math.isnan(value)]
-        elapsed = (datetime.datetime.now() - fact.started).total_seconds() if fact.started else None
+        elapsed = (datetime.datetime.fromtimestamp(now) - fact.started).total_seconds() if fact.started else None
         age = _heartbeat_age(run, fact.number, now)
         if age is None:
             beat = Text("none", style="dim")
@@ -862,6 +864,8 @@ def write_report(run: RunDir, *, study: Any = None) -> Path:
     frame = _frame(facts, objectives, include_all=False)
     plots_dir = run.path / "report"
     plots_dir.mkdir(parents=True, exist_ok=True)
+    for name in PLOT_NAMES:  # a plot left from an earlier report must not pass for this one's
+        (plots_dir / f"{name}.png").unlink(missing_ok=True)
 
     sections = [_settings_section(run, info), _models_section(run)]
     if frame.empty:
@@ -911,7 +915,9 @@ def _figure(columns: int = 1, *, height: float = 3.6) -> tuple[Any, Any]:
 
 
 def _settings_section(run: RunDir, info: RunInfo) -> str:
-    split = ", ".join(f"{key} {value:,}" for key, value in info.split_sizes.items()) if info.split_sizes else ""
+    split = ", ".join(
+        f"{key} {value:,}" if isinstance(value, int) else f"{key} {value}" for key, value in info.split_sizes.items()
+    )
     settings: list[tuple[str, Any]] = [
         ("run", info.name),
         ("data", info.data),

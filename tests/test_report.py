@@ -1,0 +1,324 @@
+"""The leaderboard frame and everything drawn from it, on real Optuna studies in a temp dir.
+
+No torch: synthetic runs (tests/synthetic.py) add finished trials through Optuna's API.
+"""
+from __future__ import annotations
+
+import html
+import io
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from rich.console import Console
+from rich.text import Text
+
+from cnnsearch import report
+from cnnsearch.errors import UserError
+from cnnsearch.rundir import RunDir
+from synthetic import make_synthetic_run  # tests/ is on sys.path (pytest rootdir-less test folder)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def render(renderable, width: int = 200) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def small(shared_runs) -> RunDir:
+    return make_synthetic_run(shared_runs, "small", 60, seed=1, running=1)
+
+
+@pytest.fixture(scope="module")
+def multi(shared_runs) -> RunDir:
+    return make_synthetic_run(shared_runs, "multi", 60, seed=2, multi_objective=True)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> RunDir:
+    return make_synthetic_run(tmp_path_factory.mktemp("big"), "big", 1000, seed=3)
+
+
+# ---- the frame ---------------------------------------------------------------------------
+def test_frame_columns_order_and_ranking(small):
+    frame = report.leaderboard_frame(small)
+    assert list(frame.columns) == list(report.COLUMNS)
+    assert frame["rank"].tolist() == list(range(1, len(frame) + 1))
+    accuracies = frame["val_acc"].tolist()
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert not frame["val_acc"].isna().any()
+    for state in frame["state"]:
+        assert state in ("complete", "pruned") or re.fullmatch(r"duplicate of #\d+", state)
+    assert {"complete", "pruned"} <= set(frame["state"])
+    # Ties on accuracy: fewer params first.
+    for (_, upper), (_, lower) in zip(frame.iloc[:-1].iterrows(), frame.iloc[1:].iterrows()):
+        if upper["val_acc"] == lower["val_acc"] and pd.notna(upper["params"]) and pd.notna(lower["params"]):
+            assert upper["params"] <= lower["params"]
+
+
+def test_pruned_rows_show_where_they_stopped(small):
+    frame = report.leaderboard_frame(small)
+    pruned = frame[frame["state"] == "pruned"]
+    assert len(pruned) > 0
+    assert (pruned["epochs"] < 8).all()
+
+
+def test_include_all_adds_every_trial_with_its_reason(small):
+    ranked = report.leaderboard_frame(small)
+    everything = report.leaderboard_frame(small, include_all=True)
+    assert list(everything.columns) == [*report.COLUMNS, "reason"]
+    assert len(everything) == 61  # 60 finished + 1 running
+    assert len(everything) > len(ranked)
+    unranked = everything[everything["rank"].isna()]
+    states = set(unranked["state"])
+    assert {"infeasible", "failed: nan", "failed: error", "running"} <= states
+    assert (unranked["reason"].str.len() > 0).all()
+    infeasible = unranked[unranked["state"] == "infeasible"].iloc[0]
+    assert "cannot fit" in infeasible["reason"]
+    # The ranked rows come first, in the same order as without include_all.
+    assert everything["trial"].tolist()[: len(ranked)] == ranked["trial"].tolist()
+
+
+def test_multi_objective_front_is_not_dominated(multi):
+    frame = report.leaderboard_frame(multi)
+    assert list(frame.columns) == ["rank", "front", *report.COLUMNS[1:]]
+    assert frame["front"].dtype == bool
+    front = frame[frame["front"]]
+    assert len(front) >= 2
+    # The front is ranked first.
+    assert frame["front"].tolist() == [True] * len(front) + [False] * (len(frame) - len(front))
+    trained = frame[frame["state"] == "complete"]
+    for _, member in front.iterrows():
+        for _, other in trained.iterrows():
+            dominates = (
+                other["val_acc"] >= member["val_acc"]
+                and other["params"] <= member["params"]
+                and (other["val_acc"] > member["val_acc"] or other["params"] < member["params"])
+            )
+            assert not dominates, f"trial {other['trial']} dominates front member {member['trial']}"
+
+
+def test_pareto_ranks_by_hand():
+    points = [[0.9, 100], [0.8, 50], [0.85, 200], [0.7, 300], [0.9, 100]]
+    assert report.pareto_ranks(points, [True, False]).tolist() == [1, 1, 2, 3, 1]
+
+
+def test_sort_and_cut(small):
+    frame = report.leaderboard_frame(small)
+    by_params = report.sort_and_cut(frame, sort="params", top=5)
+    assert len(by_params) == 5
+    assert by_params["params"].tolist() == sorted(frame["params"].dropna().tolist())[:5]
+    assert report.sort_and_cut(frame, sort="val_acc", top=None)["trial"].tolist() == frame["trial"].tolist()
+    with pytest.raises(UserError) as caught:
+        report.sort_and_cut(frame, sort="parms", top=None)
+    message = str(caught.value)
+    assert "valid columns: rank, trial, state, val_acc, params" in message
+    assert "did you mean 'params'?" in message
+    with pytest.raises(UserError, match=re.escape("top must be >= 1, but got top=0")):
+        report.sort_and_cut(frame, sort=None, top=0)
+
+
+# ---- formats -------------------------------------------------------------------------------
+def test_csv_json_markdown_render_the_same_rows(small):
+    frame = report.sort_and_cut(report.leaderboard_frame(small, include_all=True), sort=None, top=12)
+
+    parsed = pd.read_csv(io.StringIO(report.frame_to_text(frame, "csv")))
+    assert list(parsed.columns) == list(frame.columns)
+    assert parsed["trial"].tolist() == frame["trial"].tolist()
+    assert parsed["val_acc"].round(6).tolist() == frame["val_acc"].round(6).tolist()
+
+    records = json.loads(report.frame_to_text(frame, "json"))
+    assert isinstance(records, list) and len(records) == len(frame)
+    assert records[0]["trial"] == int(frame["trial"].iloc[0])
+    assert records[0]["rank"] == 1
+
+    lines = report.frame_to_text(frame, "markdown").strip().splitlines()
+    assert lines[0] == "| " + " | ".join(frame.columns) + " |"
+    assert re.fullmatch(r"\|( :?-{3,}:? \|)+", lines[1])
+    assert len(lines) == 2 + len(frame)
+    cells = [len(re.findall(r"(?<!\\)\|", line)) for line in lines]
+    assert len(set(cells)) == 1
+
+
+def test_unknown_format_is_a_user_error(small):
+    with pytest.raises(UserError, match="use one of: csv, json, markdown"):
+        report.frame_to_text(report.leaderboard_frame(small), "yaml")
+
+
+def test_markup_in_user_strings_is_kept(small):
+    frame = report.leaderboard_frame(small).head(3).copy()
+    frame.loc[0, "arch"] = "[c-c-p] c8k3-[bold]gap"
+    text = render(report.leaderboard_table(frame, title="[run]"))
+    assert "[c-c-p] c8k3-[bold]gap" in text
+    assert "[run]" in text
+    assert "%" in text  # val_acc as percent
+
+
+def test_humanise():
+    assert report.humanise(999) == "999"
+    assert report.humanise(12_345) == "12.3K"
+    assert report.humanise(4_500_000) == "4.5M"
+    assert report.humanise(999_960) == "1.0M"
+    assert report.humanise(None) == "-"
+
+
+def test_narrow_terminal_keeps_the_arch_column(small):
+    frame = report.leaderboard_frame(small).head(5)
+    text = render(report.leaderboard_table(frame, width=80), width=80)
+    assert "arch" in text
+    assert "flops" not in text
+
+
+# ---- empty runs ------------------------------------------------------------------------------
+def test_empty_run_says_no_finished_trials(runs_dir):
+    run = make_synthetic_run(runs_dir, "empty", 0)
+    frame = report.leaderboard_frame(run)
+    assert frame.empty and list(frame.columns) == list(report.COLUMNS)
+    table = report.leaderboard_table(frame, title="empty")
+    assert isinstance(table, Text)
+    assert render(table).strip() == "No finished trials yet."
+    assert "No finished trials yet." in report.frame_to_text(frame, "markdown")
+    assert json.loads(report.frame_to_text(frame, "json")) == []
+    page = report.write_report(run).read_text()
+    assert "No finished trials yet." in page
+
+
+# ---- a big run -------------------------------------------------------------------------------
+def test_big_run_frame_without_torch(big):
+    frame = report.leaderboard_frame(big)
+    assert 700 < len(frame) < 1000
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from cnnsearch.report import leaderboard_frame, leaderboard_table, trial_detail
+        from cnnsearch.rundir import RunDir
+        run = RunDir({str(big.runs_dir)!r}, "big")
+        frame = leaderboard_frame(run, include_all=True)
+        leaderboard_table(frame)
+        trial_detail(run, 0)
+        print(len(frame), 'torch' in sys.modules, 'lightning' in sys.modules, 'pytorch_lightning' in sys.modules)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1000", "False", "False", "False"]
+
+
+# ---- one trial -------------------------------------------------------------------------------
+def test_trial_detail_shows_layers_settings_and_curve(small):
+    best = int(report.leaderboard_frame(small)["trial"].iloc[0])
+    text = render(report.trial_detail(small, best), width=160)
+    for expected in ("conv1", "classifier", "total", "output shape", "lr", "translate", "train.lr", "validation accuracy by epoch"):
+        assert expected in text
+    assert re.search(r"\|\S*\*", text)  # chart points after the y axis
+    assert " +----" in text
+
+
+def test_trial_detail_of_infeasible_and_archless_trials(runs_dir):
+    run = make_synthetic_run(runs_dir, "odd", 30, seed=4)
+    frame = report.leaderboard_frame(run, include_all=True)
+    infeasible = int(frame[frame["state"] == "infeasible"]["trial"].iloc[0])
+    assert "cannot be built" in render(report.trial_detail(run, infeasible), width=200)
+
+    study = run.load_study()
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            user_attrs={"outcome": "error", "reason": "ValueError: bad [space] file"},
+        )
+    )
+    text = render(report.trial_detail(run, 30), width=200)
+    assert "No architecture recorded" in text
+    assert "ValueError: bad [space] file" in text
+
+
+def test_unknown_trial_is_a_user_error(runs_dir):
+    run = make_synthetic_run(runs_dir, "x", 6)
+    with pytest.raises(UserError) as caught:
+        report.trial_detail(run, 7)
+    assert str(caught.value) == "run 'x' has no trial 7; trials are numbered 0..5"
+
+
+def test_text_chart():
+    chart = report.text_chart([0.2, 0.5, 0.7, 0.8], width=20, height=5)
+    lines = chart.splitlines()
+    assert len(lines) == 5 + 2
+    assert lines[0].startswith("0.8 |")
+    assert lines[4].startswith("0.2 |")
+    assert chart.count("*") == 4
+    assert lines[-1].strip().split() == ["1", "4"]
+    assert report.text_chart([]) == "(no values)"
+
+
+# ---- watch -----------------------------------------------------------------------------------
+def test_watch_view_lists_running_trials(small, multi):
+    text = render(report.watch_view(small), width=200)
+    assert "top 10" in text and "running" in text
+    assert re.search(r"\d / 8", text)
+    assert "No trials running." in render(report.watch_view(multi), width=200)
+
+
+# ---- the HTML report -------------------------------------------------------------------------
+def test_write_report_is_self_contained(small):
+    model = small.path / "export" / "model.json"
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_text(json.dumps({"test_accuracy": 0.9612, "trial": 3}))
+    info = small.read_info()
+    info.command = "cnnsearch search --name small <script>alert(1)</script>"
+    small.write_info(info)
+
+    path = report.write_report(small)
+    assert path == small.path / "report.html"
+    page = path.read_text()
+    assert "data:image/png;base64," in page
+    best_arch = report.leaderboard_frame(small)["arch"].iloc[0]
+    assert html.escape(best_arch) in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
+    assert "http://" not in page and "https://" not in page
+    assert "<script" not in page and "&lt;script&gt;" in page
+    assert "96.12%" in page
+    assert "Hyperparameter importance" in page
+    for name in ("best_so_far", "time", "accuracy_vs_cost", "importance", "learning_curves"):
+        assert (small.path / "report" / f"{name}.png").stat().st_size > 1000
+
+
+def test_write_report_with_too_few_trials_for_importance(runs_dir):
+    run = make_synthetic_run(runs_dir, "one", 1, seed=5)
+    page = report.write_report(run).read_text()
+    assert "Not enough trials" in page
+
+
+# ---- all runs --------------------------------------------------------------------------------
+def test_runs_frame_lists_runs_and_notes_broken_ones(tmp_path):
+    make_synthetic_run(tmp_path, "alpha", 20, seed=6)
+    make_synthetic_run(tmp_path, "beta", 10, seed=7, running=1)
+    broken = tmp_path / "gamma"
+    broken.mkdir()
+    (broken / "run.json").write_text("{not json")
+
+    frame = report.runs_frame(tmp_path)
+    assert frame["name"].tolist() == ["alpha", "beta", "gamma"]
+    alpha, beta, gamma = (row for _, row in frame.iterrows())
+    assert alpha["trials"] == 20 and beta["trials"] == 11
+    assert alpha["complete"] + alpha["pruned"] + alpha["skipped"] + alpha["failed"] == 20
+    assert 0 < alpha["best_val_acc"] <= 1
+    assert alpha["data"] == "digits" and alpha["last_activity"].startswith("2026-")
+    assert not alpha["running"] and beta["running"]
+    assert "not a valid run file" in gamma["note"]
+    assert "gamma" in render(report.runs_table(frame))
+    assert report.runs_frame(tmp_path / "nothing").empty

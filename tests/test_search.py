@@ -1,0 +1,207 @@
+"""Searches end to end: the real CLI in a subprocess, real Optuna studies, real training on digits."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from conftest import TINY_SPACE, load_study, run_cli, start_cli
+from cnnsearch.search import SearchSettings, WorkerLoop, counted_trials, prepare_run
+
+STATES = optuna.trial.TrialState
+
+
+def write_space(path: Path, **overrides: str) -> Path:
+    """A fully fixed space (one candidate) with some keys replaced, for controlled trials."""
+    tables = {
+        "network": {"stages": "2", "filters": "8", "width_multiplier": "2.0", "padding": '"same"'},
+        "stage": {"convs": "1", "kernel_size": "3", "pool": "true"},
+        "head": {"pooling": '"gap"'},
+        "train": {"lr": "0.02", "batch_size": "32", "epochs": "2"},
+    }
+    for dotted, value in overrides.items():
+        table, key = dotted.split("__")
+        tables.setdefault(table, {})[key] = value
+    text = "\n".join(f"[{table}]\n" + "\n".join(f"{key} = {value}" for key, value in keys.items()) for table, keys in tables.items())
+    path.write_text(text + "\n")
+    return path
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+# ---- the whole command -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    result = run_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "demo",
+                     "--trials", "3", "--epochs", "2", "--runs-dir", str(runs))
+    assert result.returncode == 0, result.stderr
+    return runs
+
+
+def test_search_writes_a_complete_run_folder(finished_run: Path) -> None:
+    run = finished_run / "demo"
+    for name in ("run.json", "space.toml", "split.npz", "study.journal"):
+        assert (run / name).is_file(), name
+    info = json.loads((run / "run.json").read_text())
+    assert info["data"] == "digits" and info["epochs"] == 2
+    assert info["split_sizes"]["train"] > info["split_sizes"]["val"] > 0
+    assert {"torch", "optuna", "pytorch-lightning", "cnnsearch"} <= set(info["versions"])
+    assert "cnnsearch search" in info["command"]
+    study = load_study(finished_run, "demo")
+    assert len(study.trials) == 3
+    assert all(t.state in (STATES.COMPLETE, STATES.PRUNED) for t in study.trials)
+    for trial in study.trials:
+        record = json.loads((run / "trials" / f"{trial.number}.json").read_text())
+        assert record["arch"]["layers"] and record["outcome"] == trial.user_attrs["outcome"]
+        assert len(record["val_acc"]) == record["epochs_run"] >= 1
+    assert list((run / "weights").glob("trial_*.pt")), "the best trial's weights are kept"
+    assert not list((run / "checkpoints").glob("*.pt")), "finished trials leave no checkpoint"
+
+
+def test_resume_adds_exactly_the_missing_trials(finished_run: Path) -> None:
+    before = load_study(finished_run, "demo").trials
+    result = run_cli("search", "--name", "demo", "--trials", "5", "--runs-dir", str(finished_run))
+    assert result.returncode == 0, result.stderr
+    after = load_study(finished_run, "demo").trials
+    assert len(after) == 5
+    assert [(t.number, t.state, t.value) for t in after[:3]] == [(t.number, t.state, t.value) for t in before]
+    assert "resuming run 'demo'" in result.stderr
+
+
+def test_plain_output_is_one_line_per_trial(finished_run: Path) -> None:
+    result = run_cli("search", "--name", "demo", "--trials", "6", "--runs-dir", str(finished_run))
+    trial_lines = [line for line in result.stdout.splitlines() if line.startswith("[6/6] trial")]
+    assert len(trial_lines) == 1, result.stdout
+    assert "best" in trial_lines[0] and "left" in trial_lines[0]
+    assert "cnnsearch leaderboard demo" in result.stderr
+
+
+# ---- interruptions -------------------------------------------------------------------------------
+def _checkpoint_written(runs: Path, name: str) -> bool:
+    return any((runs / name / "checkpoints").glob("trial_*.pt"))
+
+
+def test_sigkill_then_resume_continues_from_the_checkpoint(runs_dir: Path) -> None:
+    process = start_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "k",
+                        "--trials", "2", "--epochs", "8", "--pruner", "none", "--runs-dir", str(runs_dir))
+    wait_for(lambda: _checkpoint_written(runs_dir, "k"))
+    process.kill()
+    process.wait()
+    checkpoint_path = next((runs_dir / "k" / "checkpoints").glob("trial_*.pt"))
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    assert [t.state for t in load_study(runs_dir, "k").trials] == [STATES.RUNNING]
+
+    result = run_cli("search", "--name", "k", "--runs-dir", str(runs_dir))
+    assert result.returncode == 0, result.stderr
+    trials = load_study(runs_dir, "k").trials
+    assert not [t for t in trials if t.state == STATES.RUNNING]
+    killed = trials[0]
+    assert killed.state == STATES.FAIL and killed.user_attrs["outcome"] == "interrupted"
+    resumed = [t for t in trials if t.user_attrs.get("resume_of") == 0]
+    assert len(resumed) == 1 and resumed[0].params == killed.params
+    epochs_done = checkpoint["epoch"]
+    assert resumed[0].user_attrs["val_acc"][:epochs_done] == checkpoint["val_acc"]
+    assert len(resumed[0].user_attrs["val_acc"]) == 8
+    assert len(counted_trials(load_study(runs_dir, "k"))) == 2
+
+
+def test_sigint_exits_130_and_leaves_no_running_trial(runs_dir: Path) -> None:
+    process = start_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "c",
+                        "--trials", "3", "--epochs", "8", "--pruner", "none", "--runs-dir", str(runs_dir))
+    wait_for(lambda: _checkpoint_written(runs_dir, "c"))
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "resume with `cnnsearch search --name c" in stderr
+    trials = load_study(runs_dir, "c").trials
+    assert not [t for t in trials if t.state == STATES.RUNNING]
+    interrupted = [t for t in trials if t.user_attrs.get("outcome") == "interrupted"]
+    assert len(interrupted) == 1
+    queued = [t for t in trials if t.state == STATES.WAITING]
+    assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == interrupted[0].params
+
+
+# ---- what is not trained --------------------------------------------------------------------------
+def _library_search(tmp_path: Path, space: Path, trials: int, **settings: object) -> tuple:
+    run, info, loaded = prepare_run(SearchSettings(name="lib", space=str(space), data="digits", runs_dir=str(tmp_path),
+                                                   trials=trials, device="cpu", **settings))
+    return run, info, loaded
+
+
+def test_duplicate_candidates_are_not_retrained(tmp_path: Path) -> None:
+    run, info, space = _library_search(tmp_path, write_space(tmp_path / "one.toml"), 3)
+    WorkerLoop(run, info, space, target=3, device="cpu").run_loop()
+    trials = run.load_study().trials
+    assert [t.user_attrs["outcome"] for t in trials] == ["complete", "duplicate", "duplicate"]
+    assert all(t.user_attrs["duplicate_of"] == 0 for t in trials[1:])
+    assert all(t.value == trials[0].value for t in trials)
+    assert trials[1].user_attrs["train_seconds"] == 0.0
+
+
+def test_infeasible_candidate_is_pruned_with_its_reason(tmp_path: Path) -> None:
+    space = write_space(tmp_path / "bad.toml", network__stages="3", network__padding='"valid"', stage__kernel_size="5")
+    run, info, loaded = _library_search(tmp_path, space, 1)
+    started = time.monotonic()
+    WorkerLoop(run, info, loaded, target=1, device="cpu").run_loop()
+    assert time.monotonic() - started < 30
+    (trial,) = run.load_study().trials
+    assert trial.state == STATES.PRUNED
+    assert trial.user_attrs["outcome"] == "infeasible"
+    assert "larger than its" in trial.user_attrs["reason"] or "below 1x1" in trial.user_attrs["reason"]
+
+
+def test_nan_loss_fails_the_trial_and_the_next_one_runs(tmp_path: Path) -> None:
+    space = write_space(tmp_path / "lr.toml", train__lr="[10000.0, 0.02]", train__optimizer='"sgd"')
+    run, info, loaded = _library_search(tmp_path, space, 2)
+    study = run.load_study()
+    study.enqueue_trial({"train.lr": 10000.0})
+    study.enqueue_trial({"train.lr": 0.02})
+    WorkerLoop(run, info, loaded, target=2, device="cpu").run_loop()
+    first, second = run.load_study().trials
+    assert first.user_attrs["outcome"] == "nan" and "lower the learning rate" in first.user_attrs["reason"]
+    assert second.user_attrs["outcome"] == "complete" and second.value > 0.5
+
+
+# ---- bad input ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--trials", "0"], "--trials must be at least 1, but got 0"),
+        (["--timeout", "soon"], "cannot read the duration 'soon'; use e.g. 90s, 20m, 2h or 1h30m"),
+        (["--space", "nope.toml"], "space file not found: nope.toml"),
+        (["--objective", "accuracy,speed"], "--objective 'accuracy,speed' is not valid"),
+    ],
+)
+def test_bad_search_input_is_one_line_and_exit_2(runs_dir: Path, args: list[str], message: str) -> None:
+    result = run_cli("search", "--name", "x", "--runs-dir", str(runs_dir), *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (runs_dir / "x").exists()
+
+
+def test_unknown_run_and_changed_space_are_refused(finished_run: Path, tmp_path: Path) -> None:
+    result = run_cli("leaderboard", "nosuch", "--runs-dir", str(finished_run))
+    assert result.returncode == 2 and "no run named 'nosuch'" in result.stderr and "Traceback" not in result.stderr
+
+    changed = tmp_path / "changed.toml"
+    changed.write_text(TINY_SPACE.read_text().replace("filters = [8, 16]", "filters = [8, 32]"))
+    journal = (finished_run / "demo" / "study.journal").read_bytes()
+    result = run_cli("search", "--name", "demo", "--space", str(changed), "--runs-dir", str(finished_run))
+    assert result.returncode == 2
+    assert "[network] filters: [8, 16] -> [8, 32]" in result.stderr and "--fork NEW_NAME" in result.stderr
+    assert (finished_run / "demo" / "study.journal").read_bytes() == journal
