@@ -645,12 +645,22 @@ class WorkerLoop:
             self._finish_duplicate(study, trial, earlier)
             return
 
-        def on_epoch(epoch: int, accuracy: float) -> bool:
+        costs: dict[str, float] = {}
+
+        def on_measured(measured: dict[str, float]) -> None:
+            costs.update(measured)
+            for key, value in measured.items():
+                trial.set_user_attr(key, value)
+
+        def on_epoch(epoch: int, accuracy: float) -> bool | str:
             self._emit(kind="epoch", trial=trial.number, compact=arch.compact(), epoch=epoch, epochs=arch.train.epochs, val_acc=accuracy)
             trial.set_user_attr("current_epoch", epoch)
             trial.set_user_attr("current_val_acc", accuracy)
             if len(self.info.objective) > 1:
-                return False  # multi-objective pruning is decided in `pareto_prune`
+                if self.info.pruner == "none":
+                    return False
+                cost_key = COST_ATTRS[self.info.objective[1]]
+                return pareto_prune(study, trial.number, epoch, accuracy, cost_key, costs.get(cost_key)) or False
             trial.report(accuracy, epoch)
             return trial.should_prune()
 
@@ -661,6 +671,7 @@ class WorkerLoop:
             deadline=self.deadline,
             should_stop=self.should_stop,
             epoch_callback=on_epoch,
+            on_measured=on_measured,
             checkpoint_path=checkpoint,
         )
         with Heartbeat(self.run, study, trial):
@@ -759,8 +770,33 @@ class WorkerLoop:
     def _objective_values(self, metrics: dict[str, Any]) -> float | list[float]:
         if len(self.info.objective) == 1:
             return float(metrics["best_val_acc"])
-        cost = {"params": "params", "flops": "flops", "latency": "latency_ms"}[self.info.objective[1]]
-        return [float(metrics["best_val_acc"]), float(metrics[cost])]
+        return [float(metrics["best_val_acc"]), float(metrics[COST_ATTRS[self.info.objective[1]]])]
+
+
+COST_ATTRS = {"params": "params", "flops": "flops", "latency": "latency_ms"}  # objective -> trial attr
+
+
+def pareto_prune(study: Any, number: int, epoch: int, accuracy: float, cost_key: str, cost: float | None) -> str | None:
+    """Multi-objective pruning: stop a trial that is dominated at the same epoch.
+
+    Optuna refuses pruning in multi-objective studies because it compares whole value
+    vectors. Here only accuracy is still being learned: the cost (params, FLOPs, latency)
+    is known before epoch 1. So a trial can be judged like a single-objective one, against
+    the finished trials that cost no more: if one of them was more accurate at this same
+    epoch, this trial cannot join the front by the same route, and it is stopped.
+    """
+    import optuna
+
+    if cost is None:
+        return None
+    for other in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        curve = other.user_attrs.get("val_acc") or []
+        other_cost = other.user_attrs.get(cost_key)
+        if other.number == number or other_cost is None or len(curve) < epoch:
+            continue
+        if other_cost <= cost and curve[epoch - 1] > accuracy:
+            return f"dominated at epoch {epoch} by trial {other.number} ({curve[epoch - 1]:.2%} at {cost_key} {other_cost:,.4g} <= {cost:,.4g})"
+    return None
 
 
 def summarize(run: RunDir, *, interrupted: bool = False, elapsed_s: float = 0.0) -> SearchSummary:

@@ -103,7 +103,8 @@ class TrialControl:
     time_limit_s: float | None = None  # this trial's budget, seconds
     deadline: float | None = None  # time.monotonic() at which the whole search must stop
     should_stop: Callable[[], bool] | None = None  # e.g. Ctrl-C was pressed
-    epoch_callback: Callable[[int, float], bool] | None = None  # (epoch, val_acc) -> prune?
+    epoch_callback: Callable[[int, float], bool | str] | None = None  # (epoch, val_acc) -> prune? (or why)
+    on_measured: Callable[[dict[str, float]], None] | None = None  # params, flops, latency_ms before epoch 1
     checkpoint_path: Path | None = None  # last finished epoch, to resume an interrupted trial
     validate: bool = True  # False for a final retrain: no validation split is used
 
@@ -327,8 +328,10 @@ def _make_module_class():
             if control.checkpoint_path is not None:
                 save_checkpoint(control.checkpoint_path, self, result)
             if control.validate and control.epoch_callback is not None:
-                if control.epoch_callback(epoch, result.val_acc[-1]):
-                    raise StopTrial("pruned", f"pruned after epoch {epoch} at {result.val_acc[-1]:.2%} validation accuracy")
+                verdict = control.epoch_callback(epoch, result.val_acc[-1])
+                if verdict:
+                    reason = verdict if isinstance(verdict, str) else "the pruner stopped it"
+                    raise StopTrial("pruned", f"pruned after epoch {epoch} at {result.val_acc[-1]:.2%} validation accuracy: {reason}")
 
     return CandidateModule
 
@@ -434,6 +437,8 @@ def _train_once(arch: Architecture, data: DeviceData, control: TrialControl, *, 
     result.flops = count_flops(net, data.input_shape)
     result.latency_ms = measure_latency(net, data.input_shape, batch_size=min(arch.train.batch_size, 256),
                                         device=device, channels_last=channels_last)
+    if control.on_measured is not None:
+        control.on_measured({"params": result.params, "flops": result.flops, "latency_ms": result.latency_ms})
 
     resume_state = load_checkpoint(control.checkpoint_path)
     start_epoch = 0
