@@ -355,6 +355,8 @@ def save_checkpoint(path: Path, module, result: TrialResult) -> None:
         "optimizer": module.trainer.optimizers[0].state_dict(),
         "scheduler": module.trainer.lr_scheduler_configs[0].scheduler.state_dict(),
         "generator": module.generator.get_state() if module.generator is not None else None,
+        "torch_rng": torch.get_rng_state(),  # dropout masks come from the global generator
+        "cuda_rng": torch.cuda.get_rng_state(module.data.train_y.device) if module.data.train_y.device.type == "cuda" else None,
         "val_acc": list(result.val_acc),
         "train_loss": list(result.train_loss),
         "train_seconds": result.train_seconds + (time.monotonic() - module.started),
@@ -451,7 +453,11 @@ def _train_once(arch: Architecture, data: DeviceData, control: TrialControl, *, 
         result.epochs_run = start_epoch
         result.train_seconds = float(resume_state["train_seconds"])
         if resume_state.get("generator") is not None:
-            generator.set_state(resume_state["generator"].to(torch.uint8).cpu() if device.type == "cpu" else resume_state["generator"])
+            generator.set_state(resume_state["generator"])
+        if resume_state.get("torch_rng") is not None:
+            torch.set_rng_state(resume_state["torch_rng"])
+        if resume_state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(resume_state["cuda_rng"], device)
     epochs_left = arch.train.epochs - start_epoch
     batches = ResidentBatches(data, batch_size=arch.train.batch_size, micro_batch=micro_batch,
                               augment_settings=arch.augment, generator=generator, channels_last=channels_last)

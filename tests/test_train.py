@@ -1,0 +1,97 @@
+"""The trainer on real digits: accuracy above chance, per-epoch reports, pruning, failures, resume."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from cnnsearch.data import load_dataset, make_split, to_device
+from cnnsearch.spec import Architecture, AugmentSettings, ConvLayer, Head, PoolLayer, TrainSettings
+from cnnsearch.train import TrialControl, lr_factor, train_candidate
+
+GOOD = Architecture(
+    layers=(ConvLayer(16, 3), ConvLayer(16, 3), PoolLayer("max", 2, 2), ConvLayer(32, 3), PoolLayer("max", 2, 2)),
+    head=Head("flatten", (64,), 0.1),
+    train=TrainSettings(optimizer="adamw", lr=0.01, batch_size=32, epochs=3, label_smoothing=0.0),
+    augment=AugmentSettings(translate=1),
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    dataset = load_dataset("digits")
+    return to_device(dataset, make_split(dataset.train_labels, seed=0), "cpu")
+
+
+def test_a_small_candidate_learns_digits_and_reports_every_epoch(digits) -> None:
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    reported: list[tuple[int, float]] = []
+
+    def on_epoch(epoch: int, accuracy: float) -> bool:
+        trial.report(accuracy, epoch)
+        reported.append((epoch, accuracy))
+        return False
+
+    result = train_candidate(GOOD, digits, control=TrialControl(seed=1, epoch_callback=on_epoch))
+    assert result.outcome == "complete"
+    assert result.best_val_acc > 0.8  # chance is 0.1
+    assert [epoch for epoch, _ in reported] == [1, 2, 3]
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == dict(reported)
+    assert result.params == sum(p.numel() for p in result.model.parameters())
+    assert result.flops > 0 and result.latency_ms > 0 and result.images_per_sec > 0
+    assert len(result.train_loss) == 3 and result.train_loss[-1] < result.train_loss[0]
+
+
+def test_same_seed_same_result(digits) -> None:
+    arch = GOOD.with_epochs(1)
+    first = train_candidate(arch, digits, control=TrialControl(seed=5))
+    second = train_candidate(arch, digits, control=TrialControl(seed=5))
+    assert first.val_acc == second.val_acc
+
+
+def test_a_pruned_trial_stops_at_once(digits) -> None:
+    result = train_candidate(GOOD, digits, control=TrialControl(epoch_callback=lambda epoch, accuracy: True))
+    assert result.outcome == "pruned" and result.epochs_run == 1 and len(result.val_acc) == 1
+    assert "pruned after epoch 1" in result.reason
+
+
+def test_nan_loss_is_a_recorded_failure(digits) -> None:
+    exploding = replace(GOOD, train=replace(GOOD.train, optimizer="sgd", lr=1e5))
+    result = train_candidate(exploding, digits)
+    assert result.outcome == "nan" and "lower the learning rate" in result.reason
+
+
+def test_trial_timeout_is_a_recorded_failure(digits) -> None:
+    result = train_candidate(GOOD.with_epochs(50), digits, control=TrialControl(time_limit_s=0.5))
+    assert result.outcome == "timeout" and result.epochs_run < 50
+
+
+def test_over_budget_and_infeasible_never_train(digits) -> None:
+    assert train_candidate(GOOD, digits, max_params=100).outcome == "over_budget"
+    too_deep = replace(GOOD, layers=GOOD.layers + (PoolLayer("max", 2, 2), PoolLayer("max", 2, 2)))
+    result = train_candidate(too_deep, digits)
+    assert result.outcome == "infeasible" and "pool4" in result.reason
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(digits, tmp_path: Path) -> None:
+    arch = GOOD.with_epochs(3)
+    straight = train_candidate(arch, digits, control=TrialControl(seed=2))
+    checkpoint = tmp_path / "trial.pt"
+    stopped = train_candidate(arch, digits, control=TrialControl(
+        seed=2, checkpoint_path=checkpoint, epoch_callback=lambda epoch, accuracy: epoch == 2))
+    assert stopped.outcome == "pruned" and torch.load(checkpoint, weights_only=True)["epoch"] == 2
+    resumed = train_candidate(arch, digits, control=TrialControl(seed=2, checkpoint_path=checkpoint))
+    assert resumed.val_acc[:2] == stopped.val_acc
+    assert len(resumed.val_acc) == 3
+    assert resumed.val_acc == pytest.approx(straight.val_acc, abs=1e-9)
+
+
+def test_schedule_warms_up_then_decays() -> None:
+    settings = TrainSettings(schedule="onecycle", warmup=0.2)
+    factors = [lr_factor(step, 100, settings) for step in range(100)]
+    assert factors[0] < factors[19] == pytest.approx(1.0) and factors[-1] < 0.05
+    assert lr_factor(50, 100, replace(settings, schedule="constant")) == 1.0
