@@ -205,3 +205,17 @@ def test_unknown_run_and_changed_space_are_refused(finished_run: Path, tmp_path:
     assert result.returncode == 2
     assert "[network] filters: [8, 16] -> [8, 32]" in result.stderr and "--fork NEW_NAME" in result.stderr
     assert (finished_run / "demo" / "study.journal").read_bytes() == journal
+
+
+def test_deadline_stops_the_running_trial_and_queues_it(tmp_path: Path) -> None:
+    space = write_space(tmp_path / "long.toml", train__epochs="200")
+    run, info, loaded = _library_search(tmp_path, space, 5)
+    loop = WorkerLoop(run, info, loaded, target=5, device="cpu", deadline=time.monotonic() + 4.0)
+    started = time.monotonic()
+    loop.run_loop()
+    assert time.monotonic() - started < 60, "the search must not overshoot its deadline by a whole trial"
+    assert not loop.interrupted, "a deadline is a normal end, not Ctrl-C"
+    trials = run.load_study().trials
+    assert trials[0].user_attrs["outcome"] == "interrupted"
+    assert "time budget" in trials[0].user_attrs["reason"]
+    assert [t.state for t in trials[1:]] == [STATES.WAITING]
