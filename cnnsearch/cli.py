@@ -371,7 +371,7 @@ def predict(
     model_dir: Annotated[Path, typer.Argument(help="An exported model folder.")],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     runtime: Annotated[Runtime, typer.Option("--runtime", help="torch, or onnx (needs only onnxruntime).")] = Runtime.torch,
-    fmt: Annotated[Format, typer.Option("--format", help="table or csv.")] = Format.table,
+    fmt: Annotated[Format, typer.Option("--format", help="table, csv, json or markdown.")] = Format.table,
 ) -> None:
     """Classify images with an exported model, applying its saved preprocessing."""
     from cnnsearch.predict import predict_paths, predictions_table, predictions_text

@@ -960,6 +960,21 @@ def _settings_section(run: RunDir, info: RunInfo) -> str:
 
 def _models_section(run: RunDir) -> str:
     items = []
+    exports_file = run.path / "exports.json"  # export appends one entry per exported model
+    try:
+        exports = json.loads(exports_file.read_text()) if exports_file.is_file() else []
+    except (OSError, json.JSONDecodeError):
+        exports = []
+    for entry in exports if isinstance(exports, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        accuracy = _number(entry.get("test_accuracy"))
+        text = f"test accuracy <b>{_percent(accuracy)}</b>" if accuracy is not None else "no test accuracy recorded"
+        size = f" on {entry['test_size']} held-out images, evaluated once" if entry.get("test_size") else ""
+        items.append(
+            f"<li>{html.escape(str(entry.get('out', '')))} (trial {html.escape(str(entry.get('trial')))}, "
+            f"<code>{html.escape(str(entry.get('compact', '')))}</code>): {text}{size}</li>"
+        )
     for path in sorted(run.path.rglob("model.json")):
         where = html.escape(str(path.relative_to(run.path)))
         try:

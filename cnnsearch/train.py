@@ -53,6 +53,7 @@ class TrialResult:
     latency_ms: float = 0.0  # inference of one batch on the training device
     micro_batch: int = 0  # < batch_size when OOM forced gradient accumulation
     model: nn.Module | None = field(default=None, repr=False)  # trained net, on CPU
+    best_state: dict | None = field(default=None, repr=False)  # state_dict of the best epoch, on CPU
 
     @property
     def best_val_acc(self) -> float | None:
@@ -113,11 +114,16 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     """`auto` picks CUDA when present, else CPU; anything else must exist here."""
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from cnnsearch.errors import UserError
+    from cnnsearch.errors import UserError
 
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -324,6 +330,9 @@ def _make_module_class():
             if control.validate:
                 accuracy = evaluate(self.net, self.data, images=self.data.val_x, labels=self.data.val_y,
                                     channels_last=self.channels_last)
+                if not result.val_acc or accuracy > max(result.val_acc):
+                    # The leaderboard ranks by the best epoch, so the kept weights are that epoch's.
+                    result.best_state = {key: value.detach().to("cpu", copy=True) for key, value in self.net.state_dict().items()}
                 result.val_acc.append(accuracy)
             if control.checkpoint_path is not None:
                 save_checkpoint(control.checkpoint_path, self, result)

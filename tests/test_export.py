@@ -1,0 +1,396 @@
+"""Tests for cnnsearch.export and cnnsearch.predict on a tiny real search (digits, CPU).
+
+One search of two 2-epoch trials and one export are shared by the module; every other test
+retrains at most a few epochs. Thresholds are loose (above chance); messages are exact.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from rich.console import Console
+
+from cnnsearch.data import load_dataset_cached
+from cnnsearch.errors import UserError
+from cnnsearch.export import export_run, finetune_model, load_exported, rerun_trial
+from cnnsearch.model import build_model
+from cnnsearch.predict import predict_paths, predictions_table, predictions_text
+from cnnsearch.rundir import RunDir
+from cnnsearch.spec import Architecture
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_JSON_KEYS = {
+    "architecture", "compact", "class_names", "input_shape", "mean", "std", "input", "test_accuracy",
+    "test_size", "val_accuracy", "run", "trial", "retrain_epochs", "seed", "files", "versions", "created",
+    "verification",
+}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
+    """A real two-trial search on digits: trains once for the whole module."""
+    from cnnsearch.search import SearchSettings, WorkerLoop, prepare_run
+
+    runs_dir = tmp_path_factory.mktemp("runs")
+    settings = SearchSettings(name="t", space=str(REPO / "search_spaces" / "tiny.toml"), data="digits",
+                              runs_dir=str(runs_dir), trials=2, epochs=2, seed=0, device="cpu", pruner="none")
+    run, info, space = prepare_run(settings)
+    WorkerLoop(run, info, space, target=2, device="cpu").run_loop()
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(search_run: RunDir, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("export") / "model"
+    messages: list[str] = []
+    result = export_run(search_run, out=out, device="cpu", on_message=messages.append)
+    return out, result, messages
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset_cached("digits", seed=0)
+
+
+@pytest.fixture(scope="module")
+def test_pngs(digits, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The first 40 digits test images as 8x8 grayscale PNG files."""
+    folder = tmp_path_factory.mktemp("pngs")
+    paths = []
+    for index in range(40):
+        path = folder / f"img_{index:03d}.png"
+        Image.fromarray(digits.test_images[index, 0].numpy(), mode="L").save(path)
+        paths.append(path)
+    return paths
+
+
+def reference_normalise(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """The documented preprocessing, written out plainly: (x/255 - mean)/std."""
+    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
+    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean_t) / std_t
+
+
+def net_from_pt(path: Path):
+    payload = torch.load(path, weights_only=True)
+    arch = Architecture.from_dict(payload["architecture"])
+    net = build_model(arch, tuple(payload["input_shape"]), len(payload["class_names"]))
+    net.load_state_dict(payload["state_dict"])
+    return net.eval(), payload
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_writes_verified_files(exported, search_run: RunDir, digits) -> None:
+    out, result, messages = exported
+    for name in ("model.pt", "model.ts", "model.onnx", "model.json"):
+        assert (out / name).is_file(), name
+    assert result.files == [out / "model.onnx", out / "model.ts", out / "model.pt", out / "model.json"]
+
+    net, payload = net_from_pt(out / "model.pt")
+    assert payload["class_names"] == [str(i) for i in range(10)]
+    assert payload["input_shape"] == [1, 8, 8]
+    images = digits.test_images[:64]
+    x = reference_normalise(images, payload["mean"], payload["std"])
+    with torch.no_grad():
+        expected = net(x).numpy()
+    assert np.isfinite(expected).all()
+
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(onnx_out - expected).max() < 1e-4
+    scripted = torch.jit.load(str(out / "model.ts"))
+    with torch.no_grad():
+        assert np.abs(scripted(x).numpy() - expected).max() < 1e-4
+        # the batch axis is dynamic in both files
+        assert scripted(x[:3]).shape == (3, 10)
+    assert session.run(None, {session.get_inputs()[0].name: x[:3].numpy()})[0].shape == (3, 10)
+
+    meta = json.loads((out / "model.json").read_text())
+    assert MODEL_JSON_KEYS <= meta.keys()
+    assert meta["input"] == "float32 NCHW normalised as (x/255 - mean)/std"
+    assert meta["run"] == "t" and meta["trial"] == result.trial
+    assert meta["test_size"] == len(digits.test_labels) == 360
+    assert meta["test_accuracy"] > 0.5  # chance is 0.1
+    assert meta["files"] == ["model.onnx", "model.ts", "model.pt", "model.json"]
+    assert set(meta["verification"]) == {"onnx", "torchscript", "pt"}
+    assert all(diff < 1e-3 for diff in meta["verification"].values())
+    assert set(meta["versions"]) >= {"cnnsearch", "torch", "onnx", "onnxruntime"}
+    assert Architecture.from_dict(meta["architecture"]).compact() == meta["compact"]
+
+    # The recorded test accuracy is that of exactly these weights.
+    full = reference_normalise(digits.test_images, payload["mean"], payload["std"])
+    with torch.no_grad():
+        accuracy = (net(full).argmax(1) == digits.test_labels).float().mean().item()
+    assert accuracy == pytest.approx(meta["test_accuracy"], abs=1e-6)
+
+    # "best" is the COMPLETE trial with the highest validation accuracy.
+    study = search_run.load_study()
+    best = max(study.get_trials(), key=lambda t: (t.user_attrs["best_val_acc"], -t.number))
+    assert result.trial == best.number
+    assert meta["retrain_epochs"] == best.user_attrs["best_epoch"]
+
+    records = json.loads((search_run.path / "exports.json").read_text())
+    mine = [record for record in records if record["out"] == str(out.resolve())]
+    assert len(mine) == 1 and mine[0]["test_accuracy"] == meta["test_accuracy"]
+
+    lines = result.summary_lines()
+    assert lines[0] == f"trial {result.trial} {meta['compact']}"
+    assert f"test accuracy {meta['test_accuracy']:.2%} on 360 images (evaluated once)" in lines
+    assert any(line.startswith("onnx: max |diff| ") for line in lines)
+    assert any("evaluated once" in message for message in messages)
+
+
+def test_export_refuses_a_used_folder_and_force_replaces_old_files(search_run: RunDir, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "model.onnx").write_text("an old export")
+    (out / "model.ts").write_text("an old export")
+    (out / "notes.txt").write_text("the user's own file")
+    with pytest.raises(UserError) as caught:
+        export_run(search_run, out=out, device="cpu")
+    assert str(caught.value) == f"{out} exists; pass --force to overwrite it or choose another --out"
+
+    # --force with --no-retrain: the search's weights, only the pt format.
+    result = export_run(search_run, out=out, formats=("pt",), no_retrain=True, force=True, device="cpu")
+    assert sorted(path.name for path in out.iterdir()) == ["model.json", "model.pt", "notes.txt"]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["retrained"] is False and meta["retrain_epochs"] is None and result.retrain_epochs is None
+    saved = torch.load(search_run.weights_file(result.trial), weights_only=True)["state_dict"]
+    _, payload = net_from_pt(out / "model.pt")
+    assert saved.keys() == payload["state_dict"].keys()
+    assert all(torch.equal(saved[key], payload["state_dict"][key]) for key in saved)
+    assert meta["test_accuracy"] > 0.3  # 2 epochs on the train split only
+    assert result.summary_lines()[1].startswith("the search's weights, not retrained")
+
+
+def test_export_rejects_bad_arguments_before_writing(search_run: RunDir, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    with pytest.raises(UserError) as caught:
+        export_run(search_run, out=out, trial="7", device="cpu")
+    assert str(caught.value) == "run 't' has no trial 7; trials are numbered 0..1"
+    with pytest.raises(UserError) as caught:
+        export_run(search_run, out=out, trial="abc", device="cpu")
+    assert str(caught.value) == "--trial 'abc' is not valid; use best or a trial number such as 0"
+    with pytest.raises(UserError) as caught:
+        export_run(search_run, out=out, formats=("onnx", "tflite"), device="cpu")
+    assert str(caught.value) == "unknown format 'tflite'; valid formats: onnx, torchscript, pt (comma-separated)"
+    with pytest.raises(UserError, match="no run named 'nope'"):
+        export_run(RunDir(search_run.runs_dir, "nope"), out=out, device="cpu")
+    with pytest.raises(UserError, match="--top chooses among the best trials"):
+        export_run(search_run, out=out, trial="1", top=2, device="cpu")
+    assert not out.exists()
+
+
+def test_no_retrain_needs_saved_weights(search_run: RunDir, tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(search_run.path, runs_dir / "t")
+    copy = RunDir(runs_dir, "t")
+    copy.weights_file(0).unlink()
+    with pytest.raises(UserError) as caught:
+        export_run(copy, out=tmp_path / "model", trial="0", no_retrain=True, device="cpu")
+    assert str(caught.value) == (
+        "trial 0 of run 't' has no saved weights (the search keeps those of the best 3 trials only); "
+        "drop --no-retrain to retrain it"
+    )
+    assert not (tmp_path / "model").exists()
+
+
+def test_top_confirms_the_choice_on_validation(search_run: RunDir, tmp_path: Path) -> None:
+    messages: list[str] = []
+    result = export_run(search_run, out=tmp_path / "model", top=2, seeds=1, retrain_epochs=1, formats=("pt",),
+                        device="cpu", on_message=messages.append)
+    assert [len(row.accuracies) for row in result.confirmation] == [1, 1]
+    assert sorted(row.trial for row in result.confirmation) == [0, 1]
+    assert result.trial == result.confirmation[0].trial
+    assert result.confirmation[0].mean >= result.confirmation[1].mean
+    assert result.confirmation[0].seeds == [1000 + result.trial]  # fresh seeds, not the search's
+    assert any(message == result.confirmation[0].line() for message in messages)
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert [row["trial"] for row in meta["confirmation"]] == [row.trial for row in result.confirmation]
+
+
+def test_load_exported(exported, tmp_path: Path) -> None:
+    out, result, _ = exported
+    model = load_exported(out)
+    assert not model.net.training
+    assert model.input_shape == (1, 8, 8) and len(model.class_names) == 10
+    assert model.meta["trial"] == result.trial
+    with pytest.raises(UserError, match="does not exist"):
+        load_exported(tmp_path / "missing")
+    with pytest.raises(UserError, match="has no model.pt"):
+        load_exported(tmp_path)
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_matches_the_pytorch_model(exported, digits, test_pngs: list[Path]) -> None:
+    out, _, _ = exported
+    net, payload = net_from_pt(out / "model.pt")
+    with torch.no_grad():
+        logits = net(reference_normalise(digits.test_images[:40], payload["mean"], payload["std"]))
+    expected = logits.argmax(1).tolist()
+    probabilities = torch.softmax(logits, 1).max(1).values.tolist()
+
+    with_torch = predict_paths(out, test_pngs, runtime="torch")
+    assert [p.class_index for p in with_torch] == expected
+    assert [p.class_name for p in with_torch] == [str(i) for i in expected]
+    assert [p.path for p in with_torch] == test_pngs
+    assert [p.probability for p in with_torch] == pytest.approx(probabilities, abs=1e-5)
+
+    # A folder is searched recursively and gives the same answers; so does onnxruntime.
+    with_onnx = predict_paths(out, [test_pngs[0].parent], runtime="onnx")
+    assert [p.class_index for p in with_onnx] == expected
+    assert [p.probability for p in with_onnx] == pytest.approx(probabilities, abs=1e-5)
+
+
+def test_predict_rejects_what_it_cannot_read(exported, tmp_path: Path, test_pngs: list[Path]) -> None:
+    out, _, _ = exported
+    text = tmp_path / "x.txt"
+    text.write_text("not an image")
+    with pytest.raises(UserError) as caught:
+        predict_paths(out, [test_pngs[0], text])
+    assert str(caught.value) == f"{text} is not an image cnnsearch can read (png, jpg, jpeg, bmp, gif, webp)"
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image either")
+    with pytest.raises(UserError) as caught:
+        predict_paths(out, [fake], runtime="onnx")
+    assert str(caught.value) == f"{fake} is not an image cnnsearch can read (png, jpg, jpeg, bmp, gif, webp)"
+    with pytest.raises(UserError) as caught:
+        predict_paths(out, [tmp_path / "missing.png"])
+    assert str(caught.value) == f"{tmp_path / 'missing.png'} does not exist; pass image files or folders of images"
+    with pytest.raises(UserError) as caught:
+        predict_paths(tmp_path, test_pngs)
+    assert str(caught.value) == f"{tmp_path} has no model.json; pass a folder written by `cnnsearch export`"
+
+
+def test_predict_resizes_and_converts_colour_images(exported, tmp_path: Path) -> None:
+    out, _, _ = exported
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(path)
+    (prediction,) = predict_paths(out, [path])
+    assert 0.0 < prediction.probability <= 1.0
+
+
+def test_onnx_runtime_does_not_import_torch(exported, test_pngs: list[Path]) -> None:
+    out, _, _ = exported
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from cnnsearch.predict import predict_paths
+        predictions = predict_paths(Path({str(out)!r}), [Path({str(test_pngs[0])!r})], runtime="onnx")
+        print(len(predictions), "torch" in sys.modules)
+    """)
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert completed.stdout.split() == ["1", "False"]
+
+
+def test_prediction_output_formats(exported, test_pngs: list[Path]) -> None:
+    out, _, _ = exported
+    predictions = predict_paths(out, test_pngs[:3])
+    csv_text = predictions_text(predictions, "csv")
+    assert csv_text.splitlines()[0] == "path,class,probability"
+    assert csv_text.splitlines()[1].startswith(f"{test_pngs[0]},{predictions[0].class_name},")
+    rows = json.loads(predictions_text(predictions, "json"))
+    assert [row["class"] for row in rows] == [p.class_name for p in predictions]
+    console = Console(file=StringIO(), width=200)
+    console.print(predictions_table(predictions))
+    rendered = console.file.getvalue()
+    assert test_pngs[0].name in rendered and "probability" in rendered
+    with pytest.raises(UserError):
+        predictions_text(predictions, "yaml")
+
+
+# --------------------------------------------------------------------------- fine-tune
+
+
+@pytest.fixture(scope="module")
+def three_class_folder(digits, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 digits each of 0, 1 and 2 as PNG files in class folders named zero, one, two."""
+    root = tmp_path_factory.mktemp("folder")
+    for label, name in enumerate(("zero", "one", "two")):
+        (root / name).mkdir()
+        images = digits.train_images[digits.train_labels == label][:30]
+        for index, image in enumerate(images):
+            Image.fromarray(image[0].numpy(), mode="L").save(root / name / f"{index:02d}.png")
+    return root
+
+
+def test_finetune_to_new_classes(exported, three_class_folder: Path, tmp_path: Path) -> None:
+    out, _, _ = exported
+    messages: list[str] = []
+    result = finetune_model(out, data=f"folder:{three_class_folder}", out=tmp_path / "ft", epochs=3, seed=0,
+                            device="cpu", on_message=messages.append)
+    tuned = load_exported(tmp_path / "ft")
+    assert tuned.class_names == ("one", "two", "zero")
+    assert [m for m in tuned.net.head if isinstance(m, torch.nn.Linear)][-1].out_features == 3
+    with torch.no_grad():
+        assert tuned.net(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+    source = load_exported(out)
+    assert tuned.mean == source.mean and tuned.std == source.std  # the features' normalisation is kept
+    meta = tuned.meta
+    assert meta["finetuned_from"]["trial"] == source.meta["trial"]
+    assert meta["test_size"] == result.test_size == 18  # a 20% held-out share of 90 images
+    assert 0.0 <= meta["test_accuracy"] <= 1.0
+    assert set(meta["verification"]) == {"onnx", "torchscript", "pt"}
+    assert (tmp_path / "ft" / "model.onnx").is_file()
+    assert result.summary_lines()[0].startswith(f"fine-tuned {out} on folder:")
+
+
+def test_finetune_freeze_keeps_the_features(exported, three_class_folder: Path, tmp_path: Path) -> None:
+    out, _, _ = exported
+    finetune_model(out, data=f"folder:{three_class_folder}", out=tmp_path / "ft", epochs=2, freeze=True,
+                   lr=0.05, device="cpu")
+    before = load_exported(out).net
+    after = load_exported(tmp_path / "ft").net
+    # Weights and batch-norm statistics alike: frozen stages run in eval mode while the head trains.
+    for key, value in before.features.state_dict().items():
+        assert torch.equal(value, after.features.state_dict()[key]), key
+    changed = [key for key, value in before.head.state_dict().items()
+               if value.shape == after.head.state_dict()[key].shape and not torch.equal(value, after.head.state_dict()[key])]
+    classifier = [m for m in after.head if isinstance(m, torch.nn.Linear)][-1]
+    assert classifier.out_features == 3
+    if len(before.head.state_dict()) > 2:  # a hidden dense layer exists: it trains too
+        assert changed
+
+
+def test_finetune_rejects_a_channel_mismatch(exported, tmp_path: Path) -> None:
+    out, _, _ = exported
+    for name in ("red", "green"):
+        (tmp_path / "rgb" / name).mkdir(parents=True)
+        for index in range(6):
+            colour = (255, 0, 0) if name == "red" else (0, 255, 0)
+            Image.new("RGB", (8, 8), colour).save(tmp_path / "rgb" / name / f"{index}.png")
+    with pytest.raises(UserError, match="has 3-channel images but the model takes 1-channel"):
+        finetune_model(out, data=f"folder:{tmp_path / 'rgb'}", out=tmp_path / "ft", device="cpu")
+    assert not (tmp_path / "ft").exists()
+
+
+# --------------------------------------------------------------------------- rerun
+
+
+def test_rerun_reproduces_the_recorded_accuracy(search_run: RunDir) -> None:
+    result = rerun_trial(search_run, 1, device="cpu")
+    assert result.reproduced is not None
+    assert abs(result.reproduced - result.recorded) <= 0.02
+    assert result.summary().startswith(f"trial 1: recorded {result.recorded:.2%}, reproduced ")
+    assert result.summary().endswith(" points)")
+    with pytest.raises(UserError) as caught:
+        rerun_trial(search_run, 9, device="cpu")
+    assert str(caught.value) == "run 't' has no trial 9; trials are numbered 0..1"
