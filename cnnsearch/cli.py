@@ -417,15 +417,23 @@ def space_check(
     from cnnsearch.space import load_space
     from cnnsearch.spec import parse_input_shape
 
+    if sample < 0:
+        raise UserError(f"--sample must be 0 or more, but got {sample}")
+    _check_classes(classes)
     loaded = load_space(file)
     searched = sum(dim.searched for table in loaded.dimensions.values() for dim in table.values())
-    out.print(Text(f"{file}: valid ({searched} searched keys)"), highlight=False)
+    out.print(Text(f"{file}: valid ({searched} searched key{'s' if searched != 1 else ''})"), highlight=False)
     if sample:
         from cnnsearch.candidates import feasibility
 
         shape = _input_shape(input_shape)
         report = feasibility(loaded, shape, classes, n=sample)
         out.print(Text(report.summary()), highlight=False)
+
+
+def _check_classes(classes: int) -> None:
+    if classes < 2:
+        raise UserError(f"--classes must be at least 2, but got {classes}")
 
 
 def _input_shape(text: str) -> tuple[int, int, int]:
@@ -467,6 +475,7 @@ def space_sample(
 
     if n < 1:
         raise UserError(f"--n must be at least 1, but got {n}")
+    _check_classes(classes)
     loaded = load_space(file)
     shape = _input_shape(input_shape)
     out.print(sample_candidates(loaded, shape, classes, n=n, seed=seed))

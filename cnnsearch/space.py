@@ -151,7 +151,9 @@ class Dimension:
             return trial.suggest_categorical(name, list(self.choices))
         if self.kind == "int":
             return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+        value = trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+        # A step grid gives 0.30000000000000004; the hand-written 0.3 must hash the same.
+        return round(value, 12) if self.step else value
 
     def describe(self) -> str:
         if self.kind == "fixed":
@@ -201,7 +203,9 @@ class SearchSpace:
         per_stage_filters = "filters" in self.dimensions["stage"]
         if not per_stage_filters:
             base_filters = self.dimension("network", "filters").sample(trial, "network.filters")
-            growth = self.dimension("network", "width_multiplier").sample(trial, "network.width_multiplier")
+            # Asked only when there is a second stage for it to act on (no dead parameters).
+            growth = (self.dimension("network", "width_multiplier").sample(trial, "network.width_multiplier")
+                      if stages > 1 else 1.0)
         layers: list[ConvLayer | PoolLayer] = []
         for stage in range(1, stages + 1):
             if per_stage_filters:
@@ -312,7 +316,7 @@ def parse_space(raw: dict[str, Any], *, source: str = "<space>") -> SearchSpace:
             if dimension is not None:
                 dimensions[table][key] = dimension
 
-    for key in set(dimensions["network"]) & set(dimensions["stage"]):
+    for key in sorted(set(dimensions["network"]) & set(dimensions["stage"])):  # sorted: same message every run
         problems.append(
             f"[stage] {key}: also set in [network]; keep it in [network] for one value per network "
             f"or in [stage] for one value per stage"
@@ -394,6 +398,8 @@ def _parse_value(table: str, key: str, value: Any, rule: KeyRule) -> tuple[Dimen
             return None, ["a range needs both low and high, e.g. { low = 16, high = 128 }"]
         low, high = value["low"], value["high"]
         log, step = value.get("log", False), value.get("step")
+        if log is True and isinstance(low, (int, float)) and not isinstance(low, bool) and low <= 0:
+            return None, [f"low > 0 must hold for log = true, but got low={low}"]
         problems = []
         for name, bound in (("low", low), ("high", high)):
             _, problem = _check_scalar(bound, rule)

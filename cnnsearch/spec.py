@@ -246,7 +246,7 @@ def count_params(arch: Architecture, input_shape: tuple[int, int, int], num_clas
 def parse_input_shape(text: str) -> tuple[int, int, int]:
     """`1x28x28` -> (1, 28, 28): channels x height x width."""
     parts = text.lower().split("x")
-    if len(parts) != 3 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+    if len(parts) != 3 or not all(part.strip().isdecimal() and int(part) > 0 for part in parts):
         raise ValueError(f"input shape must look like CxHxW (e.g. 1x28x28), but got {text!r}")
     channels, height, width = (int(part) for part in parts)
     return channels, height, width
