@@ -188,12 +188,12 @@ def rdb_storage(url: str, *, heartbeat_interval: int | None = None, grace_period
         if url.startswith("postgresql"):
             engine_kwargs["connect_args"] = {"connect_timeout": 5}
         # Probe once ourselves: Optuna would otherwise retry and print a long traceback.
-        engine = sqlalchemy.create_engine(url, **engine_kwargs)
+        engine = sqlalchemy.create_engine(engine_url(url), **engine_kwargs)
         with engine.connect():
             pass
         engine.dispose()
         return optuna.storages.RDBStorage(
-            url,
+            engine_url(url),
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
@@ -204,6 +204,20 @@ def rdb_storage(url: str, *, heartbeat_interval: int | None = None, grace_period
     except Exception as error:  # sqlalchemy raises driver-specific errors; all mean "can't connect"
         first_line = str(getattr(error, "orig", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot connect to storage {describe_storage(url)}: {first_line}; check the URL, password and that the server is running") from None
+
+
+def engine_url(url: str) -> str:
+    """The URL SQLAlchemy connects with: a bare postgresql:// gets the driver that is installed.
+
+    SQLAlchemy 2.1 reads a bare postgresql:// as psycopg (version 3), while the `postgres`
+    extra installs psycopg2; the URL the user wrote (run.json, messages) stays as it was.
+    """
+    if url.startswith("postgresql://"):
+        from importlib.util import find_spec
+
+        if find_spec("psycopg") is None and find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def describe_storage(url: str) -> str:

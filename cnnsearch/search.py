@@ -150,6 +150,8 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    # Our workers beat themselves (`Heartbeat`) around ask/tell; Optuna's hint is for optimize().
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def make_sampler(name: str, seed: int, *, multi_objective: bool, worker_index: int = 0) -> Any:
@@ -429,8 +431,25 @@ def counted_trials(study: Any) -> list[Any]:
 
 
 @contextmanager
-def ask_lock(run: RunDir) -> Iterator[None]:
-    """Serialise "count, then ask" among local workers so the requested total is exact."""
+def ask_lock(run: RunDir, storage_url: str) -> Iterator[None]:
+    """Serialise "count, then ask" among workers so the requested total is exact.
+
+    Local workers share the run folder, so a file lock serialises them. Workers on several
+    machines share only the database: a PostgreSQL run takes an advisory lock there instead,
+    keyed by the study name. A worker that dies holding it loses its connection, and with it
+    the lock.
+    """
+    if storage_url.startswith("postgresql"):
+        from sqlalchemy import text
+
+        connection = _lock_connection(storage_url)
+        key = {"key": advisory_lock_key(run.name)}
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+        return
     run.path.mkdir(parents=True, exist_ok=True)
     with open(run.path / ".ask.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -438,6 +457,30 @@ def ask_lock(run: RunDir) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_LOCK_CONNECTIONS: dict[str, Any] = {}  # storage URL -> this process's connection for ask_lock
+
+
+def _lock_connection(storage_url: str) -> Any:
+    """One database connection per worker process, opened on first use, kept for its lifetime."""
+    if storage_url not in _LOCK_CONNECTIONS:
+        import sqlalchemy
+
+        from cnnsearch.rundir import engine_url
+
+        engine = sqlalchemy.create_engine(engine_url(storage_url), poolclass=sqlalchemy.pool.NullPool,
+                                          connect_args={"connect_timeout": 5})
+        # Autocommit: an advisory lock belongs to the session, and no transaction is left open.
+        _LOCK_CONNECTIONS[storage_url] = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return _LOCK_CONNECTIONS[storage_url]
+
+
+def advisory_lock_key(study_name: str) -> int:
+    """A signed 64-bit key, the same on every machine (Python's hash() is salted per process)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
 
 
 class Heartbeat:
@@ -501,17 +544,25 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
 
     now = time.time()
     recovered = []
+    storage = study._storage
+    rdb_heartbeat = _uses_rdb_heartbeat(storage)
+    # Judged here rather than left to fail_stale_trials: that one sets FAIL first, after which
+    # the trial's attributes (outcome, reason) can no longer be written.
+    stale = set(storage._get_stale_trial_ids(study._study_id)) if rdb_heartbeat else set()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker")
         alive = _worker_alive(worker) if worker else True  # not yet claimed: judged by age alone
-        if alive is None:
-            continue  # another machine's worker: the RDB heartbeat decides (fail_stale_trials)
         beat = run.heartbeat_file(trial.number)
-        started = trial.datetime_start.timestamp() if trial.datetime_start else now
-        last_sign = beat.stat().st_mtime if beat.exists() else started
-        if alive and now - last_sign < HEARTBEAT_GRACE_S:
-            continue
-        storage = study._storage
+        if alive is None or (worker and alive and rdb_heartbeat and not beat.exists()):
+            # Another machine's worker, or one here using another run folder (its heartbeat
+            # file is not in ours): only the database heartbeat can tell.
+            if trial._trial_id not in stale:
+                continue
+        else:
+            started = trial.datetime_start.timestamp() if trial.datetime_start else now
+            last_sign = beat.stat().st_mtime if beat.exists() else started
+            if alive and now - last_sign < HEARTBEAT_GRACE_S:
+                continue
         try:
             storage.set_trial_user_attr(trial._trial_id, "outcome", "interrupted")
             storage.set_trial_user_attr(trial._trial_id, "reason", "its worker stopped (killed or machine lost); re-run from its checkpoint")
@@ -525,9 +576,11 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
 
 
 def on_stale_trial(study: Any, trial: Any) -> None:
-    """Optuna's RDB heartbeat found a dead worker's trial: record why and queue it again."""
-    study._storage.set_trial_user_attr(trial._trial_id, "outcome", "interrupted")
-    study._storage.set_trial_user_attr(trial._trial_id, "reason", "its worker stopped beating (killed or machine lost); re-run from its checkpoint")
+    """Optuna's RDB heartbeat failed a dead worker's trial: queue it again.
+
+    Optuna sets FAIL before calling this, so the trial can no longer take attributes; the
+    stale trials `recover_dead_trials` sees first also get outcome "interrupted" and a reason.
+    """
     _requeue(study, trial)
 
 
@@ -600,7 +653,7 @@ class WorkerLoop:
         while not self.should_stop():
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 break
-            with ask_lock(self.run):
+            with ask_lock(self.run, self.info.storage):
                 recover_dead_trials(self.run, study)
                 if _uses_rdb_heartbeat(study._storage):
                     optuna.storages.fail_stale_trials(study)
@@ -686,7 +739,8 @@ class WorkerLoop:
                 return
         metrics = result.metrics()
         if result.outcome == "interrupted":
-            self.interrupted = True
+            # Ctrl-C ends the command with 130; the search deadline is a normal end.
+            self.interrupted = self.should_stop()
             self._finish(study, trial, "interrupted", result.reason, metrics)
             _requeue(study, study._storage.get_trial(trial._trial_id))
             return
@@ -740,7 +794,8 @@ class WorkerLoop:
         target = self.run.weights_file(trial.number)
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_suffix(".tmp")
-        torch.save({"state_dict": result.model.state_dict(), "epoch": result.epochs_run}, temp)
+        state = result.best_state if result.best_state is not None else result.model.state_dict()
+        torch.save({"state_dict": state, "epoch": result.best_epoch or result.epochs_run}, temp)
         temp.replace(target)
         for _, path in scores[self.info.keep_weights - 1:]:
             path.unlink(missing_ok=True)

@@ -239,7 +239,6 @@ DEFAULT_PARAMS = {
     "head.dense_layers": 0,
     "head.pooling": "gap",
     "head.dropout": 0.0,
-    "train.optimizer": "adamw",
     "train.lr": 1e-3,
     "train.weight_decay": 1e-4,
     "train.batch_size": 64,
