@@ -483,6 +483,9 @@ def space_sample(
 
 def main() -> None:
     """Entry point: UserError -> one line on stderr, exit 2."""
+    # Idle OpenMP threads sleep instead of spinning: with spinning, a CPU search slows down
+    # many times over as soon as anything else runs on the machine (measured in bench/).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         app()
     except UserError as error:

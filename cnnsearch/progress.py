@@ -83,6 +83,8 @@ class ProgressState:
             if event.outcome == "interrupted":
                 return  # it will be re-run: not a finished trial
             self.counts[event.outcome] = self.counts.get(event.outcome, 0) + 1
+            if event.finished_total is not None:  # other workers' trials count too
+                self.done_before = max(0, event.finished_total - sum(self.counts.values()))
             if event.outcome == "complete" and event.best_val_acc is not None and (
                 self.best_val_acc is None or event.best_val_acc > self.best_val_acc
             ):

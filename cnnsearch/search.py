@@ -83,6 +83,7 @@ class SearchEvent:
     worker: str = ""
     device: str = ""
     text: str = ""
+    finished_total: int | None = None  # trials counted toward --trials, all workers included
 
 
 @dataclass
@@ -771,7 +772,8 @@ class WorkerLoop:
             trial.set_user_attr("reason", reason)
             study.tell(trial, earlier.values if len(earlier.values) > 1 else earlier.value)
             self._emit(kind="trial_end", trial=trial.number, outcome="duplicate", reason=reason,
-                       best_val_acc=copied["best_val_acc"], compact=earlier.user_attrs.get("compact", ""))
+                       best_val_acc=copied["best_val_acc"], compact=earlier.user_attrs.get("compact", ""),
+                       finished_total=len(counted_trials(study)))
         else:
             self._finish(study, trial, earlier.user_attrs.get("outcome", "pruned"), reason + f" ({earlier.user_attrs.get('reason', '')})", copied)
 
@@ -820,7 +822,7 @@ class WorkerLoop:
             study.tell(trial, self._objective_values(metrics))
         self._emit(kind="trial_end", trial=trial.number, outcome=outcome, reason=reason, best_val_acc=best,
                    params=metrics.get("params") or 0, seconds=metrics.get("train_seconds") or 0.0,
-                   compact=trial.user_attrs.get("compact", ""))
+                   compact=trial.user_attrs.get("compact", ""), finished_total=len(counted_trials(study)))
 
     def _objective_values(self, metrics: dict[str, Any]) -> float | list[float]:
         if len(self.info.objective) == 1:

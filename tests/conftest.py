@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+torch.set_num_threads(1)  # the same for the tests that train in this process
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SPACE = ROOT / "search_spaces" / "tiny.toml"
@@ -16,7 +19,9 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("CNNSEARCH_RUNS_DIR", None)
     env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("OMP_NUM_THREADS", "2")
+    # One intra-op thread per process: tiny CNNs gain nothing from more on 2 cores, and a
+    # spinning second thread is many times slower whenever anything else shares the machine.
+    env["OMP_NUM_THREADS"] = "1"
     return env
 
 

@@ -53,7 +53,7 @@ def test_check_with_sample_prints_the_infeasible_share_and_reasons(tmp_path: Pat
     result = cnnsearch("space", "check", str(path), "--sample", "50", "--input", "1x28x28")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"{path}: valid (1 searched keys)"
+    assert lines[0] == f"{path}: valid (1 searched key)"
     share = re.fullmatch(r"50 candidates at 1x28x28: (\d+\.\d)% cannot fit the image size, 0\.0% exceed max_params/max_flops", lines[1])
     assert share and 0 < float(share[1]) < 100
     assert re.fullmatch(r" +\d+ × convN: kernel NxN is larger than its NxN input", lines[2])

@@ -96,7 +96,7 @@ def _checkpoint_written(runs: Path, name: str) -> bool:
 
 def test_sigkill_then_resume_continues_from_the_checkpoint(runs_dir: Path) -> None:
     process = start_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "k",
-                        "--trials", "2", "--epochs", "8", "--pruner", "none", "--runs-dir", str(runs_dir))
+                        "--trials", "1", "--epochs", "4", "--pruner", "none", "--runs-dir", str(runs_dir))
     wait_for(lambda: _checkpoint_written(runs_dir, "k"))
     process.kill()
     process.wait()
@@ -114,13 +114,13 @@ def test_sigkill_then_resume_continues_from_the_checkpoint(runs_dir: Path) -> No
     assert len(resumed) == 1 and resumed[0].params == killed.params
     epochs_done = checkpoint["epoch"]
     assert resumed[0].user_attrs["val_acc"][:epochs_done] == checkpoint["val_acc"]
-    assert len(resumed[0].user_attrs["val_acc"]) == 8
-    assert len(counted_trials(load_study(runs_dir, "k"))) == 2
+    assert len(resumed[0].user_attrs["val_acc"]) == 4
+    assert len(counted_trials(load_study(runs_dir, "k"))) == 1
 
 
 def test_sigint_exits_130_and_leaves_no_running_trial(runs_dir: Path) -> None:
     process = start_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "c",
-                        "--trials", "3", "--epochs", "8", "--pruner", "none", "--runs-dir", str(runs_dir))
+                        "--trials", "2", "--epochs", "6", "--pruner", "none", "--runs-dir", str(runs_dir))
     wait_for(lambda: _checkpoint_written(runs_dir, "c"))
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)

@@ -19,6 +19,14 @@ GOOD = Architecture(
     augment=AugmentSettings(translate=1),
 )
 
+# A lighter candidate for the tests that train the same thing several times.
+SMALL = Architecture(
+    layers=(ConvLayer(8, 3), PoolLayer("max", 2, 2), ConvLayer(16, 3), PoolLayer("max", 2, 2)),
+    head=Head("flatten", (), 0.1),
+    train=TrainSettings(optimizer="adamw", lr=0.01, batch_size=64, epochs=3),
+    augment=AugmentSettings(translate=1, cutout=2),
+)
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -47,26 +55,26 @@ def test_a_small_candidate_learns_digits_and_reports_every_epoch(digits) -> None
 
 
 def test_same_seed_same_result(digits) -> None:
-    arch = GOOD.with_epochs(1)
+    arch = SMALL.with_epochs(1)
     first = train_candidate(arch, digits, control=TrialControl(seed=5))
     second = train_candidate(arch, digits, control=TrialControl(seed=5))
     assert first.val_acc == second.val_acc
 
 
 def test_a_pruned_trial_stops_at_once(digits) -> None:
-    result = train_candidate(GOOD, digits, control=TrialControl(epoch_callback=lambda epoch, accuracy: True))
+    result = train_candidate(SMALL, digits, control=TrialControl(epoch_callback=lambda epoch, accuracy: True))
     assert result.outcome == "pruned" and result.epochs_run == 1 and len(result.val_acc) == 1
     assert "pruned after epoch 1" in result.reason
 
 
 def test_nan_loss_is_a_recorded_failure(digits) -> None:
-    exploding = replace(GOOD, train=replace(GOOD.train, optimizer="sgd", lr=1e5))
+    exploding = replace(SMALL, train=replace(SMALL.train, optimizer="sgd", lr=1e5))
     result = train_candidate(exploding, digits)
     assert result.outcome == "nan" and "lower the learning rate" in result.reason
 
 
 def test_trial_timeout_is_a_recorded_failure(digits) -> None:
-    result = train_candidate(GOOD.with_epochs(50), digits, control=TrialControl(time_limit_s=0.5))
+    result = train_candidate(SMALL.with_epochs(50), digits, control=TrialControl(time_limit_s=0.5))
     assert result.outcome == "timeout" and result.epochs_run < 50
 
 
@@ -78,7 +86,7 @@ def test_over_budget_and_infeasible_never_train(digits) -> None:
 
 
 def test_resume_from_checkpoint_matches_an_uninterrupted_run(digits, tmp_path: Path) -> None:
-    arch = GOOD.with_epochs(3)
+    arch = SMALL.with_epochs(3)
     straight = train_candidate(arch, digits, control=TrialControl(seed=2))
     checkpoint = tmp_path / "trial.pt"
     stopped = train_candidate(arch, digits, control=TrialControl(
