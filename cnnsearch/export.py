@@ -52,7 +52,7 @@ from cnnsearch.data import (
 )
 from cnnsearch.errors import InfeasibleArchitecture, UserError
 from cnnsearch.model import CandidateNet, build_model
-from cnnsearch.rundir import RunDir, RunInfo, write_atomic
+from cnnsearch.rundir import RunDir, RunInfo, find_trial, write_atomic
 from cnnsearch.spec import Architecture
 from cnnsearch.train import TrialControl, evaluate, resolve_device, train_candidate
 
@@ -299,23 +299,10 @@ def export_run(
     on_message(f"test accuracy {test_accuracy:.2%} on {len(dataset.test_labels)} images (evaluated once)")
 
     meta = {
-        "format": "cnnsearch-model",
-        "format_version": MODEL_FORMAT_VERSION,
-        "architecture": arch.to_dict(),
-        "compact": arch.compact(),
-        "class_names": list(dataset.class_names),
-        "num_classes": dataset.num_classes,
-        "input_shape": list(dataset.input_shape),
-        "mean": mean,
-        "std": std,
-        "input": INPUT_DESCRIPTION,
-        "output": "logits (N, num_classes); softmax gives class probabilities",
-        "test_accuracy": test_accuracy,
-        "test_size": len(dataset.test_labels),
-        "test_source": dataset.test_source,
+        **_model_meta(arch, dataset, mean=mean, std=std, test_accuracy=test_accuracy),
         "val_accuracy": chosen.val_acc,
-        # The kept weights are those after the last epoch, not the best one.
-        "weights_val_accuracy": chosen.final_val_acc if no_retrain else None,
+        # The kept weights are those of the trial's best epoch.
+        "weights_val_accuracy": chosen.val_acc if no_retrain else None,
         "run": run.name,
         "data": info.data,
         "trial": chosen.number,
@@ -433,18 +420,29 @@ def _to_candidate(trial: Any) -> _Candidate:
     )
 
 
-def _find_trial(run: RunDir, trials: Sequence[Any], number: int) -> Any:
-    for trial in trials:
-        if trial.number == number:
-            return trial
-    if not trials:
-        raise UserError(f"run {run.name!r} has no trial {number}; it has no trials yet")
-    numbers = [trial.number for trial in trials]
-    raise UserError(f"run {run.name!r} has no trial {number}; trials are numbered {min(numbers)}..{max(numbers)}")
+def _model_meta(arch: Architecture, dataset: Any, *, mean: list[float], std: list[float],
+                test_accuracy: float) -> dict[str, Any]:
+    """What every model.json says about the network, its input and its one test evaluation."""
+    return {
+        "format": "cnnsearch-model",
+        "format_version": MODEL_FORMAT_VERSION,
+        "architecture": arch.to_dict(),
+        "compact": arch.compact(),
+        "class_names": list(dataset.class_names),
+        "num_classes": dataset.num_classes,
+        "input_shape": list(dataset.input_shape),
+        "mean": mean,
+        "std": std,
+        "input": INPUT_DESCRIPTION,
+        "output": "logits (N, num_classes); softmax gives class probabilities",
+        "test_accuracy": test_accuracy,
+        "test_size": len(dataset.test_labels),
+        "test_source": dataset.test_source,
+    }
 
 
 def _candidate(run: RunDir, trials: Sequence[Any], number: int) -> _Candidate:
-    trial = _find_trial(run, trials, number)
+    trial = find_trial(run, trials, number)
     if not isinstance(trial.user_attrs.get("arch"), dict):
         raise UserError(f"trial {number} of run {run.name!r} has no recorded architecture; choose another --trial")
     if not _is_exportable(trial):
@@ -872,20 +870,7 @@ def finetune_model(
     on_message(f"test accuracy {test_accuracy:.2%} on {len(dataset.test_labels)} images (evaluated once)")
 
     meta = {
-        "format": "cnnsearch-model",
-        "format_version": MODEL_FORMAT_VERSION,
-        "architecture": arch.to_dict(),
-        "compact": arch.compact(),
-        "class_names": list(dataset.class_names),
-        "num_classes": dataset.num_classes,
-        "input_shape": list(dataset.input_shape),
-        "mean": source.mean,
-        "std": source.std,
-        "input": INPUT_DESCRIPTION,
-        "output": "logits (N, num_classes); softmax gives class probabilities",
-        "test_accuracy": test_accuracy,
-        "test_size": len(dataset.test_labels),
-        "test_source": dataset.test_source,
+        **_model_meta(arch, dataset, mean=source.mean, std=source.std, test_accuracy=test_accuracy),
         "val_accuracy": val_accuracy,
         "run": None,
         "data": data,
@@ -940,11 +925,11 @@ def rerun_trial(run: RunDir, number: int, *, device: str = "auto") -> RerunResul
     info = run.read_info()
     study = run.load_study(info)
     trials = study.get_trials(deepcopy=False)
-    trial = _find_trial(run, trials, number)
+    trial = find_trial(run, trials, number)
     attrs = trial.user_attrs
     source_trial = attrs.get("duplicate_of")
     if source_trial is not None:  # its accuracy was copied from the original: re-run that training
-        attrs = _find_trial(run, trials, int(source_trial)).user_attrs
+        attrs = find_trial(run, trials, int(source_trial)).user_attrs
     if not isinstance(attrs.get("arch"), dict):
         raise UserError(f"trial {number} of run {run.name!r} has no recorded architecture; choose another trial")
     recorded = attrs.get("best_val_acc")

@@ -35,7 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cnnsearch.errors import InfeasibleArchitecture, UserError
-from cnnsearch.rundir import RunDir, RunInfo, describe_storage, list_run_names, write_atomic
+from cnnsearch.rundir import RunDir, RunInfo, describe_storage, find_trial, list_run_names, write_atomic
 from cnnsearch.spec import Architecture, layer_table
 
 EMPTY_MESSAGE = "No finished trials yet."
@@ -614,7 +614,7 @@ def trial_detail(run: RunDir, number: int, *, study: Any = None) -> Group:
     """Everything about one trial: metrics, layer table, settings, searched values, learning curve."""
     info = run.read_info()
     study = study if study is not None else run.load_study(info)
-    trial = _find_trial(run, study, number)
+    trial = find_trial(run, study.get_trials(deepcopy=False), number)
     attrs = trial.user_attrs
     accuracy_index = info.objective.index("accuracy") if "accuracy" in info.objective else 0
     fact = trial_facts(trial, accuracy_index=accuracy_index, epochs_budget=info.epochs)
@@ -636,17 +636,6 @@ def trial_detail(run: RunDir, number: int, *, study: Any = None) -> Group:
     else:
         parts.append(Text("No learning curve recorded.", style="dim"))
     return Group(*parts)
-
-
-def _find_trial(run: RunDir, study: Any, number: int) -> Any:
-    trials = study.get_trials(deepcopy=False)
-    for trial in trials:
-        if trial.number == number:
-            return trial
-    if not trials:
-        raise UserError(f"run {run.name!r} has no trial {number}; it has no trials yet")
-    numbers = [trial.number for trial in trials]
-    raise UserError(f"run {run.name!r} has no trial {number}; trials are numbered {min(numbers)}..{max(numbers)}")
 
 
 def _architecture(attrs: dict[str, Any]) -> Architecture | None:

@@ -163,6 +163,17 @@ class RunDir:
             ) from None
 
 
+def find_trial(run: RunDir, trials: Any, number: int) -> Any:
+    """The trial with this number, or a UserError that says which numbers exist."""
+    for trial in trials:
+        if trial.number == number:
+            return trial
+    if not trials:
+        raise UserError(f"run {run.name!r} has no trial {number}; it has no trials yet")
+    numbers = [trial.number for trial in trials]
+    raise UserError(f"run {run.name!r} has no trial {number}; trials are numbered {min(numbers)}..{max(numbers)}")
+
+
 def open_storage(url: str, *, journal_path: Path) -> Any:
     """Optuna storage for a run: a journal file locally, an RDB for several machines."""
     import optuna
