@@ -74,16 +74,16 @@ def info(message: str) -> None:
 # ---- search ----------------------------------------------------------------------------------------
 @app.command()
 def search(
-    space: Annotated[Optional[Path], typer.Option("--space", help="Search-space TOML file (default for a new run: search_spaces/default.toml).")] = None,
+    space: Annotated[Optional[str], typer.Option("--space", help="Search-space TOML file, or a shipped space by name: default, tiny, cifar (a new run without --name: default).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="digits, fashion-mnist, mnist, cifar10, cifar100 or folder:PATH (default for a new run: digits).")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Run name; an existing run is resumed. Default: SPACE-DATE.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Run name; an existing run is resumed (then --space and --data are not needed). Default for a new run: SPACE-DATE.")] = None,
     trials: Annotated[Optional[int], typer.Option("--trials", help="Total trials in the run (resume adds the missing ones). Default 20.")] = None,
     timeout: Annotated[Optional[str], typer.Option("--timeout", help="Budget for this search, e.g. 90s, 20m, 2h; the running trial is stopped at the deadline.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs per trial (overrides the space's train.epochs).")] = None,
     trial_timeout: Annotated[Optional[str], typer.Option("--trial-timeout", help="Longest a single trial may train, e.g. 60s.")] = None,
-    sampler: Annotated[Sampler, typer.Option("--sampler", help="How candidates are proposed.")] = Sampler.tpe,
-    pruner: Annotated[Pruner, typer.Option("--pruner", help="Stops weak candidates early (multi-fidelity).")] = Pruner.hyperband,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the sampler and every trial's training.")] = 0,
+    sampler: Annotated[Optional[Sampler], typer.Option("--sampler", help="How candidates are proposed. [default: tpe]")] = None,
+    pruner: Annotated[Optional[Pruner], typer.Option("--pruner", help="Stops weak candidates early (multi-fidelity). [default: hyperband]")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the split, the sampler and every trial's training. [default: 0]")] = None,
     device: DeviceOption = "auto",
     runs_dir: RunsDir = Path("runs"),
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Where dataset files are (searched before ~/.cache/cnnsearch and /usr/share/datasets).")] = None,
@@ -91,11 +91,11 @@ def search(
     subset: Annotated[Optional[int], typer.Option("--subset", help="Search on a stratified subset of N training images.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes sharing the search (GPUs are shared out; CPU cores split).")] = 1,
     storage: Annotated[Optional[str], typer.Option("--storage", help="postgresql:// or mysql:// URL for a study shared by several machines.")] = None,
-    objective: Annotated[str, typer.Option("--objective", help="accuracy, or a Pareto search: accuracy,params / accuracy,flops / accuracy,latency.")] = "accuracy",
+    objective: Annotated[Optional[str], typer.Option("--objective", help="accuracy, or a Pareto search: accuracy,params / accuracy,flops / accuracy,latency. [default: accuracy]")] = None,
     enqueue: Annotated[Optional[list[Path]], typer.Option("--enqueue", help="Architecture JSON to train first (repeatable).")] = None,
     from_run: Annotated[Optional[str], typer.Option("--from-run", help="Train the best candidates of another run first.")] = None,
     fork: Annotated[Optional[str], typer.Option("--fork", help="Start a new run with this name, warm-started from the run named by --name.")] = None,
-    keep_weights: Annotated[int, typer.Option("--keep-weights", help="Keep the weights of this many best trials.")] = 3,
+    keep_weights: Annotated[Optional[int], typer.Option("--keep-weights", help="Keep the weights of this many best trials. [default: 3]")] = None,
     download: Annotated[bool, typer.Option("--download", help="Download a missing dataset (fashion-mnist, mnist, cifar).")] = False,
 ) -> None:
     """Search a space for the best classifier of a dataset; resume a run by naming it."""
@@ -103,42 +103,35 @@ def search(
 
     timeout_s = searching.parse_duration(timeout)
     trial_timeout_s = searching.parse_duration(trial_timeout)
-    objectives = searching.parse_objective(objective)
+    objectives = searching.parse_objective(objective) if objective is not None else None
     if workers < 1:
         raise UserError(f"--workers must be at least 1, but got {workers}")
     if trials is not None and trials < 1:
         raise UserError(f"--trials must be at least 1, but got {trials}")
-    runs_path = runs_dir
-    from cnnsearch.rundir import RunDir
-
-    if name is None:
-        name = searching.default_run_name(str(space or "default"))
-    existing = RunDir(runs_path, name)
+    if name is None:  # a new run: the defaults make the bare command work
+        space = space or "default"
+        name = searching.default_run_name(space)
+    if space is not None and data is None and not (Path(runs_dir) / name / "run.json").is_file() and not fork:
+        data = "digits"
+    settings = searching.SearchSettings(
+        name=name, space=space, data=data, runs_dir=str(runs_dir), data_dir=data_dir,
+        image_size=image_size, subset=subset, trials=trials, timeout_s=timeout_s, epochs=epochs,
+        trial_timeout_s=trial_timeout_s, sampler=sampler.value if sampler else None,
+        pruner=pruner.value if pruner else None, seed=seed, device=device, storage=storage, objective=objectives,
+        keep_weights=keep_weights, enqueue=tuple(str(path) for path in enqueue or ()), from_run=from_run, fork=fork,
+        command=searching.command_line(),
+    )
     if fork:
-        if not existing.exists():
-            raise UserError(f"--fork needs an existing run to start from, but there is no run {name!r} in {runs_path}")
-        if RunDir(runs_path, fork).exists():
-            raise UserError(f"run {fork!r} already exists; choose another --fork name")
-        name, from_run = fork, name
-        space = space or existing.space_file
-        data = data or existing.read_info().data
-    elif not existing.exists():
-        space = space or Path("search_spaces/default.toml")
-        data = data or "digits"
-    if download and data:
+        if name is None or not (Path(runs_dir) / name / "run.json").is_file():
+            raise UserError("--fork NEW_NAME needs --name of an existing run to start from")
+        settings = searching.fork_settings(settings)
+    if download and settings.data:
         from cnnsearch.data import load_dataset
 
-        load_dataset(data, data_dir=data_dir, download=True)
-    settings = searching.SearchSettings(
-        name=name, space=str(space) if space else None, data=data, runs_dir=str(runs_path), data_dir=data_dir,
-        image_size=image_size, subset=subset, trials=trials, timeout_s=timeout_s, epochs=epochs,
-        trial_timeout_s=trial_timeout_s, sampler=sampler.value, pruner=pruner.value, seed=seed, device=device,
-        storage=storage, objective=objectives, keep_weights=keep_weights,
-        enqueue=tuple(str(path) for path in enqueue or ()), from_run=from_run, command=searching.command_line(),
-    )
-    resumed = existing.exists() and not fork
+        load_dataset(settings.data, data_dir=data_dir, download=True)
+    resumed = (Path(runs_dir) / settings.name / "run.json").is_file()
     run, run_info, space_obj = searching.prepare_run(settings)
-    target = searching.resolve_target(run, run_info, trials)
+    target = searching.resolve_target(run, run_info, settings.trials)
     info(f"{'resuming' if resumed else 'started'} run {run.name!r}: {run_info.data}, "
          f"{run_info.split_sizes.get('train')} train / {run_info.split_sizes.get('val')} val images, "
          f"{target} trials, device {run_info.device if workers == 1 else 'shared by ' + str(workers) + ' workers'}")
@@ -149,7 +142,7 @@ def search(
     _finish_search(run, interrupted)
 
 
-def _install_sigint() -> threading.Event:
+def _install_sigint(*, quiet: bool = False) -> threading.Event:
     """First Ctrl-C asks for a clean stop (the trial is checkpointed); a second one forces it."""
     stop = threading.Event()
 
@@ -157,7 +150,8 @@ def _install_sigint() -> threading.Event:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        err.print("\nstopping after saving the running trial's state (Ctrl-C again to force)…")
+        if not quiet:
+            err.print("\nstopping after saving the running trial's state (Ctrl-C again to force)…")
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -165,14 +159,14 @@ def _install_sigint() -> threading.Event:
 
 
 def _run_search(run, run_info, space_obj, *, target: int, timeout_s: float | None, device: str, workers: int) -> bool:
-    from cnnsearch.progress import ProgressState, SearchView, state_from_study
-    from cnnsearch.search import WorkerLoop, counted_trials
+    from cnnsearch.progress import ProgressState, SearchView, event_from_trial, start_from_study, state_from_study
+    from cnnsearch.search import WorkerLoop
 
     stop = _install_sigint()
     deadline = time.monotonic() + timeout_s if timeout_s else None
     state = ProgressState(name=run.name, target=target, deadline=deadline)
     study = run.load_study(run_info)
-    state.done_before = len(counted_trials(study))
+    reported = start_from_study(study, state)
     if workers == 1:
         with SearchView(state, console=out) as view:
             loop = WorkerLoop(run, run_info, space_obj, target=target, deadline=deadline, device=device,
@@ -183,24 +177,28 @@ def _run_search(run, run_info, space_obj, *, target: int, timeout_s: float | Non
 
     processes = spawn_workers(run, workers=workers, target=target, timeout_s=timeout_s, device=device)
     with SearchView(state, console=out, live=out.is_terminal) as view:
-        reported: set[int] = set()
-        while any(process.poll() is None for process in processes):
+        while True:
+            running = any(process.poll() is None for process in processes)
+            if view.live is not None:
+                state_from_study(study, state)
+                view.refresh()
+            else:  # one line per finished trial, in the order they finished
+                finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in reported]
+                for trial in sorted(finished, key=lambda t: t.datetime_complete or t.datetime_start):
+                    reported.add(trial.number)
+                    view(event_from_trial(trial))
+            if not running:
+                break
             time.sleep(1.0)
-            state_from_study(study, state)
-            if view.live is None:
-                for trial in study.get_trials(deepcopy=False):
-                    if trial.state.is_finished() and trial.number not in reported:
-                        reported.add(trial.number)
-                        attrs = trial.user_attrs
-                        out.print(Text(f"[{state.finished}/{target}] trial {trial.number} {attrs.get('outcome', trial.state.name.lower())}: "
-                                       f"val {attrs.get('best_val_acc') or 0:.2%}  {attrs.get('compact', '')}  ({attrs.get('worker', '')})"),
-                                  highlight=False)
-            view.refresh()
-        state_from_study(study, state)
     failed = [process.returncode for process in processes if process.returncode not in (0, 130)]
     if failed:
-        raise UserError(f"{len(failed)} worker(s) stopped with an error (exit {failed[0]}); see their messages above, then resume with `cnnsearch search --name {run.name}`")
+        raise UserError(f"{len(failed)} worker(s) stopped with an error (exit {failed[0]}); see their messages above, then resume with `cnnsearch search --name {run.name}{_runs_flag(run)}`")
     return stop.is_set()
+
+
+def _runs_flag(run) -> str:
+    """` --runs-dir DIR` for hints, unless the runs are in the default place."""
+    return "" if Path(run.runs_dir) == Path("runs") else f" --runs-dir {run.runs_dir}"
 
 
 def _finish_search(run, interrupted: bool) -> None:
@@ -212,9 +210,10 @@ def _finish_search(run, interrupted: bool) -> None:
     out.print(leaderboard_table(frame, title=f"{run.name}: top 5", width=out.width))
     counts = ", ".join(f"{count} {outcome}" for outcome, count in sorted(summary.counts.items()))
     info(f"trials: {counts or 'none'}")
-    info(f"more: cnnsearch leaderboard {run.name} --runs-dir {run.runs_dir}   |   cnnsearch report {run.name}   |   cnnsearch export {run.name} --out model/")
+    flag = _runs_flag(run)
+    info(f"more: cnnsearch leaderboard {run.name}{flag}   |   cnnsearch report {run.name}{flag}   |   cnnsearch export {run.name}{flag} --out model/")
     if interrupted:
-        info(f"interrupted: the study is intact; resume with `cnnsearch search --name {run.name} --runs-dir {run.runs_dir}`")
+        info(f"interrupted: the study is intact; resume with `cnnsearch search --name {run.name}{flag}`")
         raise typer.Exit(130)
 
 
@@ -239,7 +238,7 @@ def worker(
         torch.set_num_threads(threads)
     run, run_info, space_obj = searching.join_run(runs_dir, name, storage)
     timeout_s = searching.parse_duration(timeout)
-    stop = _install_sigint()
+    stop = _install_sigint(quiet=quiet)
     deadline = time.monotonic() + timeout_s if timeout_s else None
     target = searching.resolve_target(run, run_info, None)
     state = ProgressState(name=run.name, target=target, deadline=deadline)
@@ -249,6 +248,8 @@ def worker(
     loop.run_loop()
     if stop.is_set() or loop.interrupted:
         raise typer.Exit(130)
+    if not quiet:
+        info(f"run {run.name!r} has its {target} trials; this worker is done")
 
 
 # ---- results -----------------------------------------------------------------------------------------------
@@ -273,31 +274,56 @@ def leaderboard(
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Rank a run's trials by validation accuracy (or Pareto rank)."""
-    from cnnsearch.report import frame_to_text, leaderboard_frame, leaderboard_table, sort_and_cut, watch_view
+    from cnnsearch.report import frame_to_text, leaderboard_frame, leaderboard_table, sort_and_cut
     from cnnsearch.rundir import RunDir
 
     run = RunDir(runs_dir, name)
     run.read_info()
+    if out_file is not None and not out_file.parent.is_dir():
+        raise UserError(f"--out {out_file}: the folder {out_file.parent} does not exist; create it or choose another path")
     if watch:
-        from rich.live import Live
+        _watch(run)
+        return
+    frame = sort_and_cut(leaderboard_frame(run, include_all=all_trials), sort=sort, top=top)
+    if fmt == Format.table:
+        table = leaderboard_table(frame, title=f"{name}: {len(frame)} trials", width=out.width if out_file is None else 200)
+        if out_file is None:
+            out.print(table)
+            return
+        with out_file.open("w") as handle:
+            Console(file=handle, width=200, color_system=None).print(table)
+    else:
+        text = frame_to_text(frame, fmt.value)
+        text = text if text.endswith("\n") else text + "\n"
+        if out_file is None:
+            sys.stdout.write(text)
+            return
+        out_file.write_text(text)
+    info(f"wrote {out_file} ({len(frame)} rows)")
 
-        try:
+
+def _watch(run) -> None:
+    """Refresh in place on a terminal; elsewhere print the view every 10 s until nothing runs."""
+    from cnnsearch.report import watch_view
+
+    try:
+        if out.is_terminal:
+            from rich.live import Live
+
             with Live(watch_view(run, width=out.width), console=out, refresh_per_second=1) as live:
                 while True:
                     time.sleep(1.0)
                     live.update(watch_view(run, width=out.width))
-        except KeyboardInterrupt:
-            return
-    frame = sort_and_cut(leaderboard_frame(run, include_all=all_trials), sort=sort, top=top)
-    if fmt == Format.table:
-        out.print(leaderboard_table(frame, title=f"{name}: {len(frame)} trials", width=out.width))
+        import optuna
+
+        while True:
+            out.print(watch_view(run, width=out.width))
+            if not run.load_study().get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                info("no trial is running; stopped watching")
+                return
+            time.sleep(10.0)
+    except KeyboardInterrupt:
         return
-    text = frame_to_text(frame, fmt.value)
-    if out_file:
-        out_file.write_text(text)
-        info(f"wrote {out_file} ({len(frame)} rows)")
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 @app.command()
@@ -420,13 +446,13 @@ def space_check(
     if sample < 0:
         raise UserError(f"--sample must be 0 or more, but got {sample}")
     _check_classes(classes)
+    shape = _input_shape(input_shape)
     loaded = load_space(file)
     searched = sum(dim.searched for table in loaded.dimensions.values() for dim in table.values())
     out.print(Text(f"{file}: valid ({searched} searched key{'s' if searched != 1 else ''})"), highlight=False)
     if sample:
         from cnnsearch.candidates import feasibility
 
-        shape = _input_shape(input_shape)
         report = feasibility(loaded, shape, classes, n=sample)
         out.print(Text(report.summary()), highlight=False)
 

@@ -194,3 +194,23 @@ def state_from_study(study: Any, state: ProgressState) -> None:
         accuracy = attrs.get("best_val_acc")
         if trial.state.name == "COMPLETE" and accuracy is not None and (state.best_val_acc is None or accuracy > state.best_val_acc):
             state.best_trial, state.best_val_acc, state.best_compact = trial.number, accuracy, attrs.get("compact", "")
+
+
+def event_from_trial(trial: Any) -> SearchEvent:
+    """A finished trial as the event its worker would have sent (for views that poll the study)."""
+    attrs = trial.user_attrs
+    return SearchEvent(
+        kind="trial_end", trial=trial.number, compact=attrs.get("compact", ""),
+        outcome=attrs.get("outcome", trial.state.name.lower()), reason=attrs.get("reason", ""),
+        best_val_acc=attrs.get("best_val_acc"), params=attrs.get("params") or 0,
+        seconds=attrs.get("train_seconds") or 0.0, worker=attrs.get("worker", ""), device=attrs.get("device", ""),
+    )
+
+
+def start_from_study(study: Any, state: ProgressState) -> set[int]:
+    """Seed a view with what the run already holds (best so far, trials done); their numbers."""
+    state_from_study(study, state)
+    state.done_before = sum(state.counts.values())
+    state.counts.clear()
+    state.running.clear()
+    return {trial.number for trial in study.get_trials(deepcopy=False) if trial.state.is_finished()}

@@ -51,18 +51,27 @@ class SearchSettings:
     timeout_s: float | None = None  # whole search
     epochs: int | None = None
     trial_timeout_s: float | None = None
-    sampler: str = "tpe"
-    pruner: str = "hyperband"
-    seed: int = 0
+    # Settings that define a run: None = not given (a new run takes NEW_RUN_DEFAULTS, a resume
+    # keeps the run's own; a given value that differs from the run's is refused).
+    sampler: str | None = None
+    pruner: str | None = None
+    seed: int | None = None
     device: str = "auto"
     storage: str | None = None  # RDB URL; None = the local journal file
-    objective: tuple[str, ...] = ("accuracy",)
+    objective: tuple[str, ...] | None = None
     val_fraction: float = 0.15
-    keep_weights: int = 3
+    keep_weights: int | None = None
     enqueue: tuple[str, ...] = ()  # architecture JSON files to train first
     from_run: str | None = None  # warm-start from another run's best trials
     fork: str | None = None  # start a new run warm-started from this one
     command: str = ""
+
+
+NEW_RUN_DEFAULTS = {"sampler": "tpe", "pruner": "hyperband", "seed": 0, "objective": ("accuracy",), "keep_weights": 3}
+# run.json field for each setting a resume must not change silently
+RUN_DEFINING = {"sampler": "sampler", "pruner": "pruner", "seed": "seed", "objective": "objective",
+                "keep_weights": "keep_weights", "subset": "subset", "image_size": "image_size",
+                "data_dir": "data_dir", "trial_timeout_s": "trial_timeout"}
 
 
 @dataclass
@@ -100,7 +109,7 @@ class SearchSummary:
 # ---- parsing helpers used by the CLI -------------------------------------------------------
 def parse_duration(text: str | None) -> float | None:
     """`90`, `90s`, `20m`, `2h`, `1h30m` -> seconds."""
-    if text is None or text == "":
+    if text is None:
         return None
     import re
 
@@ -199,17 +208,39 @@ def prepare_run(settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]
         raise UserError(f"--trials must be at least 1, but got {settings.trials}")
     if settings.epochs is not None and settings.epochs < 1:
         raise UserError(f"--epochs must be at least 1, but got {settings.epochs}")
-    if settings.sampler not in SAMPLERS:
+    if settings.keep_weights is not None and settings.keep_weights < 0:
+        raise UserError(f"--keep-weights must be 0 or more, but got {settings.keep_weights}")
+    if settings.subset is not None and settings.subset < 20:
+        raise UserError(f"--subset must be at least 20 images, but got {settings.subset}")
+    if settings.sampler is not None and settings.sampler not in SAMPLERS:
         raise UserError(f"--sampler {settings.sampler!r} is not valid; choose one of {', '.join(SAMPLERS)}")
-    if settings.pruner not in PRUNERS:
+    if settings.pruner is not None and settings.pruner not in PRUNERS:
         raise UserError(f"--pruner {settings.pruner!r} is not valid; choose one of {', '.join(PRUNERS)}")
+    read_warm_start(settings)  # bad --enqueue files or --from-run are refused before anything is written
     run = RunDir(settings.runs_dir, settings.name)
     if run.exists():
         return _resume_run(run, settings)
     if settings.space is None:
-        raise UserError(f"no run named {settings.name!r} in {settings.runs_dir}; to start it, pass --space FILE (e.g. search_spaces/default.toml)")
-    space = load_space(settings.space)
+        raise UserError(
+            f"no run named {settings.name!r} in {settings.runs_dir}; to start it, pass --space FILE "
+            f"(e.g. --space default, or search_spaces/default.toml)"
+        )
+    space = load_space(resolve_space_path(settings.space))
     return _create_run(run, settings, space)
+
+
+SHIPPED_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+def resolve_space_path(text: str) -> Path:
+    """A space file path, or the name of a shipped space (`default`, `tiny`, `cifar`)."""
+    path = Path(text)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_SPACES / (text if text.endswith(".toml") else f"{text}.toml")
+    if "/" not in text and shipped.is_file():
+        return shipped
+    return path  # load_space names the missing file
 
 
 def _resume_run(run: RunDir, settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]:
@@ -217,22 +248,27 @@ def _resume_run(run: RunDir, settings: SearchSettings) -> tuple[RunDir, RunInfo,
     saved_space = load_space(run.space_file)
     differences: list[str] = []
     if settings.space is not None:
-        new_space = load_space(settings.space)
+        new_space = load_space(resolve_space_path(settings.space))
         differences += space_differences(saved_space.raw, new_space.raw)
     if settings.data is not None and settings.data != info.data:
         differences.append(f"--data: {info.data!r} -> {settings.data!r}")
     if settings.storage is not None and settings.storage != info.storage:
         differences.append(f"--storage: {describe_storage(info.storage)} -> {describe_storage(settings.storage)}")
+    if settings.epochs is not None and settings.epochs != info.epochs:
+        differences.append(f"--epochs: {info.epochs or 'the space default'} -> {settings.epochs}")
+    for setting, field_name in RUN_DEFINING.items():
+        given = getattr(settings, setting)
+        recorded = getattr(info, field_name)
+        if setting == "objective" and given is not None:
+            given, recorded = list(given), list(recorded)
+        if given is not None and given != recorded:
+            option = "--" + field_name.replace("_", "-")
+            differences.append(f"{option}: {recorded!r} -> {given!r}")
     if differences:
         shown = "; ".join(differences[:4]) + ("; …" if len(differences) > 4 else "")
         raise UserError(
-            f"run {run.name!r} was started with another space or data ({shown}); resume it without "
-            f"--space/--data, or start a new run from its trials with --fork NEW_NAME"
-        )
-    if settings.epochs is not None and info.epochs is not None and settings.epochs != info.epochs:
-        raise UserError(
-            f"run {run.name!r} trains {info.epochs} epochs per trial, not {settings.epochs}; "
-            f"drop --epochs to resume it, or use --fork NEW_NAME"
+            f"run {run.name!r} was started with other settings ({shown}); resume it without them, "
+            f"or start a new run from its trials with --fork NEW_NAME"
         )
     return run, info, saved_space
 
@@ -245,6 +281,8 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
 
     if settings.data is None:
         raise UserError("--data is required for a new run (e.g. --data digits)")
+    settings = SearchSettings(**{**settings.__dict__, **{key: value for key, value in NEW_RUN_DEFAULTS.items()
+                                                         if getattr(settings, key) is None}})
     device = resolve_device(settings.device)
     dataset = load_dataset_cached(settings.data, data_dir=settings.data_dir, image_size=settings.image_size, seed=settings.seed)
     if settings.subset:
@@ -277,7 +315,7 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     run.path.mkdir(parents=True, exist_ok=True)
-    write_atomic(run.space_file, Path(settings.space).read_bytes())
+    write_atomic(run.space_file, resolve_space_path(settings.space).read_bytes())
     save_split(split, run.split_file)
     if storage is None:
         storage = run.open_storage(info)
@@ -288,12 +326,26 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
     return run, info, space
 
 
-def fork_run(source: RunDir, settings: SearchSettings) -> SearchSettings:
-    """Settings for a new run that starts with the source run's trials as known results."""
+def fork_settings(settings: SearchSettings) -> SearchSettings:
+    """A new run named by --fork, with the source run's settings where none were given."""
+    source = RunDir(settings.runs_dir, settings.name)
+    if not source.exists():
+        raise UserError(f"--fork needs an existing run to start from, but there is no run {settings.name!r} in {settings.runs_dir}")
+    if RunDir(settings.runs_dir, settings.fork).exists():
+        raise UserError(f"run {settings.fork!r} already exists; choose another --fork name")
     info = source.read_info()
-    return SearchSettings(**{**settings.__dict__, "name": settings.fork, "fork": None,
-                             "space": settings.space or str(source.space_file),
-                             "data": settings.data or info.data, "from_run": source.name})
+    inherited = {"data": info.data, "data_dir": info.data_dir, "image_size": info.image_size, "subset": info.subset,
+                 "epochs": info.epochs, "trial_timeout_s": info.trial_timeout, "seed": info.seed,
+                 "sampler": info.sampler, "pruner": info.pruner, "objective": tuple(info.objective),
+                 "keep_weights": info.keep_weights, "space": str(source.space_file)}
+    merged = {key: value for key, value in settings.__dict__.items()}
+    for key, value in inherited.items():
+        if merged.get(key) is None:
+            merged[key] = value
+    merged.update(name=settings.fork, fork=None, from_run=settings.name)
+    if merged.get("trials") is None:
+        merged["trials"] = source.load_study(info).user_attrs.get("target_trials")
+    return SearchSettings(**merged)
 
 
 # ---- warm start ---------------------------------------------------------------------------------------
@@ -338,7 +390,9 @@ class _ParamRecorder:
         current: dict[str, Any] | None = None
         for layer in arch.layers:
             if isinstance(layer, ConvLayer):
-                if current is None or current.get("pool"):
+                # A stage ends at a pooling layer, or where the filters, kernel or stride change.
+                if (current is None or current.get("pool") or layer.filters != current["filters"]
+                        or layer.kernel_size != current["kernel_size"] or layer.stride != 1):
                     current = {"convs": 0, "filters": layer.filters, "kernel_size": layer.kernel_size,
                                "stride": layer.stride, "padding": layer.padding, "activation": layer.activation,
                                "batch_norm": layer.batch_norm, "pool": False}
@@ -390,34 +444,45 @@ class _ParamRecorder:
         return float(value)
 
 
-def enqueue_warm_start(study: Any, run: RunDir, space: SearchSpace, settings: SearchSettings) -> list[str]:
-    """Queue known candidates (from --enqueue files or --from-run) to be trained first."""
+def read_warm_start(settings: SearchSettings) -> list[dict[str, Any]]:
+    """Architectures to train first, from --enqueue files and --from-run; bad input is refused."""
     import optuna
 
-    notes: list[str] = []
     arch_dicts: list[dict[str, Any]] = []
     for path in settings.enqueue:
         file = Path(path)
         if not file.is_file():
-            raise UserError(f"--enqueue {path}: file not found; pass an architecture JSON (from `cnnsearch show` or an export's model.json)")
+            raise UserError(f"--enqueue {path}: file not found; pass an architecture JSON (runs/NAME/trials/N.json or an export's model.json)")
         try:
             raw = json.loads(file.read_text())
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise UserError(f"--enqueue {path}: not valid JSON ({error})") from None
-        arch_dicts.append(raw.get("architecture", raw) if isinstance(raw, dict) else raw)
+        # A trial record keeps it under "arch", an export's model.json under "architecture".
+        found = next((raw[key] for key in ("arch", "architecture") if isinstance(raw, dict) and isinstance(raw.get(key), dict)), raw)
+        if not isinstance(found, dict) or not isinstance(found.get("layers"), list):
+            raise UserError(f"--enqueue {path}: no architecture in it; pass runs/NAME/trials/N.json or an export's model.json")
+        arch_dicts.append(found)
     if settings.from_run:
         source = RunDir(settings.runs_dir, settings.from_run)
         source_study = source.load_study()
-        ranked = [t for t in source_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if "arch" in t.user_attrs]
+        ranked = [t for t in source_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                  if "arch" in t.user_attrs and t.user_attrs.get("outcome") == "complete"]
         ranked.sort(key=lambda t: t.values[0], reverse=True)
         arch_dicts += [t.user_attrs["arch"] for t in ranked[:10]]
-    for params in warm_start_params(space, arch_dicts):
+    return arch_dicts
+
+
+def enqueue_warm_start(study: Any, space: SearchSpace, settings: SearchSettings) -> list[str]:
+    """Queue known candidates (from --enqueue files or --from-run) to be trained first."""
+    arch_dicts = read_warm_start(settings)
+    if not arch_dicts:
+        return []
+    params_list = warm_start_params(space, arch_dicts)
+    for params in params_list:
         study.enqueue_trial(params, user_attrs={"warm_start": True}, skip_if_exists=True)
-    skipped = len(arch_dicts) - len(warm_start_params(space, arch_dicts))
-    if arch_dicts:
-        notes.append(f"queued {len(arch_dicts) - skipped} known candidate(s) to train first" +
-                     (f"; {skipped} do not fit this space and were skipped" if skipped else ""))
-    return notes
+    skipped = len(arch_dicts) - len(params_list)
+    return [f"queued {len(params_list)} known candidate(s) to train first"
+            + (f"; {skipped} do not fit this space and were skipped" if skipped else "")]
 
 
 # ---- the worker loop ------------------------------------------------------------------------------------
@@ -896,7 +961,7 @@ def resolve_target(run: RunDir, info: RunInfo, trials: int | None) -> int:
 def enqueue_warm_start_for(run: RunDir, space: SearchSpace, settings: SearchSettings) -> list[str]:
     if not settings.enqueue and not settings.from_run:
         return []
-    return enqueue_warm_start(run.load_study(), run, space, settings)
+    return enqueue_warm_start(run.load_study(), space, settings)
 
 
 def publish_run(run: RunDir, info: RunInfo) -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import TINY_SPACE, load_study, run_cli, start_cli
+from cnnsearch.errors import UserError
 from cnnsearch.search import SearchSettings, WorkerLoop, counted_trials, prepare_run
 
 STATES = optuna.trial.TrialState
@@ -184,6 +185,9 @@ def test_nan_loss_fails_the_trial_and_the_next_one_runs(tmp_path: Path) -> None:
         (["--timeout", "soon"], "cannot read the duration 'soon'; use e.g. 90s, 20m, 2h or 1h30m"),
         (["--space", "nope.toml"], "space file not found: nope.toml"),
         (["--objective", "accuracy,speed"], "--objective 'accuracy,speed' is not valid"),
+        ([], "no run named 'x' in"),
+        (["--space", "tiny", "--keep-weights", "-1"], "--keep-weights must be 0 or more, but got -1"),
+        (["--space", "tiny", "--from-run", "nosuch"], "no run named 'nosuch'"),
     ],
 )
 def test_bad_search_input_is_one_line_and_exit_2(runs_dir: Path, args: list[str], message: str) -> None:
@@ -219,3 +223,38 @@ def test_deadline_stops_the_running_trial_and_queues_it(tmp_path: Path) -> None:
     assert trials[0].user_attrs["outcome"] == "interrupted"
     assert "time budget" in trials[0].user_attrs["reason"]
     assert [t.state for t in trials[1:]] == [STATES.WAITING]
+
+
+def test_resume_refuses_other_settings_and_fork_keeps_them(finished_run: Path) -> None:
+    result = run_cli("search", "--name", "demo", "--seed", "5", "--sampler", "random", "--runs-dir", str(finished_run))
+    assert result.returncode == 2
+    assert "--sampler: 'tpe' -> 'random'; --seed: 0 -> 5" in result.stderr and "--fork NEW_NAME" in result.stderr
+    result = run_cli("search", "--name", "demo", "--fork", "demo-fork", "--trials", "1", "--runs-dir", str(finished_run))
+    assert result.returncode == 0, result.stderr
+    forked = json.loads((finished_run / "demo-fork" / "run.json").read_text())
+    original = json.loads((finished_run / "demo" / "run.json").read_text())
+    assert {key: forked[key] for key in ("data", "epochs", "seed", "sampler", "pruner")} == \
+        {key: original[key] for key in ("data", "epochs", "seed", "sampler", "pruner")}
+    assert (finished_run / "demo-fork" / "space.toml").read_text() == (finished_run / "demo" / "space.toml").read_text()
+
+
+def test_a_trial_record_can_be_enqueued_into_a_new_run(finished_run: Path, tmp_path: Path) -> None:
+    from cnnsearch.search import read_warm_start, warm_start_params
+    from cnnsearch.space import load_space
+
+    record = finished_run / "demo" / "trials" / "0.json"
+    settings = SearchSettings(name="w", enqueue=(str(record),))
+    (arch,) = read_warm_start(settings)
+    (params,) = warm_start_params(load_space(TINY_SPACE), [arch])
+    replayed = load_space(TINY_SPACE).sample(optuna.trial.FixedTrial(params), epochs=arch["train"]["epochs"])
+    assert replayed.to_dict() == arch
+    (tmp_path / "bad.json").write_text('{"a": 1}')
+    with pytest.raises(UserError, match="no architecture in it"):
+        read_warm_start(SearchSettings(name="w", enqueue=(str(tmp_path / "bad.json"),)))
+
+
+def test_leaderboard_out_needs_an_existing_folder(finished_run: Path, tmp_path: Path) -> None:
+    result = run_cli("leaderboard", "demo", "--format", "csv", "--out", str(tmp_path / "no" / "x.csv"), "--runs-dir", str(finished_run))
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("leaderboard", "demo", "--out", str(tmp_path / "board.txt"), "--runs-dir", str(finished_run))
+    assert result.returncode == 0 and "trial" in (tmp_path / "board.txt").read_text()
