@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 from cnnsearch.errors import UserError
 from cnnsearch.rundir import RunDir, RunInfo, check_run_name, describe_storage, rdb_storage, write_atomic
-from cnnsearch.space import SearchSpace, load_space, space_differences
+from cnnsearch.space import SearchSpace, load_space, resolve_space_path, space_differences
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsga2")
 PRUNERS = ("hyperband", "median", "none")
@@ -227,20 +227,6 @@ def prepare_run(settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]
         )
     space = load_space(resolve_space_path(settings.space))
     return _create_run(run, settings, space)
-
-
-SHIPPED_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-
-
-def resolve_space_path(text: str) -> Path:
-    """A space file path, or the name of a shipped space (`default`, `tiny`, `cifar`)."""
-    path = Path(text)
-    if path.is_file():
-        return path
-    shipped = SHIPPED_SPACES / (text if text.endswith(".toml") else f"{text}.toml")
-    if "/" not in text and shipped.is_file():
-        return shipped
-    return path  # load_space names the missing file
 
 
 def _resume_run(run: RunDir, settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]:

@@ -279,9 +279,21 @@ class SearchSpace:
 
 
 # ---- reading and validating -------------------------------------------------------------
+SHIPPED_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+def resolve_space_path(text: str | Path) -> Path:
+    """A space file path, or the name of a shipped space (`default`, `tiny`, `cifar`)."""
+    path = Path(text)
+    if path.is_file() or len(path.parts) > 1:
+        return path
+    shipped = SHIPPED_SPACES / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    return shipped if shipped.is_file() else path
+
+
 def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a space file; every problem is reported at once (SpaceError)."""
-    path = Path(path)
+    """Read and validate a space file (or a shipped space by name); every problem is reported at once."""
+    path = resolve_space_path(path)
     if not path.is_file():
         raise UserError(f"space file not found: {path}; pass an existing .toml file (see search_spaces/)")
     try:
