@@ -860,8 +860,10 @@ class WorkerLoop:
         from cnnsearch.train import FAILED_OUTCOMES, PRUNED_OUTCOMES
 
         metrics = {**metrics, "outcome": outcome, "reason": reason}
+        stored = trial._cached_frozen_trial.user_attrs  # read-only peek: no deep copy per key
         for key, value in metrics.items():
-            trial.set_user_attr(key, value)
+            if key not in stored or stored[key] != value:  # each write is a journal record
+                trial.set_user_attr(key, value)
         record = {"trial": trial.number, "arch": trial.user_attrs.get("arch"), "params_sampled": trial.params, **metrics}
         write_atomic(self.run.trial_file(trial.number), json.dumps(record, indent=2, default=str) + "\n")
         best = metrics.get("best_val_acc")

@@ -213,7 +213,7 @@ def _autocast(device: torch.device):
 
 
 def measure_latency(net: nn.Module, input_shape: tuple[int, int, int], *, batch_size: int,
-                    device: torch.device, channels_last: bool = False, repeats: int = 5) -> float:
+                    device: torch.device, channels_last: bool = False, repeats: int = 3) -> float:
     """Fastest of a few timed inference batches on the device, in ms (after a warm-up).
 
     The minimum, not the median: on a shared machine the other runs only ever add time.
@@ -390,6 +390,20 @@ def load_checkpoint(path: Path | None) -> dict | None:
 
 
 # ---- one candidate ----------------------------------------------------------------------------------
+_FLOPS_SEEN: dict[tuple[str, tuple[int, int, int], int], int] = {}  # (hash, input, classes) -> FLOPs
+
+
+def _candidate_flops(net: nn.Module, arch: Architecture, input_shape: tuple[int, int, int]) -> int:
+    """FLOPs, counted once per candidate: the pre-training check and the trainer both need them."""
+    classes = next(module for module in reversed(list(net.modules())) if isinstance(module, nn.Linear)).out_features
+    key = (arch.canonical_hash(), tuple(input_shape), classes)
+    if key not in _FLOPS_SEEN:
+        if len(_FLOPS_SEEN) > 4096:
+            _FLOPS_SEEN.clear()
+        _FLOPS_SEEN[key] = count_flops(net, input_shape)
+    return _FLOPS_SEEN[key]
+
+
 def check_candidate(arch: Architecture, input_shape: tuple[int, int, int], num_classes: int, *,
                     max_params: int | None = None, max_flops: float | None = None) -> TrialResult | None:
     """Params and FLOPs before any training; a result only when the candidate must not train."""
@@ -398,7 +412,7 @@ def check_candidate(arch: Architecture, input_shape: tuple[int, int, int], num_c
     except InfeasibleArchitecture as error:
         return TrialResult("infeasible", f"cannot fit {'x'.join(map(str, input_shape))} input: {error}")
     params = sum(parameter.numel() for parameter in net.parameters())
-    flops = count_flops(net, input_shape)
+    flops = _candidate_flops(net, arch, input_shape)
     if max_params is not None and params > max_params:
         return TrialResult("over_budget", f"{params:,} parameters exceed max_params={max_params:,}", params=params, flops=flops)
     if max_flops is not None and flops > max_flops:
@@ -448,7 +462,7 @@ def _train_once(arch: Architecture, data: DeviceData, control: TrialControl, *, 
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     result = TrialResult("complete", params=sum(p.numel() for p in net.parameters()), micro_batch=micro_batch)
-    result.flops = count_flops(net, data.input_shape)
+    result.flops = _candidate_flops(net, arch, data.input_shape)
     result.latency_ms = measure_latency(net, data.input_shape, batch_size=min(arch.train.batch_size, 256),
                                         device=device, channels_last=channels_last)
     if control.on_measured is not None:
@@ -515,6 +529,8 @@ def _train_once(arch: Architecture, data: DeviceData, control: TrialControl, *, 
 
 
 def _release_memory() -> None:
-    gc.collect()
+    """Return a finished trial's device memory. On CPU, reference counting already freed the
+    tensors and a full gc pass costs more than a small trial's epoch (bench/overhead.py)."""
     if torch.cuda.is_available():
+        gc.collect()
         torch.cuda.empty_cache()
