@@ -507,11 +507,27 @@ def space_sample(
     out.print(sample_candidates(loaded, shape, classes, n=n, seed=seed))
 
 
+def _show_data_warnings_plainly() -> None:
+    """cnnsearch's own warnings (skipped files…) as one line on stderr, without a source line."""
+    import warnings
+
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if category.__name__ == "DataWarning":
+            err.print(Text(f"warning: {message}", style="yellow"), highlight=False)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main() -> None:
     """Entry point: UserError -> one line on stderr, exit 2."""
     # Idle OpenMP threads sleep instead of spinning: with spinning, a CPU search slows down
     # many times over as soon as anything else runs on the machine (measured in bench/).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _show_data_warnings_plainly()
     try:
         app()
     except UserError as error:

@@ -55,6 +55,14 @@ FASHION_MNIST_CLASSES = (
 
 _DOWNLOAD_TIMEOUT_S = 60  # per connection attempt, not per file
 _RESIZE_CHUNK = 8192  # images per chunk when resizing whole datasets (bounds the float copy)
+FINGERPRINT_CHARS = 16  # hex characters of the sha256 kept by `dataset_fingerprint`
+# Pillow's integer ITU-R 601 luma (0.299, 0.587, 0.114 in 16-bit fixed point; they sum to 65536, so a
+# grey pixel keeps its value): the same grey `predict` gets from Image.convert("L").
+_LUMA_WEIGHTS = (19595, 38470, 7471)
+
+
+class DataWarning(UserWarning):
+    """Something in the data was skipped or changed, but loading went on (e.g. unreadable files)."""
 
 
 @dataclass
@@ -68,6 +76,7 @@ class Dataset:
     test_labels: torch.Tensor  # int64 (M,)
     class_names: tuple[str, ...]
     test_source: str  # "official" or "held-out"
+    resized_from: tuple[tuple[int, int], ...] = ()  # (H, W) sizes that image_size changed; () if none
 
     def __post_init__(self) -> None:
         # Programmer errors at a seam, not user input: fail loudly with the shapes involved.
@@ -126,8 +135,9 @@ def load_dataset(
         folder = spec[len("folder:"):].strip()
         if not folder:
             raise UserError("--data folder: needs a path after the colon, e.g. --data folder:/data/pets.")
-        images, labels, names = _load_folder(Path(folder).expanduser(), image_size)
-        return _held_out_dataset(spec, images, labels, names, seed=seed, test_fraction=test_fraction)
+        images, labels, names, resized = _load_folder(Path(folder).expanduser(), image_size)
+        dataset = _held_out_dataset(spec, images, labels, names, seed=seed, test_fraction=test_fraction)
+        return replace(dataset, resized_from=resized)
 
     key = _ALIASES.get(spec.lower(), spec.lower())
     if key == "digits":
@@ -148,8 +158,36 @@ def load_dataset(
             dataset,
             train_images=_resize_uint8(dataset.train_images, image_size),
             test_images=_resize_uint8(dataset.test_images, image_size),
+            resized_from=(dataset.input_shape[1:],),
         )
     return dataset
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """A short sha256 of the images, labels and class names: equal fingerprints, equal data.
+
+    Stored with a run so that a resume or an export notices data that changed under it.
+    """
+    digest = hashlib.sha256()
+    for tensor in (dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels):
+        digest.update(repr((str(tensor.dtype), tuple(tensor.shape))).encode())
+        digest.update(np.ascontiguousarray(tensor.cpu().numpy()))
+    digest.update("\n".join(dataset.class_names).encode())
+    return digest.hexdigest()[:FINGERPRINT_CHARS]
+
+
+def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) images as grayscale (1 channel, Pillow's luma) or colour (3, grey repeated)."""
+    have = images.shape[1]
+    if have == channels:
+        return images
+    if (have, channels) == (1, 3):
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if (have, channels) == (3, 1):
+        weights = torch.tensor(_LUMA_WEIGHTS, dtype=torch.int32).view(1, 3, 1, 1)
+        luma = (images.to(torch.int32) * weights).sum(dim=1, keepdim=True)
+        return ((luma + 32768) >> 16).to(torch.uint8)  # round half up, as Pillow does
+    raise ValueError(f"can convert between 1 and 3 channels only, but got {have} -> {channels}")
 
 
 def load_dataset_cached(
@@ -559,8 +597,11 @@ def _download_cifar(source: _CifarSource) -> Path:
 # --------------------------------------------------------------------------- image folders
 
 
-def _load_folder(path: Path, image_size: int | None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Read `path/<class>/<image>` with Pillow into uint8 (N, C, H, W) plus labels and class names."""
+def _load_folder(
+    path: Path, image_size: int | None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[tuple[int, int], ...]]:
+    """Read `path/<class>/<image>` with Pillow into uint8 (N, C, H, W), labels, class names and the
+    (H, W) sizes that were resized to `image_size`."""
     from PIL import Image
 
     if not path.is_dir():
@@ -599,7 +640,7 @@ def _load_folder(path: Path, image_size: int | None) -> tuple[np.ndarray, np.nda
             labels.append(label)
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        warnings.warn(f"skipped {len(skipped)} unreadable image file(s) in {path}: {shown}", stacklevel=3)
+        warnings.warn(f"skipped {len(skipped)} unreadable image file(s) in {path}: {shown}", DataWarning, stacklevel=3)
     if not pictures:
         raise UserError(f"no readable image in {path}; check that the files are PNG, JPEG, BMP, GIF or WEBP images.")
     counts = np.bincount(np.asarray(labels), minlength=len(classes))
@@ -624,7 +665,8 @@ def _load_folder(path: Path, image_size: int | None) -> tuple[np.ndarray, np.nda
         arr = np.asarray(pic, dtype=np.uint8)
         arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
     images = np.stack(arrays)
-    return images, np.asarray(labels, dtype=np.int64), tuple(classes)
+    resized = tuple(sorted((h, w) for w, h in sizes if image_size is not None and (w, h) != (image_size, image_size)))
+    return images, np.asarray(labels, dtype=np.int64), tuple(classes), resized
 
 
 def _to_l_or_rgb(img: Any) -> Any:

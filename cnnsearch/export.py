@@ -41,6 +41,7 @@ from torch import nn
 from cnnsearch.data import (
     Dataset,
     DeviceData,
+    dataset_fingerprint,
     full_train_device_data,
     load_dataset,
     load_dataset_cached,
@@ -48,6 +49,7 @@ from cnnsearch.data import (
     make_split,
     normalization_stats,
     subsample,
+    to_channels,
     to_device,
 )
 from cnnsearch.errors import InfeasibleArchitecture, UserError
@@ -68,6 +70,22 @@ MODEL_FORMAT_VERSION = 1  # of model.pt and model.json; bump when a key changes 
 VERIFY_IMAGES = 64  # real test images run through every exported file
 VERIFY_TOLERANCE = 1e-3  # largest |logit difference| accepted between PyTorch and an exported file
 CONFIRM_SEED_STRIDE = 1000  # confirmation seed k of trial n: run seed + 1000 * k + n
+FINETUNE_MIN_STEPS = 8  # optimiser steps per fine-tuning epoch that the batch size is lowered for
+FINETUNE_MIN_BATCH = 8  # images per step, at least: smaller batches make batch-norm statistics noisy
+# What `_candidate` says of a trial that did not finish: "trial 3 of run 'x' <phrase> (reason), ...".
+_UNFINISHED_PHRASES = {
+    "interrupted": "was interrupted",
+    "pruned": "was pruned",
+    "infeasible": "could not be built for the data",
+    "over_budget": "was over the budget",
+    "oom": "ran out of device memory",
+    "nan": "diverged (NaN loss)",
+    "timeout": "timed out",
+    "error": "failed with an error",
+    "failed": "failed",
+    "running": "is still running",
+    "waiting": "is waiting to run",
+}
 
 
 def _quiet(message: str) -> None:
@@ -263,7 +281,7 @@ def export_run(
         _check_weights(run, info, chosen)
     torch_device = resolve_device(device)
 
-    dataset = _run_dataset(info)
+    dataset = _run_dataset(info, consequence="export would test on images the search may have seen")
     confirmation: list[ConfirmationRow] = []
     if top is not None:
         confirmation = _confirm(run, info, dataset, candidates, top=top, seeds=seeds, device=torch_device,
@@ -446,12 +464,14 @@ def _candidate(run: RunDir, trials: Sequence[Any], number: int) -> _Candidate:
     if not isinstance(trial.user_attrs.get("arch"), dict):
         raise UserError(f"trial {number} of run {run.name!r} has no recorded architecture; choose another --trial")
     if not _is_exportable(trial):
-        outcome = trial.user_attrs.get("outcome", trial.state.name.lower())
+        state = trial.state.name.lower()
+        outcome = state if state in ("running", "waiting") else str(trial.user_attrs.get("outcome") or state)
+        what = _UNFINISHED_PHRASES.get(outcome, f"ended {outcome} without a validation accuracy")
         reason = trial.user_attrs.get("reason")
-        why = f" ({reason})" if reason else ""
+        why = f" ({reason})" if reason and outcome not in ("running", "waiting") else ""
         raise UserError(
-            f"trial {number} of run {run.name!r} is {trial.state.name} ({outcome}){why}, not COMPLETE; "
-            f"export a finished trial, e.g. --trial best"
+            f"trial {number} of run {run.name!r} {what}{why}, so it has no final result; "
+            f"choose a complete trial (see cnnsearch leaderboard {run.name})"
         )
     return _to_candidate(trial)
 
@@ -464,16 +484,26 @@ def _check_weights(run: RunDir, info: RunInfo, candidate: _Candidate) -> None:
         )
 
 
-def _run_dataset(info: RunInfo) -> Dataset:
-    """The dataset exactly as the run loaded it: same source, size, test share and subset."""
+def _run_dataset(info: RunInfo, *, consequence: str) -> Dataset:
+    """The dataset exactly as the run loaded it: same source, size, test share and subset.
+
+    Refuses data that differs from the search's (`consequence` says what would go wrong); the
+    fingerprint in run.json is that of the dataset as loaded, before any subset is taken.
+    """
     dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
-    if info.subset:
-        dataset = subsample(dataset, info.subset, seed=info.split_seed)
     if info.input_shape and list(dataset.input_shape) != list(info.input_shape):
         raise UserError(
             f"{info.data} now gives {'x'.join(map(str, dataset.input_shape))} images but run {info.name!r} used "
             f"{'x'.join(map(str, info.input_shape))}; restore the data the run was searched on"
         )
+    recorded = getattr(info, "data_fingerprint", None)  # None for runs made before fingerprints
+    if recorded and recorded != dataset_fingerprint(dataset):
+        raise UserError(
+            f"the data for run {info.name!r} changed since the search ({info.data} now holds different images); "
+            f"{consequence}; restore the data or start a new run"
+        )
+    if info.subset:
+        dataset = subsample(dataset, info.subset, seed=info.split_seed)
     return dataset
 
 
@@ -823,17 +853,30 @@ def finetune_model(
 
     channels, height, width = source.input_shape
     dataset = load_dataset(data, data_dir=data_dir, image_size=height if height == width else None, seed=seed)
-    if dataset.input_shape[0] != channels:
-        kinds = {1: "grayscale", 3: "colour"}
+    have = dataset.input_shape[0]
+    kinds = {1: "grayscale", 3: "colour"}
+    if have != channels and {have, channels} != {1, 3}:
         raise UserError(
-            f"{data} has {dataset.input_shape[0]}-channel images but the model takes {channels}-channel "
+            f"{data} has {have}-channel images but the model takes {channels}-channel "
             f"({kinds.get(channels, 'other')}) images; fine-tune on {kinds.get(channels, 'matching')} images instead"
         )
+    if have != channels:
+        # A folder with one colour image among grayscale ones loads as colour: convert, don't refuse.
+        dataset = replace(dataset, train_images=to_channels(dataset.train_images, channels),
+                          test_images=to_channels(dataset.test_images, channels))
+        how = ("with Pillow's luma weights 0.299 R + 0.587 G + 0.114 B" if channels == 1
+               else "by repeating the grey channel")
+        on_message(f"converted the {kinds[have]} images of {data} to {kinds[channels]} {how}, "
+                   f"as the model takes {channels}-channel images")
     if dataset.input_shape[1:] != (height, width):
         raise UserError(
             f"{data} has {dataset.input_shape[1]}x{dataset.input_shape[2]} images but the model takes "
             f"{height}x{width}; resize the images to {height}x{width}"
         )
+    if dataset.resized_from:
+        sizes = ", ".join(f"{h}x{w}" for h, w in dataset.resized_from[:3])
+        more = f" and {len(dataset.resized_from) - 3} more sizes" if len(dataset.resized_from) > 3 else ""
+        on_message(f"resized {sizes}{more} images to the model's {height}x{width} input")
     split = make_split(dataset.train_labels, seed=seed)
     device_data = to_device(dataset, split, torch_device)
     device_data.mean = torch.tensor(source.mean, dtype=torch.float32, device=torch_device)
@@ -847,11 +890,17 @@ def finetune_model(
         net.features = _FrozenStages(*net.features)
     net.train()
     rate = lr if lr is not None else source.arch.train.lr / 10  # gentle: the features are already trained
-    arch = replace(source.arch, train=replace(source.arch.train, epochs=epochs, lr=rate))
-    steps = max(1, len(split.train_indices) // arch.train.batch_size)
-    on_message(f"fine-tuning {source.arch.compact()} on {data}: {len(split.train_indices)} train / "
+    n_train = len(split.train_indices)
+    # Training drops partial batches: 122 images at batch 64 would be 1 step per epoch.
+    batch = min(source.arch.train.batch_size, max(FINETUNE_MIN_BATCH, n_train // FINETUNE_MIN_STEPS))
+    arch = replace(source.arch, train=replace(source.arch.train, epochs=epochs, lr=rate, batch_size=batch))
+    steps = max(1, n_train // batch)
+    model_batch = source.arch.train.batch_size
+    lowered = (f", lowered from the model's {model_batch}, which gives {max(1, n_train // model_batch)} step(s) "
+               f"per epoch" if batch < model_batch else "")
+    on_message(f"fine-tuning {source.arch.compact()} on {data}: {n_train} train / "
                f"{len(split.val_indices)} val images, {dataset.num_classes} classes, {epochs} epochs of {steps} "
-               f"step(s) (batch {arch.train.batch_size}), lr {rate:g}" + (", conv stages frozen" if freeze else ""))
+               f"step(s) (batch {batch}{lowered}), lr {rate:g}" + (", conv stages frozen" if freeze else ""))
     result = train_candidate(arch, device_data, net=net, control=TrialControl(seed=seed))
     if result.outcome == "nan":
         raise UserError(f"fine-tuning diverged ({result.reason}); pass a smaller --lr than {rate:g}")
@@ -945,7 +994,7 @@ def rerun_trial(run: RunDir, number: int, *, device: str = "auto") -> RerunResul
     epochs_run = int(attrs.get("epochs_run") or len(recorded_curve) or arch.train.epochs)
     torch_device = resolve_device(device)
 
-    dataset = _run_dataset(info)
+    dataset = _run_dataset(info, consequence="the saved split would pick other images than the search trained on")
     data = to_device(dataset, load_split(run.split_file), torch_device)
     # Same schedule as the search (the arch's epochs); a pruned trial stops where it was stopped.
     stop_after = epochs_run if epochs_run < arch.train.epochs else None

@@ -173,17 +173,36 @@ def _softmax(logits: Any) -> Any:
 
 
 def _torch_runner(model_dir: Path) -> Callable[[Any], Any]:
+    """model.pt rebuilt with build_model; the TorchScript file when an export left model.pt out."""
     import torch
 
-    from cnnsearch.export import load_exported
+    if not (model_dir / "model.pt").is_file() and (model_dir / "model.ts").is_file():
+        net = _load_torchscript(model_dir / "model.ts")
+    else:
+        from cnnsearch.export import load_exported
 
-    net = load_exported(model_dir).net
+        net = load_exported(model_dir).net
 
     def run(batch: Any) -> Any:
         with torch.no_grad():
             return net(torch.from_numpy(batch)).numpy()
 
     return run
+
+
+def _load_torchscript(path: Path) -> Any:
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, still loads
+            module = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path} is not a TorchScript model torch can load ({first}); export the model again") from None
+    return module.eval()
 
 
 def _onnx_runner(model_dir: Path) -> Callable[[Any], Any]:

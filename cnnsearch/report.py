@@ -21,6 +21,9 @@ import html
 import io
 import json
 import math
+import os
+import re
+import socket
 import time
 import tomllib
 import warnings
@@ -60,9 +63,12 @@ OBJECTIVE_COLUMNS = {
     "latency_ms": ("latency_ms", False),
 }
 HEARTBEAT_FRESH_S = 60.0  # a RUNNING trial whose heartbeat is older than this has a dead worker
+# A RUNNING trial whose worker is gone (e.g. SIGKILL): Optuna still says RUNNING until a search resumes it.
+STOPPED_NOTE = "worker gone; resumes on the next search"
+LATENCY_BATCH_MAX = 256  # train measures latency on min(batch_size, 256) images
 TIME_OUTCOMES = (  # "where the time went", in this order
     "complete", "pruned", "infeasible", "over_budget", "oom", "nan", "timeout", "error", "failed",
-    "interrupted", "duplicate", "running",
+    "interrupted", "duplicate", "running", "stopped",
 )
 REPORT_TOP = 20  # leaderboard rows in the HTML report
 PLOT_NAMES = ("best_so_far", "time", "accuracy_vs_cost", "importance", "learning_curves")  # report/<name>.png
@@ -96,10 +102,17 @@ class TrialFacts:
         return self.outcome in RANKED_OUTCOMES and self.val_acc is not None
 
 
-def trial_facts(trial: Any, *, accuracy_index: int = 0, epochs_budget: int | None = None) -> TrialFacts:
-    """Read one `optuna.trial.FrozenTrial` (or anything shaped like it) into `TrialFacts`."""
+def trial_facts(
+    trial: Any, *, accuracy_index: int = 0, epochs_budget: int | None = None, alive: bool = True
+) -> TrialFacts:
+    """Read one `optuna.trial.FrozenTrial` (or anything shaped like it) into `TrialFacts`.
+
+    `alive=False` says the worker of a RUNNING trial is gone: its outcome becomes "stopped".
+    """
     attrs = trial.user_attrs
     outcome = trial_outcome(trial)
+    if outcome == "running" and not alive:
+        outcome = "stopped"
     curve = _floats(attrs.get("val_acc"))
     if not curve and trial.intermediate_values:
         curve = _floats([trial.intermediate_values[step] for step in sorted(trial.intermediate_values)])
@@ -110,10 +123,11 @@ def trial_facts(trial: Any, *, accuracy_index: int = 0, epochs_budget: int | Non
     if val_acc is None and values is not None and outcome in TRAINED_OUTCOMES and accuracy_index < len(values):
         val_acc = float(values[accuracy_index])
     reason = str(attrs.get("reason", ""))
-    if outcome == "running":
+    if outcome in ("running", "stopped"):
         current = attrs.get("current_epoch", len(curve))
         total = _arch_epochs(attrs) or epochs_budget
-        reason = f"training, epoch {current} of {total}" if total else f"training, epoch {current}"
+        epoch = f"epoch {current} of {total}" if total else f"epoch {current}"
+        reason = f"training, {epoch}" if outcome == "running" else f"{STOPPED_NOTE} (it was at {epoch})"
     return TrialFacts(
         number=trial.number,
         outcome=outcome,
@@ -186,19 +200,24 @@ def leaderboard_frame(run: RunDir, *, include_all: bool = False, study: Any = No
 
     Columns: rank, trial, state, val_acc (fraction), params, flops, latency_ms, train_s,
     epochs, arch; `front` (after rank) for multi-objective runs; `reason` with `include_all`.
-    Default rows are the ranked trials (complete, duplicate, and pruned ones with a val_acc);
-    `include_all` adds every other trial, unranked, after them.
+    Default rows are the trained trials (complete and duplicate); `include_all` adds the
+    pruned ones with a val_acc (ranked after every trained trial) and every other trial,
+    unranked, after them.
     """
     info = run.read_info()
     study = study if study is not None else run.load_study(info)
-    facts = _study_facts(study, info)
+    facts = _study_facts(study, info, run=run)
     return _frame(facts, _objectives(study, info), include_all=include_all)
 
 
-def _study_facts(study: Any, info: RunInfo) -> list[TrialFacts]:
+def _study_facts(study: Any, info: RunInfo, *, run: RunDir | None = None, now: float | None = None) -> list[TrialFacts]:
+    """Facts of every trial; with `run`, RUNNING trials whose worker is gone become "stopped"."""
     accuracy_index = info.objective.index("accuracy") if "accuracy" in info.objective else 0
     return [
-        trial_facts(trial, accuracy_index=accuracy_index, epochs_budget=info.epochs)
+        trial_facts(
+            trial, accuracy_index=accuracy_index, epochs_budget=info.epochs,
+            alive=run is None or trial.state.name != "RUNNING" or _worker_alive(run, trial, now),
+        )
         for trial in study.get_trials(deepcopy=False)
     ]
 
@@ -269,7 +288,8 @@ def pareto_ranks(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
 
 
 def _frame(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *, include_all: bool) -> pd.DataFrame:
-    ranked = [fact for fact in facts if fact.ranked]
+    # Pruned trials stopped early on a shorter schedule: shown with --all, ranked after every trained one.
+    ranked = [fact for fact in facts if fact.ranked and (include_all or fact.outcome in TRAINED_OUTCOMES)]
     pareto = np.full(len(ranked), np.inf)
     if objectives:
         trained = [index for index, fact in enumerate(ranked) if fact.outcome in TRAINED_OUTCOMES]
@@ -281,6 +301,7 @@ def _frame(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *, inc
         range(len(ranked)),
         key=lambda i: (
             pareto[i],
+            ranked[i].outcome not in TRAINED_OUTCOMES,
             -ranked[i].val_acc,
             ranked[i].params if ranked[i].params is not None else math.inf,
             ranked[i].number,
@@ -339,7 +360,7 @@ def sort_and_cut(frame: pd.DataFrame, *, sort: str | None = None, top: int | Non
         frame = frame.sort_values(sort, ascending=sort not in DESCENDING_COLUMNS, kind="stable", na_position="last")
     if top is not None:
         if top < 1:
-            raise UserError(f"top must be >= 1, but got top={top}")
+            raise UserError(f"--top must be at least 1, but got {top}")
         frame = frame.head(top)
     return frame.reset_index(drop=True)
 
@@ -448,7 +469,7 @@ STATE_STYLES = {"complete": "green", "pruned": "yellow", "running": "cyan"}
 
 
 def _state_style(state: str) -> str:
-    if state.startswith("failed") or state == "interrupted":
+    if state.startswith("failed") or state in ("interrupted", "stopped"):
         return "red"
     if state.startswith("duplicate") or state in ("infeasible", "over budget"):
         return "dim"
@@ -527,8 +548,9 @@ def runs_frame(runs_dir: str | Path, *, now: float | None = None) -> pd.DataFram
     """One row per run folder: counts of trials by outcome, best accuracy, last activity.
 
     complete counts duplicates, skipped counts infeasible and over-budget candidates, failed
-    counts oom/nan/timeout/error/interrupted. `running` is True while a RUNNING trial's
-    heartbeat file is fresh (younger than 60 s). A run that cannot be read is listed with a note.
+    counts oom/nan/timeout/error/interrupted. `running` is True while a RUNNING trial's worker
+    is alive (see `_worker_alive`); RUNNING trials whose worker is gone are counted in the note.
+    A run that cannot be read is listed with a note.
     """
     now = time.time() if now is None else now
     rows = []
@@ -539,7 +561,7 @@ def runs_frame(runs_dir: str | Path, *, now: float | None = None) -> pd.DataFram
             info = run.read_info()
             row["data"] = info.data
             study = run.load_study(info)
-            facts = _study_facts(study, info)
+            facts = _study_facts(study, info, run=run, now=now)
         # A damaged or unreachable run must not hide the others: any error becomes its note.
         except Exception as error:  # noqa: BLE001 — journal, RDB and JSON errors all land here
             row["note"] = _first_line(error)
@@ -556,8 +578,10 @@ def runs_frame(runs_dir: str | Path, *, now: float | None = None) -> pd.DataFram
             failed=sum(outcome in FAILED_OUTCOMES or outcome == "interrupted" for outcome in outcomes),
             best_val_acc=max(trained) if trained else None,
             last_activity=max(moments).isoformat(timespec="seconds") if moments else "",
-            running=any(_alive(run, fact.number, now) for fact in facts if fact.outcome == "running"),
+            running="running" in outcomes,
         )
+        if "stopped" in outcomes:
+            row["note"] = f"{outcomes.count('stopped')} trial(s) stopped ({STOPPED_NOTE})"
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
     for column in ("trials", "complete", "pruned", "skipped", "failed"):
@@ -599,9 +623,24 @@ def _heartbeat_age(run: RunDir, number: int, now: float) -> float | None:
         return None
 
 
-def _alive(run: RunDir, number: int, now: float) -> bool:
-    age = _heartbeat_age(run, number, now)
-    return age is not None and age < HEARTBEAT_FRESH_S
+def _worker_alive(run: RunDir, trial: Any, now: float | None = None) -> bool:
+    """Whether the worker of a RUNNING trial still runs: by process id when it runs on this
+    machine (a SIGKILL shows at once), else by its heartbeat file (fresh: younger than 60 s).
+
+    A worker elsewhere whose heartbeat file this run folder lacks (one using another run folder
+    and a shared database) cannot be judged from here and counts as alive.
+    """
+    host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and int(pid) > 0:
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # it exists, under another user
+            return True
+        return True
+    age = _heartbeat_age(run, trial.number, time.time() if now is None else now)
+    return age is None or age < HEARTBEAT_FRESH_S
 
 
 def _first_line(error: BaseException) -> str:
@@ -617,7 +656,8 @@ def trial_detail(run: RunDir, number: int, *, study: Any = None) -> Group:
     trial = find_trial(run, study.get_trials(deepcopy=False), number)
     attrs = trial.user_attrs
     accuracy_index = info.objective.index("accuracy") if "accuracy" in info.objective else 0
-    fact = trial_facts(trial, accuracy_index=accuracy_index, epochs_budget=info.epochs)
+    alive = trial.state.name != "RUNNING" or _worker_alive(run, trial)
+    fact = trial_facts(trial, accuracy_index=accuracy_index, epochs_budget=info.epochs, alive=alive)
 
     parts: list[RenderableType] = [_trial_header(fact, attrs, trial)]
     arch = _architecture(attrs)
@@ -665,7 +705,7 @@ def _trial_header(fact: TrialFacts, attrs: dict[str, Any], trial: Any) -> Render
         ("val acc", val_acc if fact.val_acc is not None else ""),
         ("params", f"{fact.params:,} ({humanise(fact.params)})" if fact.params is not None else ""),
         ("flops", f"{fact.flops:,} ({humanise(fact.flops)})" if fact.flops is not None else ""),
-        ("latency", f"{fact.latency_ms:.3f} ms per batch" if fact.latency_ms is not None else ""),
+        ("latency", _latency_text(fact.latency_ms, attrs) if fact.latency_ms is not None else ""),
         ("seconds", f"{seconds:.1f}" if seconds is not None else ""),
         ("epochs run", str(fact.epochs) if fact.epochs is not None else ""),
         ("images/s", _plain_text(attrs.get("images_per_sec")) if "images_per_sec" in attrs else ""),
@@ -680,6 +720,14 @@ def _trial_header(fact: TrialFacts, attrs: dict[str, Any], trial: Any) -> Render
         if value:
             grid.add_row(Text(key), Text(value, style=_state_style(value) if key == "outcome" else ""))
     return grid
+
+
+def _latency_text(latency_ms: float, attrs: dict[str, Any]) -> str:
+    arch = attrs.get("arch")
+    batch = _integer(arch.get("train", {}).get("batch_size")) if isinstance(arch, dict) else None
+    if batch is None:
+        return f"{latency_ms:.3f} ms per batch"
+    return f"{latency_ms:.3f} ms per batch of {min(batch, LATENCY_BATCH_MAX)} images"
 
 
 def _layers_table(arch: Architecture, info: RunInfo) -> RenderableType:
@@ -783,14 +831,15 @@ def watch_view(run: RunDir, *, study: Any = None, now: float | None = None, widt
     now = time.time() if now is None else now
     info = run.read_info()
     study = study if study is not None else run.load_study(info)
-    facts = _study_facts(study, info)
+    facts = _study_facts(study, info, run=run, now=now)
     frame = _frame(facts, _objectives(study, info), include_all=False)
     outcomes = [fact.outcome for fact in facts]
     running = [fact for fact in facts if fact.outcome == "running"]
     stamp = datetime.datetime.fromtimestamp(now).strftime("%H:%M:%S")
+    stopped = f", {outcomes.count('stopped')} stopped ({STOPPED_NOTE})" if "stopped" in outcomes else ""
     summary = Text(
         f"{run.name}: {len(facts)} trials, {sum(o in TRAINED_OUTCOMES for o in outcomes)} complete, "
-        f"{outcomes.count('pruned')} pruned, {len(running)} running (updated {stamp})"
+        f"{outcomes.count('pruned')} pruned, {len(running)} running{stopped} (updated {stamp})"
     )
     board = leaderboard_table(sort_and_cut(frame, top=WATCH_TOP), title=f"top {WATCH_TOP}", width=width)
     if not running:
@@ -848,7 +897,7 @@ def write_report(run: RunDir, *, study: Any = None) -> Path:
     """
     info = run.read_info()
     study = study if study is not None else run.load_study(info)
-    facts = _study_facts(study, info)
+    facts = _study_facts(study, info, run=run)
     objectives = _objectives(study, info)
     frame = _frame(facts, objectives, include_all=False)
     plots_dir = run.path / "report"
@@ -1042,7 +1091,12 @@ def _progress_section(facts: Sequence[TrialFacts], images: _Images) -> str:
     by_number.set_title("best so far, by trial")
     by_number.legend(loc="lower right", fontsize="small")
     _clip_accuracy_axis([by_time, by_number], accuracies)
-    return "<h2>Best validation accuracy</h2>" + images.embed(figure, "best_so_far", "best validation accuracy so far")
+    return (
+        "<h2>Best validation accuracy</h2>"
+        + images.embed(figure, "best_so_far", "best validation accuracy so far")
+        + "<p class='note'>Counts the trials that trained to the end (complete ones and duplicates) only; "
+        "pruned trials stopped early, on a shorter schedule, so their accuracies are left out.</p>"
+    )
 
 
 def _clip_accuracy_axis(axes: Sequence[Any], accuracies: np.ndarray) -> None:
@@ -1118,7 +1172,7 @@ def _outcome_colour(outcome: str) -> str:
         return "tab:green"
     if outcome == "pruned":
         return "tab:orange"
-    if outcome in FAILED_OUTCOMES or outcome == "interrupted":
+    if outcome in FAILED_OUTCOMES or outcome in ("interrupted", "stopped"):
         return "tab:red"
     return "0.6"
 
@@ -1126,7 +1180,10 @@ def _outcome_colour(outcome: str) -> str:
 def _cost_section(facts: Sequence[TrialFacts], images: _Images) -> str:
     # Duplicates repeat their original's point; plotting them twice adds nothing.
     trained = [fact for fact in facts if fact.outcome == "complete" and fact.val_acc is not None]
-    panels = [("params", "parameters", True), ("latency_ms", "latency of one batch (ms)", False)]
+    panels = [
+        ("params", "parameters", True),
+        ("latency_ms", f"latency of one batch of min(batch size, {LATENCY_BATCH_MAX}) images (ms)", False),
+    ]
     panels = [panel for panel in panels if any(getattr(fact, panel[0]) is not None for fact in trained)]
     if not panels:
         return ""
@@ -1141,8 +1198,8 @@ def _cost_section(facts: Sequence[TrialFacts], images: _Images) -> str:
         order = np.argsort(cost[front])
         axis.step(cost[front][order], accuracy[front][order] * 100, where="post", color="tab:red")
         axis.scatter(cost[front], accuracy[front] * 100, s=22, color="tab:red", label="Pareto front", zorder=3)
-        if log_x or (cost.min() > 0 and cost.max() / cost.min() > 30):  # latency spans decades too
-            axis.set_xscale("log")
+        if cost.min() > 0 and (log_x or cost.max() / cost.min() > 30):  # latency spans decades too
+            _log_x_axis(axis, float(cost.min()), float(cost.max()))
         axis.set_xlabel(label)
         axis.set_ylabel("validation accuracy (%)")
         axis.legend(loc="lower right", fontsize="small")
@@ -1161,6 +1218,36 @@ def _cost_section(facts: Sequence[TrialFacts], images: _Images) -> str:
         + "<p class='note'>The Pareto front: trials no other trial beats on both accuracy and cost.</p>"
         + text
     )
+
+
+def _log_ticks(low: float, high: float, *, most: int = 6) -> list[float]:
+    """Round values (1, 2, 5 x 10^k, sparser when they crowd) in [low, high] for a log axis.
+
+    At most `most` ticks; `low` and `high` themselves when no round value lies between them.
+    """
+    if not 0 < low <= high:
+        raise ValueError(f"0 < low <= high must hold, but got low={low}, high={high}")
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10.0**k for k in decades for m in mantissas if low <= m * 10.0**k <= high]
+        if len(ticks) <= most:
+            return ticks if len(ticks) >= 2 else sorted({low, *ticks, high})
+    return ticks[:: math.ceil(len(ticks) / most)]  # many decades: every n-th power of ten
+
+
+def _tick_label(value: float, _position: Any = None) -> str:
+    return re.sub(r"\.0(?=[KMG]$)", "", humanise(value))  # "20K", not "20.0K"
+
+
+def _log_x_axis(axis: Any, low: float, high: float) -> None:
+    """A log x axis labelled at a few round values only: matplotlib's own labels on minor ticks
+    overlap when the data span less than a few decades."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    axis.set_xscale("log")
+    axis.xaxis.set_major_locator(FixedLocator(_log_ticks(low, high)))
+    axis.xaxis.set_major_formatter(FuncFormatter(_tick_label))
+    axis.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _cost_text(column: str, value: Any) -> str:

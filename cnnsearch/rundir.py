@@ -41,6 +41,7 @@ class RunInfo:
     subset: int | None = None  # stratified subset of the training pool, if any
     input_shape: list[int] = field(default_factory=list)  # C, H, W
     class_names: list[str] = field(default_factory=list)
+    data_fingerprint: str | None = None  # of the whole dataset: a resume or export on changed data is refused
     split_seed: int = 0
     val_fraction: float = 0.15
     split_sizes: dict[str, int] = field(default_factory=dict)  # train, val, test

@@ -256,13 +256,16 @@ def _resume_run(run: RunDir, settings: SearchSettings) -> tuple[RunDir, RunInfo,
             f"run {run.name!r} was started with other settings ({shown}); resume it without them, "
             f"or start a new run from its trials with --fork NEW_NAME"
         )
+    from cnnsearch.data import load_dataset_cached
+
+    check_same_data(info, load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed))
     return run, info, saved_space
 
 
 def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tuple[RunDir, RunInfo, SearchSpace]:
     import optuna
 
-    from cnnsearch.data import load_dataset_cached, make_split, save_split, subsample
+    from cnnsearch.data import dataset_fingerprint, load_dataset_cached, make_split, save_split, subsample
     from cnnsearch.train import resolve_device
 
     if settings.data is None:
@@ -271,6 +274,7 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
                                                          if getattr(settings, key) is None}})
     device = resolve_device(settings.device)
     dataset = load_dataset_cached(settings.data, data_dir=settings.data_dir, image_size=settings.image_size, seed=settings.seed)
+    fingerprint = dataset_fingerprint(dataset)
     if settings.subset:
         dataset = subsample(dataset, settings.subset, seed=settings.seed)
     split = make_split(dataset.train_labels, val_fraction=settings.val_fraction, seed=settings.seed)
@@ -284,6 +288,7 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
         subset=settings.subset,
         input_shape=list(dataset.input_shape),
         class_names=list(dataset.class_names),
+        data_fingerprint=fingerprint,
         split_seed=settings.seed,
         val_fraction=settings.val_fraction,
         split_sizes={"train": len(split.train_indices), "val": len(split.val_indices), "test": len(dataset.test_labels)},
@@ -691,6 +696,7 @@ class WorkerLoop:
 
         info = self.info
         dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
+        check_same_data(info, dataset)
         if info.subset:
             dataset = subsample(dataset, info.subset, seed=info.split_seed)
         split = load_split(self.run.split_file)
@@ -934,6 +940,18 @@ def command_line() -> str:
 DEFAULT_TRIALS = 20
 
 
+def check_same_data(info: RunInfo, dataset: Any) -> None:
+    """Refuse to go on when the data changed since the run started: the saved split would
+    then point at other images, and the test share could overlap what was trained on."""
+    from cnnsearch.data import dataset_fingerprint
+
+    if info.data_fingerprint and dataset_fingerprint(dataset) != info.data_fingerprint:
+        raise UserError(
+            f"the data of run {info.name!r} ({info.data}) changed since the search started; its saved split "
+            f"would pick other images; restore the data, or start a new run on the new data"
+        )
+
+
 def resolve_target(run: RunDir, info: RunInfo, trials: int | None) -> int:
     """The requested total: --trials, else the run's last target, else the default.
 
@@ -987,6 +1005,7 @@ def join_run(runs_dir: str | Path, name: str, storage: str | None) -> tuple[RunD
     info = RunInfo.from_dict(raw)
     info.storage = storage  # this machine's URL (host names may differ between machines)
     dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
+    check_same_data(info, dataset)
     if info.subset:
         dataset = subsample(dataset, info.subset, seed=info.split_seed)
     split = make_split(dataset.train_labels, val_fraction=info.val_fraction, seed=info.split_seed)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from PIL import Image
 from cnnsearch import data
 from cnnsearch.data import (
     FASHION_MNIST_CLASSES,
+    DataWarning,
     Dataset,
+    dataset_fingerprint,
     full_train_device_data,
     load_dataset,
     load_dataset_cached,
@@ -22,6 +25,7 @@ from cnnsearch.data import (
     normalization_stats,
     save_split,
     subsample,
+    to_channels,
     to_device,
 )
 from cnnsearch.errors import UserError
@@ -215,7 +219,7 @@ def test_folder_mixed_gray_rgb_with_corrupt_file(tmp_path: Path) -> None:
     (tmp_path / "cats" / "corrupt.png").write_bytes(b"not an image at all")
     (tmp_path / "cats" / "notes.txt").write_text("ignored: not an image suffix")
 
-    with pytest.warns(UserWarning, match=r"cats/corrupt\.png") as record:
+    with pytest.warns(DataWarning, match=r"skipped 1 unreadable image file\(s\) in .*: cats/corrupt\.png") as record:
         ds = load_dataset(f"folder:{tmp_path}", seed=0, test_fraction=0.2)
     assert len(record) == 1
     assert ds.class_names == ("cats", "dogs")
@@ -238,6 +242,13 @@ def test_folder_all_gray_is_one_channel_and_resizes(tmp_path: Path) -> None:
     ds = load_dataset(f"folder:{tmp_path}", image_size=8)
     assert ds.input_shape == (1, 8, 8)
     assert int(ds.train_images.min()) == int(ds.train_images.max()) == 100
+    assert ds.resized_from == ((4, 7), (5, 7), (6, 7), (7, 7), (8, 7))  # (H, W): none was 8x8 already
+
+
+def test_resized_from_names_the_sizes_image_size_changed() -> None:
+    assert load_dataset("digits").resized_from == ()
+    assert load_dataset("digits", image_size=8).resized_from == ()
+    assert load_dataset("digits", image_size=12).resized_from == ((8, 8),)
 
 
 def test_folder_empty_class_is_named(tmp_path: Path) -> None:
@@ -255,7 +266,7 @@ def test_folder_errors(tmp_path: Path) -> None:
         load_dataset(f"folder:{tmp_path}")
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "bad.png").write_bytes(b"junk")
-    with pytest.warns(UserWarning), pytest.raises(UserError, match="no readable image"):
+    with pytest.warns(DataWarning), pytest.raises(UserError, match="no readable image"):
         load_dataset(f"folder:{tmp_path}")
 
 
@@ -372,6 +383,41 @@ def test_full_train_uses_whole_pool_and_test_set() -> None:
     dd = full_train_device_data(ds, "cpu")
     assert torch.equal(dd.train_x, ds.train_images)
     assert torch.equal(dd.val_x, ds.test_images) and torch.equal(dd.val_y, ds.test_labels)
+
+
+def test_fingerprint_changes_with_any_image_label_shape_or_name() -> None:
+    ds = random_dataset()
+    base = dataset_fingerprint(ds)
+    assert base == dataset_fingerprint(random_dataset())
+    assert len(base) == 16 and int(base, 16) >= 0
+    pixel = ds.train_images.clone()
+    pixel[5, 1, 2, 3] ^= 1
+    test_pixel = ds.test_images.clone()
+    test_pixel[-1, 0, 0, 0] ^= 1
+    label = ds.train_labels.clone()
+    label[0] = (label[0] + 1) % 3
+    changed = [
+        replace(ds, train_images=pixel),
+        replace(ds, test_images=test_pixel),
+        replace(ds, train_labels=label),
+        replace(ds, class_names=("c0", "c1", "c9")),
+        # The same bytes in another shape are other images.
+        replace(ds, train_images=ds.train_images.reshape(-1, 3, 5, 6), test_images=ds.test_images.reshape(-1, 3, 5, 6)),
+    ]
+    assert all(dataset_fingerprint(other) != base for other in changed)
+
+
+def test_to_channels_matches_pillow() -> None:
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (4, 9, 7, 3), dtype=np.uint8)
+    images = torch.from_numpy(rgb.transpose(0, 3, 1, 2).copy())
+    gray = to_channels(images, 1)
+    expected = np.stack([np.asarray(Image.fromarray(image).convert("L")) for image in rgb])[:, None]
+    assert gray.dtype == torch.uint8 and np.array_equal(gray.numpy(), expected)
+    colour = to_channels(gray, 3)
+    assert colour.shape == (4, 3, 9, 7) and all(torch.equal(colour[:, c], gray[:, 0]) for c in range(3))
+    assert torch.equal(to_channels(colour, 1), gray)  # a grey pixel keeps its value
+    assert to_channels(gray, 1) is gray
 
 
 def test_stale_split_is_user_error() -> None:

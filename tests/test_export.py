@@ -6,6 +6,7 @@ retrains at most a few epochs. Thresholds are loose (above chance); messages are
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,8 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from cnnsearch.data import load_dataset_cached
+from cnnsearch import export
+from cnnsearch.data import dataset_fingerprint, load_dataset_cached
 from cnnsearch.errors import UserError
 from cnnsearch.export import export_run, finetune_model, load_exported, rerun_trial
 from cnnsearch.model import build_model
@@ -194,7 +196,48 @@ def test_export_rejects_bad_arguments_before_writing(search_run: RunDir, tmp_pat
         export_run(RunDir(search_run.runs_dir, "nope"), out=out, device="cpu")
     with pytest.raises(UserError, match="--top chooses among the best trials"):
         export_run(search_run, out=out, trial="1", top=2, device="cpu")
+    for option, value in (("top", 0), ("seeds", 0), ("retrain_epochs", 0)):
+        with pytest.raises(UserError) as caught:
+            export_run(search_run, out=out, device="cpu", **{option: value})
+        assert str(caught.value) == f"--{option.replace('_', '-')} must be at least 1, but got 0"
     assert not out.exists()
+
+
+def test_export_refuses_a_trial_without_a_final_result(search_run: RunDir, tmp_path: Path) -> None:
+    import optuna
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(search_run.path, runs_dir / "t")
+    copy = RunDir(runs_dir, "t")
+    study = copy.load_study()
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL,
+        user_attrs={**study.trials[0].user_attrs, "outcome": "interrupted", "reason": "interrupted by the user"},
+    ))
+    with pytest.raises(UserError) as caught:
+        export_run(copy, out=tmp_path / "model", trial="2", device="cpu")
+    assert str(caught.value) == (
+        "trial 2 of run 't' was interrupted (interrupted by the user), so it has no final result; "
+        "choose a complete trial (see cnnsearch leaderboard t)"
+    )
+
+
+def test_export_refuses_data_that_changed_since_the_search(search_run: RunDir, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    info = search_run.read_info()
+    info.data_fingerprint = dataset_fingerprint(load_dataset_cached("digits", seed=info.split_seed))
+    assert export._run_dataset(info, consequence="unused").num_classes == 10  # the same data passes
+    info.data_fingerprint = "0123456789abcdef"  # what a different digits would have given
+    monkeypatch.setattr(RunDir, "read_info", lambda self: info)
+    with pytest.raises(UserError) as caught:
+        export_run(search_run, out=tmp_path / "model", device="cpu")
+    assert str(caught.value) == (
+        "the data for run 't' changed since the search (digits now holds different images); "
+        "export would test on images the search may have seen; restore the data or start a new run"
+    )
+    with pytest.raises(UserError, match="the saved split would pick other images than the search trained on"):
+        rerun_trial(search_run, 0, device="cpu")
+    assert not (tmp_path / "model").exists()
 
 
 def test_no_retrain_needs_saved_weights(search_run: RunDir, tmp_path: Path) -> None:
@@ -235,6 +278,17 @@ def test_load_exported(exported, tmp_path: Path) -> None:
         load_exported(tmp_path / "missing")
     with pytest.raises(UserError, match="has no model.pt"):
         load_exported(tmp_path)
+
+
+def test_predict_torch_falls_back_to_torchscript(exported, tmp_path: Path, test_pngs: list[Path]) -> None:
+    out, _, _ = exported
+    without_pt = tmp_path / "model"
+    shutil.copytree(out, without_pt)
+    (without_pt / "model.pt").unlink()
+    expected = predict_paths(out, test_pngs[:8], runtime="torch")
+    got = predict_paths(without_pt, test_pngs[:8], runtime="torch")
+    assert [p.class_index for p in got] == [p.class_index for p in expected]
+    assert [p.probability for p in got] == pytest.approx([p.probability for p in expected], abs=1e-5)
 
 
 # --------------------------------------------------------------------------- predict
@@ -351,6 +405,11 @@ def test_finetune_to_new_classes(exported, three_class_folder: Path, tmp_path: P
     assert set(meta["verification"]) == {"onnx", "torchscript", "pt"}
     assert (tmp_path / "ft" / "model.onnx").is_file()
     assert result.summary_lines()[0].startswith(f"fine-tuned {out} on folder:")
+    # 61 training images at the model's batch of 32 would be 1 step per epoch: the batch is lowered.
+    assert source.arch.train.batch_size == 32 and meta["architecture"]["train"]["batch_size"] == 8
+    assert any(re.search(r"3 epochs of 7 step\(s\) \(batch 8, lowered from the model's 32, which gives 1 step\(s\) "
+                         r"per epoch\)", message) for message in messages), messages
+    assert not any(message.startswith(("resized", "converted")) for message in messages)
 
 
 def test_finetune_freeze_keeps_the_features(exported, three_class_folder: Path, tmp_path: Path) -> None:
@@ -370,16 +429,22 @@ def test_finetune_freeze_keeps_the_features(exported, three_class_folder: Path, 
         assert changed
 
 
-def test_finetune_rejects_a_channel_mismatch(exported, tmp_path: Path) -> None:
+def test_finetune_converts_and_resizes_images_for_the_model(exported, digits, tmp_path: Path) -> None:
+    """Mostly grayscale 16x16 images with one colour image per class, for a grayscale 8x8 model."""
     out, _, _ = exported
-    for name in ("red", "green"):
-        (tmp_path / "rgb" / name).mkdir(parents=True)
-        for index in range(6):
-            colour = (255, 0, 0) if name == "red" else (0, 255, 0)
-            Image.new("RGB", (8, 8), colour).save(tmp_path / "rgb" / name / f"{index}.png")
-    with pytest.raises(UserError, match="has 3-channel images but the model takes 1-channel"):
-        finetune_model(out, data=f"folder:{tmp_path / 'rgb'}", out=tmp_path / "ft", device="cpu")
-    assert not (tmp_path / "ft").exists()
+    for label, name in ((0, "zero"), (1, "one")):
+        (tmp_path / "mixed" / name).mkdir(parents=True)
+        images = digits.train_images[digits.train_labels == label][:12, 0].numpy()
+        for index, image in enumerate(images):
+            Image.fromarray(image, mode="L").resize((16, 16)).save(tmp_path / "mixed" / name / f"{index:02d}.png")
+        Image.new("RGB", (16, 16), (200, 30, 90)).save(tmp_path / "mixed" / name / "colour.png")
+    messages: list[str] = []
+    data = f"folder:{tmp_path / 'mixed'}"
+    result = finetune_model(out, data=data, out=tmp_path / "ft", epochs=1, device="cpu", on_message=messages.append)
+    assert result.meta["input_shape"] == [1, 8, 8]
+    assert (f"converted the colour images of {data} to grayscale with Pillow's luma weights "
+            f"0.299 R + 0.587 G + 0.114 B, as the model takes 1-channel images") in messages
+    assert "resized 16x16 images to the model's 8x8 input" in messages
 
 
 # --------------------------------------------------------------------------- rerun
