@@ -337,8 +337,8 @@ def _make_module_class():
                     # The leaderboard ranks by the best epoch, so the kept weights are that epoch's.
                     result.best_state = {key: value.detach().to("cpu", copy=True) for key, value in self.net.state_dict().items()}
                 result.val_acc.append(accuracy)
-            if control.checkpoint_path is not None:
-                save_checkpoint(control.checkpoint_path, self, result)
+            if control.checkpoint_path is not None and epoch < self.arch.train.epochs:
+                save_checkpoint(control.checkpoint_path, self, result)  # after the last epoch nothing is left to resume
             if control.validate and control.epoch_callback is not None:
                 verdict = control.epoch_callback(epoch, result.val_acc[-1])
                 if verdict:
