@@ -1,0 +1,418 @@
+"""Per-trial overhead of a search: everything a trial costs besides its training steps.
+
+A real search (prepare_run + WorkerLoop, journal storage in a temp folder, default space,
+digits, 1 epoch per trial) runs with timers wrapped around library functions from inside this
+process; cnnsearch itself is not edited. Each trial's timeline, from its `study.ask()` to the
+next one, is cut into phases:
+
+  ask       study.ask() (reads the journal, TPE's relative sampling, creates the trial)
+  prepare   ask returned -> train_candidate called: space.sample (one journal write per
+            suggested parameter), user attributes, duplicate check, heartbeat thread
+  setup     train_candidate called -> first training batch: check_candidate (build + FLOPs),
+            build again, latency, Trainer construction, fit set-up
+  steps     first batch starts -> last batch ends: the training itself (the work)
+  epoch_end last batch -> train_candidate returns: validation (work), best-epoch copy,
+            checkpoint, pruning callback, fit teardown, memory release
+  finish    train_candidate returns -> next ask: weights, _finish (user attributes, trial json,
+            tell), the ask lock, dead-trial recovery, trial counting
+
+Overhead = period - steps - validation, as a share of the period. Target: <= 5% of a 1-epoch
+digits trial on CPU. Trial 0 of each variant (imports, first-call caches) is left out.
+
+`--variants baseline,fixed` runs two searches with the same seed side by side, one trial of
+each in turn; `fixed` applies, by monkeypatching in this process only, the fixes this benchmark
+recommends (see FIXES), so their gain is measured rather than estimated.
+
+    .venv/bin/python bench/overhead.py                  # 16 trials of each variant
+    .venv/bin/python bench/overhead.py --variants baseline --trials 30 --profile
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+_common.setup_paths()
+
+NAME = "overhead"
+TARGET_PCT = 5.0
+SPACE = _common.REPO / "search_spaces" / "default.toml"
+PHASES = ("ask", "prepare", "setup", "steps", "epoch_end", "finish")
+# Fixes simulated in the `fixed` variant: name -> what it stands for in cnnsearch. (Earlier
+# runs also simulated no gc.collect() on CPU, FLOPs counted once, fewer latency repeats and no
+# rewrite of unchanged attributes, and no checkpoint after the last epoch; cnnsearch has those
+# since d9fab0d and 9ed69c5, so `baseline` holds them.)
+FIXES = {
+    "journal": "rundir.open_storage: a JournalFileBackend subclass that fsyncs only the log that finishes "
+               "a trial (and study-level logs), not each of the ~50 writes per trial; a killed process "
+               "loses nothing either way (written data is in the page cache), a power cut loses at most "
+               "the running trial, which is re-run",
+    "latency": "train._train_once: call measure_latency only when the run's objective includes latency "
+               "(a TrialControl flag set by WorkerLoop); here simulated by skipping it",
+}
+
+
+class Timeline:
+    """Marks and timed spans of one variant, filed under the trial that is current."""
+
+    def __init__(self) -> None:
+        self.trial = -1
+        self.asks: list[tuple[float, float]] = []
+        self.call_end: dict[int, float] = {}
+        self.spans: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.marks: dict[int, dict[str, float]] = defaultdict(dict)
+
+
+class State:
+    variant = "baseline"
+    fixes: frozenset[str] = frozenset()
+    timelines: dict[str, Timeline] = {}
+
+    @classmethod
+    def now(cls) -> Timeline:
+        return cls.timelines.setdefault(cls.variant, Timeline())
+
+
+def add_span(name: str, seconds: float) -> None:
+    timeline = State.now()
+    timeline.spans[timeline.trial][name] += seconds
+    timeline.counts[timeline.trial][name] += 1
+
+
+def mark(event: str, *, first: bool = False) -> None:
+    timeline = State.now()
+    marks = timeline.marks[timeline.trial]
+    if not (first and event in marks):
+        marks[event] = time.perf_counter()
+
+
+def timed(name: str, function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            add_span(name, time.perf_counter() - started)
+
+    return wrapper
+
+
+def instrument() -> None:
+    """Wrap the functions a trial goes through, and the fixes; nothing in cnnsearch's files changes."""
+    import optuna
+    import pytorch_lightning as pl
+
+    import cnnsearch.search as search
+    import cnnsearch.space as space
+    import cnnsearch.train as train
+
+    original_ask = optuna.study.Study.ask
+
+    def ask(self, *args, **kwargs):
+        started = time.perf_counter()
+        trial = original_ask(self, *args, **kwargs)
+        timeline = State.now()
+        timeline.trial += 1
+        timeline.asks.append((started, time.perf_counter()))
+        return trial
+
+    optuna.study.Study.ask = ask
+    optuna.study.Study.tell = timed("study.tell", optuna.study.Study.tell)
+    trial_cls = optuna.trial.Trial
+    trial_cls.set_user_attr = timed("trial.set_user_attr", trial_cls.set_user_attr)
+    for method in ("report", "should_prune"):
+        setattr(trial_cls, method, timed(f"trial.{method}", getattr(trial_cls, method)))
+    space.SearchSpace.sample = timed("space.sample", space.SearchSpace.sample)
+    patch_journal()
+
+    for name in ("check_candidate", "build_model", "load_checkpoint", "evaluate", "_release_memory", "count_flops"):
+        setattr(train, name, timed(name, getattr(train, name)))
+    original_latency, original_checkpoint = train.measure_latency, train.save_checkpoint
+
+    def measure_latency(*args, **kwargs):
+        if "latency" in State.fixes:
+            return 0.0  # fix "latency": not measured when no objective needs it
+        return original_latency(*args, **kwargs)
+
+    train.measure_latency = timed("measure_latency", measure_latency)
+    train.save_checkpoint = timed("save_checkpoint", original_checkpoint)
+
+    original_train = train.train_candidate
+
+    def train_candidate(*args, **kwargs):
+        mark("train_start")
+        control = kwargs.get("control")
+        if control is not None and control.epoch_callback is not None:
+            control.epoch_callback = timed("epoch_callback", control.epoch_callback)
+        if control is not None and control.on_measured is not None:
+            control.on_measured = timed("on_measured", control.on_measured)
+        try:
+            return original_train(*args, **kwargs)
+        finally:
+            mark("train_end")
+
+    train.train_candidate = train_candidate
+    pl.Trainer.__init__ = timed("Trainer.__init__", pl.Trainer.__init__)
+
+    module_class = train._module_class()
+    module_class.on_train_batch_start = lambda self, batch, index: mark("first_batch", first=True)
+    module_class.on_train_batch_end = lambda self, outputs, batch, index: mark("last_batch")
+
+    loop = search.WorkerLoop
+    for method in ("_duplicate_of", "_save_weights", "_finish"):
+        setattr(loop, method, timed(f"WorkerLoop.{method}", getattr(loop, method)))
+    search.recover_dead_trials = timed("recover_dead_trials", search.recover_dead_trials)
+    search.counted_trials = timed("counted_trials", search.counted_trials)
+    search.write_atomic = timed("write_atomic", search.write_atomic)
+
+
+def patch_journal() -> None:
+    """Fix "journal": one fsync per finished trial instead of one per journal write."""
+    import json
+
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal._file import get_lock_file
+    from optuna.storages.journal._storage import JournalOperation
+    from optuna.trial import TrialState
+
+    original = JournalFileBackend.append_logs
+
+    def must_sync(log: dict) -> bool:
+        op = log.get("op_code")
+        if op == JournalOperation.SET_TRIAL_STATE_VALUES:
+            return TrialState(log["state"]).is_finished()
+        return op not in (JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_ATTR,
+                          JournalOperation.SET_TRIAL_SYSTEM_ATTR, JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE,
+                          JournalOperation.CREATE_TRIAL)
+
+    def append_logs(self, logs):
+        started = time.perf_counter()
+        sync = "journal" not in State.fixes or any(must_sync(log) for log in logs)
+        try:
+            if sync:
+                return original(self, logs)
+            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+            with get_lock_file(self._lock):
+                with open(self._file_path, "ab") as handle:
+                    handle.write(text.encode("utf-8"))
+        finally:
+            add_span("journal write + fsync" if sync else "journal write, no fsync", time.perf_counter() - started)
+
+    JournalFileBackend.append_logs = append_logs
+
+
+def gc_cost(repeats: int = 3) -> tuple[float, float, int]:
+    """Milliseconds of a full gc.collect() here, before and after gc.freeze() (best of a few)."""
+    import gc
+
+    def best() -> float:
+        timings = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            gc.collect()
+            timings.append(1000 * (time.perf_counter() - started))
+        return min(timings)
+
+    tracked = len(gc.get_objects())
+    full = best()
+    gc.freeze()
+    frozen = best()
+    gc.unfreeze()
+    return full, frozen, tracked
+
+
+def trial_phases(timeline: Timeline, number: int) -> dict[str, float]:
+    ask_start, ask_end = timeline.asks[number]
+    marks = timeline.marks[number]
+    if "first_batch" not in marks or "train_end" not in marks or number not in timeline.call_end:
+        return {}
+    # Each run_loop call trains one trial and then checks the target once more (lock, recovery,
+    # counting): the same work a continuous loop does before its next ask.
+    return {
+        "ask": ask_end - ask_start,
+        "prepare": marks["train_start"] - ask_end,
+        "setup": marks["first_batch"] - marks["train_start"],
+        "steps": marks["last_batch"] - marks["first_batch"],
+        "epoch_end": marks["train_end"] - marks["last_batch"],
+        "finish": timeline.call_end[number] - marks["train_end"],
+        "period": timeline.call_end[number] - ask_start,
+    }
+
+
+def summarize(variant: str, trials: list) -> dict:
+    timeline = State.timelines[variant]
+    per_trial, rows = [], []
+    for number in range(len(timeline.asks)):
+        phases = trial_phases(timeline, number)
+        attrs = trials[number].user_attrs if number < len(trials) else {}
+        if not phases:
+            _common.echo(f"{variant} trial {number}: {attrs.get('outcome')} (no training step), left out")
+            continue
+        spans = timeline.spans[number]
+        validation = spans.get("evaluate", 0.0)
+        overhead = phases["period"] - phases["steps"] - validation
+        pct = 100 * overhead / phases["period"]
+        rows.append({"variant": variant, "trial": number, "warmup": number == 0, "outcome": attrs.get("outcome", ""),
+                     "compact": attrs.get("compact", ""), **{f"{k}_ms": round(1000 * v, 2) for k, v in phases.items()},
+                     "validation_ms": round(1000 * validation, 2), "overhead_ms": round(1000 * overhead, 2),
+                     "overhead_pct": round(pct, 2)})
+        if number > 0:
+            per_trial.append((number, phases, spans, overhead, validation, pct))
+    if not per_trial:
+        raise SystemExit(f"{variant}: no trial trained after the warm-up; run more --trials")
+    med = {key: _common.median([p[key] for _, p, *_ in per_trial]) for key in (*PHASES, "period")}
+    names = sorted({name for _, _, spans, *_ in per_trial for name in spans})
+    return {
+        "rows": rows, "n": len(per_trial), "phases": med,
+        "overhead": _common.median([o for _, _, _, o, _, _ in per_trial]),
+        "validation": _common.median([v for _, _, _, _, v, _ in per_trial]),
+        "pct": _common.median([pct for *_, pct in per_trial]),
+        "spans": {n: _common.median([s.get(n, 0.0) for _, _, s, *_ in per_trial]) for n in names},
+        "calls": {n: _common.median([timeline.counts[num].get(n, 0) for num, *_ in per_trial]) for n in names},
+        "pairs": {num: (o, p["period"]) for num, p, _, o, _, _ in per_trial},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=16, help="trials per variant (the first is a warm-up)")
+    parser.add_argument("--variants", default="baseline,fixed", help="baseline, fixed, or both (alternating)")
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true", help="print cProfile's top functions (slows it down)")
+    parser.add_argument("--quick", action="store_true", help="10 trials per variant")
+    args = parser.parse_args()
+    if args.quick:
+        args.trials = min(args.trials, 10)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or any(v not in ("baseline", "fixed") for v in variants):
+        parser.error("--variants takes baseline, fixed or baseline,fixed")
+
+    import torch
+
+    import cnnsearch.train as train_module
+    from cnnsearch.search import SearchSettings, WorkerLoop, prepare_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    instrument()
+    profiler = None
+    with tempfile.TemporaryDirectory(prefix="cnnsearch-overhead-") as runs_dir:
+        loops, studies = {}, {}
+        for variant in variants:
+            settings = SearchSettings(name=f"overhead-{variant}", space=str(SPACE), data=args.data, runs_dir=runs_dir,
+                                      trials=args.trials, epochs=args.epochs, seed=args.seed, device=args.device)
+            run, info, space = prepare_run(settings)
+            loop = WorkerLoop(run, info, space, target=0, device=args.device)
+            study, data = loop.open_study(), loop.load_data()
+            # One trial per run_loop call, so the variants alternate; the study and the resident
+            # data are opened once, as in one continuous loop.
+            loop.open_study, loop.load_data = (lambda s=study: s), (lambda d=data: d)
+            loops[variant], studies[variant] = loop, study
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        for number in range(args.trials):
+            for variant in variants:
+                State.variant = variant
+                State.fixes = frozenset(FIXES) if variant == "fixed" else frozenset()
+                loops[variant].target = number + 1
+                getattr(train_module, "_FLOPS_SEEN", {}).clear()  # a per-process cache: the variants must not share it
+                loops[variant].run_loop()
+                timeline = State.now()
+                timeline.call_end[timeline.trial] = time.perf_counter()
+                row = trial_phases(timeline, timeline.trial)
+                if row:
+                    _common.echo(f"{variant:8s} trial {timeline.trial:2d} period {1000 * row['period']:6.0f} ms, "
+                                 f"steps {1000 * row['steps']:6.0f} ms")
+        if profiler is not None:
+            profiler.disable()
+        results = {v: summarize(v, studies[v].get_trials(deepcopy=False)) for v in variants}
+
+    # One row per variant (medians): per-trial rows would make the committed CSV grow fast.
+    summary_rows = []
+    for variant in variants:
+        r = results[variant]
+        summary_rows.append({
+            "variant": variant, "fixes": " ".join(sorted(FIXES)) if variant == "fixed" else "",
+            "data": args.data, "epochs": args.epochs, "threads": torch.get_num_threads(), "trials": r["n"],
+            **{f"{phase}_ms": round(1000 * r["phases"][phase], 2) for phase in (*PHASES, "period")},
+            "validation_ms": round(1000 * r["validation"], 2), "overhead_ms": round(1000 * r["overhead"], 2),
+            "overhead_pct": round(r["pct"], 2), "target_met": r["pct"] <= TARGET_PCT,
+            **{f"{name}_ms": round(1000 * r["spans"].get(name, 0.0), 2) for name in (
+                "_release_memory", "journal write + fsync", "journal write, no fsync", "measure_latency",
+                "count_flops", "space.sample", "trial.set_user_attr")},
+        })
+    _common.append_rows(NAME, summary_rows)
+    base = results[variants[0]]
+    lines = [
+        f"{args.data}, {args.epochs} epoch(s) per trial, default space, TPE + hyperband, journal storage in a temp "
+        f"folder, device {args.device}, {torch.get_num_threads()} torch thread(s); {args.trials} trials per variant, "
+        f"trial 0 (warm-up) left out; variants alternate trial by trial. Medians per trial:",
+        "",
+    ]
+    header = ["phase"] + [f"{v} ms" for v in variants] + [f"{v} % of trial" for v in variants]
+    phase_rows = []
+    for phase in PHASES:
+        phase_rows.append([phase] + [1000 * results[v]["phases"][phase] for v in variants]
+                          + [100 * results[v]["phases"][phase] / results[v]["phases"]["period"] for v in variants])
+    phase_rows.append(["validation (in epoch_end; work)"] + [1000 * results[v]["validation"] for v in variants]
+                      + [100 * results[v]["validation"] / results[v]["phases"]["period"] for v in variants])
+    phase_rows.append(["**overhead**"] + [1000 * results[v]["overhead"] for v in variants]
+                      + [results[v]["pct"] for v in variants])
+    phase_rows.append(["period (ask to next ask)"] + [1000 * results[v]["phases"]["period"] for v in variants]
+                      + [100.0 for _ in variants])
+    lines += [_common.markdown_table(header, phase_rows), ""]
+    names = sorted({n for v in variants for n in results[v]["spans"]}, key=lambda n: -base["spans"].get(n, 0.0))
+    lines += ["Timed calls (median per trial; nested spans overlap: check_candidate holds a build_model and a "
+              "count_flops; _finish holds set_user_attr, write_atomic and tell):", ""]
+    lines.append(_common.markdown_table(
+        ["call"] + [f"{v} calls" for v in variants] + [f"{v} ms" for v in variants]
+        + [f"{variants[0]} % of trial"],
+        [[n] + [results[v]["calls"].get(n, 0) for v in variants] + [1000 * results[v]["spans"].get(n, 0.0) for v in variants]
+         + [100 * base["spans"].get(n, 0.0) / base["phases"]["period"]] for n in names]))
+    lines.append("")
+    for variant in variants:
+        lines.append(f"- {variant}: overhead {results[variant]['pct']:.1f}% of the trial "
+                     f"(target <= {TARGET_PCT:g}%: {_common.verdict(results[variant]['pct'] <= TARGET_PCT)})")
+    if len(variants) == 2:
+        a, b = (results[v] for v in variants)
+        common = sorted(set(a["pairs"]) & set(b["pairs"]))
+        saved = _common.median([a["pairs"][n][0] - b["pairs"][n][0] for n in common])
+        ratio = _common.median([b["pairs"][n][1] / a["pairs"][n][1] for n in common])
+        lines.append(f"- fixed vs baseline, paired by trial number (same seed, same candidates): overhead "
+                     f"{1000 * saved:.0f} ms less per trial (median), trial period x{ratio:.2f}")
+        lines.append("- fixes simulated in `fixed`: " + "; ".join(f"**{k}**: {v}" for k, v in FIXES.items()))
+    full_ms, frozen_ms, tracked = gc_cost()
+    lines.append(f"- a full gc.collect() in this process (torch, Lightning, Optuna imported; {tracked:,} tracked "
+                 f"objects) takes {full_ms:.0f} ms, {frozen_ms:.1f} ms after gc.freeze(): the cost per trial of "
+                 f"train._release_memory's gc.collect() on a CUDA machine, without and with a one-time "
+                 f"gc.freeze() after the Lightning import")
+    body = "\n".join(lines)
+    if profiler is not None:
+        import io
+        import pstats
+
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(45)
+        print(text.getvalue())
+    _common.append_section(f"overhead: per-trial cost besides training ({args.data}, {args.epochs} epoch)", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
