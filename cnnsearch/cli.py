@@ -37,6 +37,7 @@ app.add_typer(space_app, name="space")
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)  # messages
 
+TABLE_ROWS = 30  # leaderboard rows on a terminal unless --top is given
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the runs.", envvar="CNNSEARCH_RUNS_DIR")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda or cuda:N.")]
 
@@ -284,7 +285,11 @@ def leaderboard(
     if watch:
         _watch(run)
         return
-    frame = sort_and_cut(leaderboard_frame(run, include_all=all_trials), sort=sort, top=top)
+    full = leaderboard_frame(run, include_all=all_trials)
+    if fmt == Format.table and top is None and out_file is None and len(full) > TABLE_ROWS:
+        top = TABLE_ROWS  # a terminal shows the head; --top N or --format csv give more
+        info(f"showing the best {TABLE_ROWS} of {len(full)} trials; --top N for more")
+    frame = sort_and_cut(full, sort=sort, top=top)
     if fmt == Format.table:
         table = leaderboard_table(frame, title=f"{name}: {len(frame)} trials", width=out.width if out_file is None else 200)
         if out_file is None:
