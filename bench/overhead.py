@@ -10,13 +10,15 @@ next one, is cut into phases:
             suggested parameter), user attributes, duplicate check, heartbeat thread
   setup     train_candidate called -> first training batch: check_candidate (build + FLOPs),
             build again, latency, Trainer construction, fit set-up
-  steps     first batch starts -> last batch ends: the training itself (the work)
-  epoch_end last batch -> train_candidate returns: validation (work), best-epoch copy,
-            checkpoint, pruning callback, fit teardown, memory release
+  steps     first batch starts -> last batch ends: the training itself (the work), less
+  between   what runs between two epochs inside that window: validation (work), checkpoint,
+            pruning callback (multi-epoch trials only)
+  epoch_end last batch -> train_candidate returns: the last validation (work), best-epoch
+            copy, pruning callback, fit teardown, memory release
   finish    train_candidate returns -> next ask: weights, _finish (user attributes, trial json,
             tell), the ask lock, dead-trial recovery, trial counting
 
-Overhead = period - steps - validation, as a share of the period. Target: <= 5% of a 1-epoch
+Overhead = period - steps - validation (of every epoch), as a share of the period. Target: <= 5% of a 1-epoch
 digits trial on CPU. Trial 0 of each variant (imports, first-call caches) is left out.
 
 `--variants baseline,fixed` runs two searches with the same seed side by side, one trial of
@@ -44,7 +46,8 @@ _common.setup_paths()
 NAME = "overhead"
 TARGET_PCT = 5.0
 SPACE = _common.REPO / "search_spaces" / "default.toml"
-PHASES = ("ask", "prepare", "setup", "steps", "epoch_end", "finish")
+PHASES = ("ask", "prepare", "setup", "steps", "between", "epoch_end", "finish")
+CHECKPOINT_EVERY_S = 30.0  # fix "checkpoint": seconds of training between two resume checkpoints
 # Fixes simulated in the `fixed` variant: name -> what it stands for in cnnsearch. (Earlier
 # runs also simulated no gc.collect() on CPU, FLOPs counted once, fewer latency repeats and no
 # rewrite of unchanged attributes, and no checkpoint after the last epoch; cnnsearch has those
@@ -56,6 +59,9 @@ FIXES = {
                "the running trial, which is re-run",
     "latency": "train._train_once: call measure_latency only when the run's objective includes latency "
                "(a TrialControl flag set by WorkerLoop); here simulated by skipping it",
+    "checkpoint": "train (on_train_epoch_end): save the resume checkpoint at most every "
+                  f"{CHECKPOINT_EVERY_S:g} s of training instead of after every epoch; a killed trial then "
+                  f"loses at most {CHECKPOINT_EVERY_S:g} s of training",
 }
 
 
@@ -69,6 +75,7 @@ class Timeline:
         self.spans: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.marks: dict[int, dict[str, float]] = defaultdict(dict)
+        self.events: dict[int, list[tuple[float, float]]] = defaultdict(list)  # per-epoch work: (start, s)
 
 
 class State:
@@ -81,10 +88,15 @@ class State:
         return cls.timelines.setdefault(cls.variant, Timeline())
 
 
-def add_span(name: str, seconds: float) -> None:
+EPOCH_WORK = ("evaluate", "save_checkpoint", "epoch_callback")  # what runs between two epochs
+
+
+def add_span(name: str, seconds: float, started: float = 0.0) -> None:
     timeline = State.now()
     timeline.spans[timeline.trial][name] += seconds
     timeline.counts[timeline.trial][name] += 1
+    if name in EPOCH_WORK:
+        timeline.events[timeline.trial].append((started, seconds))
 
 
 def mark(event: str, *, first: bool = False) -> None:
@@ -101,7 +113,7 @@ def timed(name: str, function):
         try:
             return function(*args, **kwargs)
         finally:
-            add_span(name, time.perf_counter() - started)
+            add_span(name, time.perf_counter() - started, started)
 
     return wrapper
 
@@ -143,8 +155,17 @@ def instrument() -> None:
             return 0.0  # fix "latency": not measured when no objective needs it
         return original_latency(*args, **kwargs)
 
+    def save_checkpoint(path, module, result):
+        if "checkpoint" in State.fixes:
+            marks = State.now().marks[State.now().trial]
+            last = marks.get("checkpoint_saved", marks.get("first_batch", 0.0))
+            if time.perf_counter() - last < CHECKPOINT_EVERY_S:
+                return None  # fix "checkpoint": too soon after the last one
+            marks["checkpoint_saved"] = time.perf_counter()
+        return original_checkpoint(path, module, result)
+
     train.measure_latency = timed("measure_latency", measure_latency)
-    train.save_checkpoint = timed("save_checkpoint", original_checkpoint)
+    train.save_checkpoint = timed("save_checkpoint", save_checkpoint)
 
     original_train = train.train_candidate
 
@@ -245,11 +266,16 @@ def trial_phases(timeline: Timeline, number: int) -> dict[str, float]:
         return {}
     # Each run_loop call trains one trial and then checks the target once more (lock, recovery,
     # counting): the same work a continuous loop does before its next ask.
+    # Validation, checkpoint and pruning callback of every epoch but the last run between the first
+    # and the last batch; they are taken out of "steps" into "between".
+    between = sum(seconds for started, seconds in timeline.events[number]
+                  if marks["first_batch"] <= started < marks["last_batch"])
     return {
         "ask": ask_end - ask_start,
         "prepare": marks["train_start"] - ask_end,
         "setup": marks["first_batch"] - marks["train_start"],
-        "steps": marks["last_batch"] - marks["first_batch"],
+        "steps": marks["last_batch"] - marks["first_batch"] - between,
+        "between": between,
         "epoch_end": marks["train_end"] - marks["last_batch"],
         "finish": timeline.call_end[number] - marks["train_end"],
         "period": timeline.call_end[number] - ask_start,
@@ -378,7 +404,7 @@ def main() -> None:
     for phase in PHASES:
         phase_rows.append([phase] + [1000 * results[v]["phases"][phase] for v in variants]
                           + [100 * results[v]["phases"][phase] / results[v]["phases"]["period"] for v in variants])
-    phase_rows.append(["validation (in epoch_end; work)"] + [1000 * results[v]["validation"] for v in variants]
+    phase_rows.append(["validation, all epochs (in between and epoch_end; work)"] + [1000 * results[v]["validation"] for v in variants]
                       + [100 * results[v]["validation"] / results[v]["phases"]["period"] for v in variants])
     phase_rows.append(["**overhead**"] + [1000 * results[v]["overhead"] for v in variants]
                       + [results[v]["pct"] for v in variants])

@@ -256,17 +256,46 @@ def _objective_matrix(facts: Sequence[TrialFacts], objectives: Sequence[_Objecti
     return matrix
 
 
+def _pareto_ranks_2d(costs: np.ndarray) -> np.ndarray:
+    """Non-dominated sorting of two costs to minimise, by a sweep (bench/scale.py checks it
+    against the general version). Points are visited by first cost, then second; each front
+    keeps its member with the smallest second cost, and a binary search finds the first front
+    that does not dominate the next point."""
+    ranks = np.zeros(len(costs), dtype=int)
+    front_c2: list[float] = []  # per front: the smallest second cost among its members so far
+    front_c1: list[float] = []  # that member's first cost
+    for index in np.lexsort((costs[:, 1], costs[:, 0])):
+        c1, c2 = costs[index]
+        low, high = 0, len(front_c2)
+        while low < high:
+            mid = (low + high) // 2
+            if front_c2[mid] < c2 or (front_c2[mid] == c2 and front_c1[mid] < c1):
+                low = mid + 1
+            else:
+                high = mid
+        if low == len(front_c2):
+            front_c2.append(c2)
+            front_c1.append(c1)
+        elif c2 < front_c2[low]:
+            front_c2[low], front_c1[low] = c2, c1
+        ranks[index] = low + 1
+    return ranks
+
+
 def pareto_ranks(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
     """Non-dominated sorting: 1 for the front, 2 for the front of the rest, and so on.
 
     `points` is (n, k); a point dominates another when it is no worse in every objective and
-    better in one. Missing values (NaN) count as the worst possible. O(n^2) memory and time.
+    better in one. Missing values (NaN) count as the worst possible. Two objectives: a sweep,
+    O(n log n); more: pairwise, O(n^2) memory and time.
     """
     points = np.asarray(points, dtype=float).reshape(len(points), -1)
     if len(maximize) != points.shape[1]:
         raise ValueError(f"one direction per objective must be given, but got {len(maximize)} for {points.shape[1]}")
     costs = points * np.where(np.asarray(maximize, dtype=bool), -1.0, 1.0)  # minimise everything
     costs = np.where(np.isnan(costs), np.inf, costs)
+    if costs.shape[1] == 2:
+        return _pareto_ranks_2d(costs)  # every cnnsearch Pareto run: O(n log n), no n x n matrices
     count = len(costs)
     no_worse = np.ones((count, count), dtype=bool)
     better = np.zeros((count, count), dtype=bool)

@@ -403,3 +403,15 @@ def test_runs_frame_lists_runs_and_notes_broken_ones(tmp_path):
     assert "not a valid run file" in gamma["note"]
     assert "gamma" in render(report.runs_table(frame))
     assert report.runs_frame(tmp_path / "nothing").empty
+
+
+def test_two_objective_sweep_matches_pairwise_sorting():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        points = rng.integers(0, 6, size=(rng.integers(1, 30), 2)).astype(float)  # many ties
+        if trial % 3 == 0:
+            points[rng.integers(0, len(points))] = np.nan
+        pairwise = report.pareto_ranks(np.column_stack([points, np.zeros(len(points))]), [True, False, False])
+        assert report.pareto_ranks(points, [True, False]).tolist() == pairwise.tolist()
