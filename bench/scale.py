@@ -186,7 +186,7 @@ def main() -> None:
     if args.multi_objective:
         table, same = compare_pareto(sizes)
         body += ("\n\nPareto ranks, the O(n^2)-memory core of multi-objective leaderboards: report.pareto_ranks "
-                 "against pareto_ranks_2d (bench/scale.py, a proposed O(n log n) replacement for 2 objectives) on "
+                 "(pairwise, O(n^2)) against the two-objective sweep it now uses (O(n log n)) on "
                  f"random (accuracy, params) points; ranks identical (and on 200 small cases with ties and NaN): "
                  f"{'yes' if same else '**NO**'}\n\n"
                  + _common.markdown_table(["function", "points", "s", "tracemalloc MiB"], table))
@@ -195,47 +195,29 @@ def main() -> None:
 
 
 def pareto_ranks_2d(points, maximize):
-    """Proposed fix for report.pareto_ranks with 2 objectives: O(n log n) time, O(n) memory.
+    """The two-objective sweep, adopted in report.pareto_ranks (O(n log n) time, O(n) memory)."""
+    from cnnsearch.report import pareto_ranks
 
-    Same contract as report.pareto_ranks (1 = the front, NaN = worst). Points are visited in
-    order of the first cost, then the second; each front keeps its member with the smallest
-    second cost. A front dominates the next point iff that member is no worse in both costs and
-    not identical to it, and that holds for a prefix of the fronts, so a binary search places
-    the point in the first front that does not dominate it.
-    """
+    return pareto_ranks(points, maximize)
+
+
+def pareto_ranks_pairwise(points, maximize):
+    """report.pareto_ranks' general O(n^2) path, forced by a third, constant objective."""
     import numpy as np
 
+    from cnnsearch.report import pareto_ranks
+
     points = np.asarray(points, dtype=float).reshape(len(points), -1)
-    costs = points * np.where(np.asarray(maximize, dtype=bool), -1.0, 1.0)  # minimise both
-    costs = np.where(np.isnan(costs), np.inf, costs)
-    ranks = np.zeros(len(costs), dtype=int)
-    front_c2: list[float] = []  # per front: the smallest second cost among its members so far
-    front_c1: list[float] = []  # that member's first cost
-    for index in np.lexsort((costs[:, 1], costs[:, 0])):
-        c1, c2 = costs[index]
-        low, high = 0, len(front_c2)
-        while low < high:
-            mid = (low + high) // 2
-            if front_c2[mid] < c2 or (front_c2[mid] == c2 and front_c1[mid] < c1):
-                low = mid + 1
-            else:
-                high = mid
-        if low == len(front_c2):
-            front_c2.append(c2)
-            front_c1.append(c1)
-        elif c2 < front_c2[low]:
-            front_c2[low], front_c1[low] = c2, c1
-        ranks[index] = low + 1
-    return ranks
+    return pareto_ranks(np.column_stack([points, np.zeros(len(points))]), [*maximize, False])
 
 
 def compare_pareto(sizes: list[int], *, seed: int = 0) -> tuple[list[list[object]], bool]:
-    """report.pareto_ranks against pareto_ranks_2d on the same (accuracy, params) points."""
+    """The pairwise sorting against the two-objective sweep on the same (accuracy, params) points."""
     import tracemalloc
 
     import numpy as np
 
-    from cnnsearch.report import pareto_ranks
+    pareto_ranks = pareto_ranks_pairwise
 
     rng = np.random.default_rng(seed)
     for _ in range(200):  # small cases with ties and missing values first
@@ -257,7 +239,7 @@ def compare_pareto(sizes: list[int], *, seed: int = 0) -> tuple[list[list[object
             peak = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
             table.append([function.__name__, f"{size:,}", seconds, peak])
-        same &= bool((found["pareto_ranks"] == found["pareto_ranks_2d"]).all())
+        same &= bool((found["pareto_ranks_pairwise"] == found["pareto_ranks_2d"]).all())
     return table, same
 
 
