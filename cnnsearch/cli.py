@@ -439,14 +439,13 @@ def finetune(
 # ---- spaces ------------------------------------------------------------------------------------------------------
 @space_app.command("check")
 def space_check(
-    file: Annotated[Path, typer.Argument(help="Space file.")],
+    file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")],
     sample: Annotated[int, typer.Option("--sample", help="Also sample N candidates and report the infeasible share.")] = 0,
     input_shape: Annotated[str, typer.Option("--input", help="Input shape CxHxW for --sample.")] = "1x28x28",
     classes: Annotated[int, typer.Option("--classes", help="Number of classes for --sample.")] = 10,
 ) -> None:
     """Validate a space file; with --sample, report the share of infeasible candidates and why."""
     from cnnsearch.space import load_space
-    from cnnsearch.spec import parse_input_shape
 
     if sample < 0:
         raise UserError(f"--sample must be 0 or more, but got {sample}")
@@ -477,7 +476,7 @@ def _input_shape(text: str) -> tuple[int, int, int]:
 
 
 @space_app.command("show")
-def space_show(file: Annotated[Path, typer.Argument(help="Space file.")]) -> None:
+def space_show(file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")]) -> None:
     """Print a space's dimensions as a table."""
     from rich.table import Table
 
@@ -494,7 +493,7 @@ def space_show(file: Annotated[Path, typer.Argument(help="Space file.")]) -> Non
 
 @space_app.command("sample")
 def space_sample(
-    file: Annotated[Path, typer.Argument(help="Space file.")],
+    file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")],
     n: Annotated[int, typer.Option("--n", help="How many candidates.")] = 5,
     input_shape: Annotated[str, typer.Option("--input", help="Input shape CxHxW.")] = "1x28x28",
     classes: Annotated[int, typer.Option("--classes", help="Number of classes.")] = 10,

@@ -141,10 +141,6 @@ class RunDir:
         return json.loads(path.read_text())
 
     # ---- the study --------------------------------------------------------------------
-    def storage_url(self, info: RunInfo | None = None) -> str:
-        info = info or self.read_info()
-        return info.storage
-
     def open_storage(self, info: RunInfo | None = None) -> Any:
         """The study's storage: the local journal file, or the RDB named in run.json."""
         info = info or self.read_info()
@@ -177,7 +173,6 @@ def find_trial(run: RunDir, trials: Any, number: int) -> Any:
 
 def open_storage(url: str, *, journal_path: Path) -> Any:
     """Optuna storage for a run: a journal file locally, an RDB for several machines."""
-    import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if url == "journal":

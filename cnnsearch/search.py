@@ -355,8 +355,6 @@ def warm_start_params(space: SearchSpace, arch_dicts: list[dict[str, Any]]) -> l
 
 def params_for(space: SearchSpace, arch: Any) -> dict[str, Any] | None:
     """Find the parameter values that sample to `arch`, by replaying the space's questions."""
-    import optuna
-
     recorder = _ParamRecorder(arch)
     try:
         sampled = space.sample(recorder, epochs=arch.train.epochs)
@@ -730,11 +728,8 @@ class WorkerLoop:
                 break
 
     def run_trial(self, study: Any, trial: Any, data: Any) -> None:
-        import optuna
-
         from cnnsearch.train import TrialControl, train_candidate
 
-        states = optuna.trial.TrialState
         try:
             arch = self.space.sample(trial, epochs=self.info.epochs)
         except Exception as error:  # a sampler bug must not stop the search

@@ -441,7 +441,6 @@ def train_candidate(arch: Architecture, data: DeviceData, *, control: TrialContr
     building one (fine-tuning).
     """
     control = control or TrialControl()
-    device = data.train_y.device
     input_shape, num_classes = data.input_shape, data.num_classes
     if net is None:
         rejected = check_candidate(arch, input_shape, num_classes, max_params=max_params, max_flops=max_flops)
