@@ -8,7 +8,7 @@ next one, is cut into phases:
   ask       study.ask() (reads the journal, TPE's relative sampling, creates the trial)
   prepare   ask returned -> train_candidate called: space.sample (one journal write per
             suggested parameter), user attributes, duplicate check, heartbeat thread
-  setup     train_candidate called -> first training batch: check_candidate (build + FLOPs),
+  setup     train_candidate called -> first training batch: _build_checked (build + FLOPs),
             build again, latency, Trainer construction, fit set-up
   steps     first batch starts -> last batch ends: the training itself (the work), less
   between   what runs between two epochs inside that window: validation (work), checkpoint,
@@ -21,9 +21,10 @@ next one, is cut into phases:
 Overhead = period - steps - validation (of every epoch), as a share of the period. Target: <= 5% of a 1-epoch
 digits trial on CPU. Trial 0 of each variant (imports, first-call caches) is left out.
 
-`--variants baseline,fixed` runs two searches with the same seed side by side, one trial of
-each in turn; `fixed` applies, by monkeypatching in this process only, the fixes this benchmark
-recommends (see FIXES), so their gain is measured rather than estimated.
+`--variants current,before` runs two searches with the same seed side by side, one trial of
+each in turn; `before` puts back, by monkeypatching in this process only, what cnnsearch did
+before the fixes this benchmark led to (see BEFORE), so their gain is measured side by side
+rather than estimated.
 
     .venv/bin/python bench/overhead.py                  # 16 trials of each variant
     .venv/bin/python bench/overhead.py --variants baseline --trials 30 --profile
@@ -47,21 +48,14 @@ NAME = "overhead"
 TARGET_PCT = 5.0
 SPACE = _common.REPO / "search_spaces" / "default.toml"
 PHASES = ("ask", "prepare", "setup", "steps", "between", "epoch_end", "finish")
-CHECKPOINT_EVERY_S = 30.0  # fix "checkpoint": seconds of training between two resume checkpoints
-# Fixes simulated in the `fixed` variant: name -> what it stands for in cnnsearch. (Earlier
-# runs also simulated no gc.collect() on CPU, FLOPs counted once, fewer latency repeats and no
-# rewrite of unchanged attributes, and no checkpoint after the last epoch; cnnsearch has those
-# since d9fab0d and 9ed69c5, so `baseline` holds them.)
-FIXES = {
-    "journal": "rundir.open_storage: a JournalFileBackend subclass that fsyncs only the log that finishes "
-               "a trial (and study-level logs), not each of the ~50 writes per trial; a killed process "
-               "loses nothing either way (written data is in the page cache), a power cut loses at most "
-               "the running trial, which is re-run",
-    "latency": "train._train_once: call measure_latency only when the run's objective includes latency "
-               "(a TrialControl flag set by WorkerLoop); here simulated by skipping it",
-    "checkpoint": "train (on_train_epoch_end): save the resume checkpoint at most every "
-                  f"{CHECKPOINT_EVERY_S:g} s of training instead of after every epoch; a killed trial then "
-                  f"loses at most {CHECKPOINT_EVERY_S:g} s of training",
+# What the `before` variant puts back: name -> what cnnsearch did before (commit fb008eb).
+BEFORE = {
+    "journal": "Optuna's JournalFileBackend: a symlink lock and an fsync for each of the ~50 journal "
+               "records of a trial (now cnnsearch.journal.RunJournal: flock, fsync only for a trial's end)",
+    "latency": "measure_latency on every trial (now only when the objective includes latency)",
+    "flops": "FLOPs from torch's FlopCounterMode on a second build of the network (now spec.forward_flops, "
+             "arithmetic, and the checked network is the one trained)",
+    "checkpoint": "a resume checkpoint after every epoch but the last (now at most one per 30 s of training)",
 }
 
 
@@ -79,8 +73,8 @@ class Timeline:
 
 
 class State:
-    variant = "baseline"
-    fixes: frozenset[str] = frozenset()
+    variant = "current"
+    before: frozenset[str] = frozenset()  # BEFORE items in force for the variant running now
     timelines: dict[str, Timeline] = {}
 
     @classmethod
@@ -144,34 +138,30 @@ def instrument() -> None:
     for method in ("report", "should_prune"):
         setattr(trial_cls, method, timed(f"trial.{method}", getattr(trial_cls, method)))
     space.SearchSpace.sample = timed("space.sample", space.SearchSpace.sample)
-    patch_journal()
+    time_journal()
 
-    for name in ("check_candidate", "build_model", "load_checkpoint", "evaluate", "_release_memory", "count_flops"):
+    for name in ("_build_checked", "build_model", "load_checkpoint", "evaluate", "_release_memory",
+                 "measure_latency", "save_checkpoint"):
         setattr(train, name, timed(name, getattr(train, name)))
-    original_latency, original_checkpoint = train.measure_latency, train.save_checkpoint
+    original_flops = train.forward_flops
 
-    def measure_latency(*args, **kwargs):
-        if "latency" in State.fixes:
-            return 0.0  # fix "latency": not measured when no objective needs it
-        return original_latency(*args, **kwargs)
+    def forward_flops(arch, input_shape, num_classes):
+        if "flops" in State.before:  # as before: torch's counter on a second build
+            from cnnsearch.model import build_model, count_flops
 
-    def save_checkpoint(path, module, result):
-        if "checkpoint" in State.fixes:
-            marks = State.now().marks[State.now().trial]
-            last = marks.get("checkpoint_saved", marks.get("first_batch", 0.0))
-            if time.perf_counter() - last < CHECKPOINT_EVERY_S:
-                return None  # fix "checkpoint": too soon after the last one
-            marks["checkpoint_saved"] = time.perf_counter()
-        return original_checkpoint(path, module, result)
+            return count_flops(build_model(arch, input_shape, num_classes), input_shape)
+        return original_flops(arch, input_shape, num_classes)
 
-    train.measure_latency = timed("measure_latency", measure_latency)
-    train.save_checkpoint = timed("save_checkpoint", save_checkpoint)
-
+    train.forward_flops = timed("flops", forward_flops)
     original_train = train.train_candidate
 
     def train_candidate(*args, **kwargs):
         mark("train_start")
         control = kwargs.get("control")
+        if control is not None and "latency" in State.before:
+            control.measure_latency = True
+        if control is not None and "checkpoint" in State.before:
+            control.checkpoint_every_s = 0.0
         if control is not None and control.epoch_callback is not None:
             control.epoch_callback = timed("epoch_callback", control.epoch_callback)
         if control is not None and control.on_measured is not None:
@@ -196,39 +186,23 @@ def instrument() -> None:
     search.write_atomic = timed("write_atomic", search.write_atomic)
 
 
-def patch_journal() -> None:
-    """Fix "journal": one fsync per finished trial instead of one per journal write."""
-    import json
+def time_journal() -> None:
+    """Time each journal append, by backend (and put Optuna's file backend back for `before`)."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from optuna.storages.journal import JournalFileBackend
-    from optuna.storages.journal._file import get_lock_file
-    from optuna.storages.journal._storage import JournalOperation
-    from optuna.trial import TrialState
+    import cnnsearch.rundir as rundir
+    from cnnsearch.journal import RunJournal
 
-    original = JournalFileBackend.append_logs
+    RunJournal.append_logs = timed("journal append (RunJournal)", RunJournal.append_logs)
+    JournalFileBackend.append_logs = timed("journal append + fsync (Optuna file backend)", JournalFileBackend.append_logs)
+    original = rundir.open_storage
 
-    def must_sync(log: dict) -> bool:
-        op = log.get("op_code")
-        if op == JournalOperation.SET_TRIAL_STATE_VALUES:
-            return TrialState(log["state"]).is_finished()
-        return op not in (JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_ATTR,
-                          JournalOperation.SET_TRIAL_SYSTEM_ATTR, JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE,
-                          JournalOperation.CREATE_TRIAL)
+    def open_storage(url, *, journal_path):
+        if url == "journal" and "journal" in State.before:
+            return JournalStorage(JournalFileBackend(str(journal_path)))
+        return original(url, journal_path=journal_path)
 
-    def append_logs(self, logs):
-        started = time.perf_counter()
-        sync = "journal" not in State.fixes or any(must_sync(log) for log in logs)
-        try:
-            if sync:
-                return original(self, logs)
-            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-            with get_lock_file(self._lock):
-                with open(self._file_path, "ab") as handle:
-                    handle.write(text.encode("utf-8"))
-        finally:
-            add_span("journal write + fsync" if sync else "journal write, no fsync", time.perf_counter() - started)
-
-    JournalFileBackend.append_logs = append_logs
+    rundir.open_storage = open_storage
 
 
 def gc_cost(repeats: int = 3) -> tuple[float, float, int, int, float]:
@@ -319,7 +293,7 @@ def summarize(variant: str, trials: list) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=16, help="trials per variant (the first is a warm-up)")
-    parser.add_argument("--variants", default="baseline,fixed", help="baseline, fixed, or both (alternating)")
+    parser.add_argument("--variants", default="current,before", help="current, before, or both (alternating)")
     parser.add_argument("--data", default="digits")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -331,12 +305,11 @@ def main() -> None:
     if args.quick:
         args.trials = min(args.trials, 10)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not variants or any(v not in ("baseline", "fixed") for v in variants):
-        parser.error("--variants takes baseline, fixed or baseline,fixed")
+    if not variants or any(v not in ("current", "before") for v in variants):
+        parser.error("--variants takes current, before or current,before")
 
     import torch
 
-    import cnnsearch.train as train_module
     from cnnsearch.search import SearchSettings, WorkerLoop, prepare_run
 
     if args.threads:
@@ -346,6 +319,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cnnsearch-overhead-") as runs_dir:
         loops, studies = {}, {}
         for variant in variants:
+            State.variant = variant
+            State.before = frozenset(BEFORE) if variant == "before" else frozenset()
             settings = SearchSettings(name=f"overhead-{variant}", space=str(SPACE), data=args.data, runs_dir=runs_dir,
                                       trials=args.trials, epochs=args.epochs, seed=args.seed, device=args.device)
             run, info, space = prepare_run(settings)
@@ -363,9 +338,8 @@ def main() -> None:
         for number in range(args.trials):
             for variant in variants:
                 State.variant = variant
-                State.fixes = frozenset(FIXES) if variant == "fixed" else frozenset()
+                State.before = frozenset(BEFORE) if variant == "before" else frozenset()
                 loops[variant].target = number + 1
-                getattr(train_module, "_FLOPS_SEEN", {}).clear()  # a per-process cache: the variants must not share it
                 loops[variant].run_loop()
                 timeline = State.now()
                 timeline.call_end[timeline.trial] = time.perf_counter()
@@ -382,14 +356,14 @@ def main() -> None:
     for variant in variants:
         r = results[variant]
         summary_rows.append({
-            "variant": variant, "fixes": " ".join(sorted(FIXES)) if variant == "fixed" else "",
+            "variant": variant, "fixes": " ".join(sorted(BEFORE)) if variant == "before" else "",
             "data": args.data, "epochs": args.epochs, "threads": torch.get_num_threads(), "trials": r["n"],
             **{f"{phase}_ms": round(1000 * r["phases"][phase], 2) for phase in (*PHASES, "period")},
             "validation_ms": round(1000 * r["validation"], 2), "overhead_ms": round(1000 * r["overhead"], 2),
             "overhead_pct": round(r["pct"], 2), "target_met": r["pct"] <= TARGET_PCT,
             **{f"{name}_ms": round(1000 * r["spans"].get(name, 0.0), 2) for name in (
-                "_release_memory", "journal write + fsync", "journal write, no fsync", "measure_latency",
-                "count_flops", "space.sample", "trial.set_user_attr")},
+                "_release_memory", "journal append (RunJournal)", "journal append + fsync (Optuna file backend)",
+                "measure_latency", "flops", "space.sample", "trial.set_user_attr")},
         })
     _common.append_rows(NAME, summary_rows)
     base = results[variants[0]]
@@ -412,8 +386,8 @@ def main() -> None:
                       + [100.0 for _ in variants])
     lines += [_common.markdown_table(header, phase_rows), ""]
     names = sorted({n for v in variants for n in results[v]["spans"]}, key=lambda n: -base["spans"].get(n, 0.0))
-    lines += ["Timed calls (median per trial; nested spans overlap: check_candidate holds a build_model and a "
-              "count_flops; _finish holds set_user_attr, write_atomic and tell):", ""]
+    lines += ["Timed calls (median per trial; nested spans overlap: _build_checked holds a build_model and the "
+              "flops; _finish holds set_user_attr, write_atomic and tell):", ""]
     lines.append(_common.markdown_table(
         ["call"] + [f"{v} calls" for v in variants] + [f"{v} ms" for v in variants]
         + [f"{variants[0]} % of trial"],
@@ -427,10 +401,10 @@ def main() -> None:
         a, b = (results[v] for v in variants)
         common = sorted(set(a["pairs"]) & set(b["pairs"]))
         saved = _common.median([a["pairs"][n][0] - b["pairs"][n][0] for n in common])
-        ratio = _common.median([b["pairs"][n][1] / a["pairs"][n][1] for n in common])
-        lines.append(f"- fixed vs baseline, paired by trial number (same seed, same candidates): overhead "
-                     f"{1000 * saved:.0f} ms less per trial (median), trial period x{ratio:.2f}")
-        lines.append("- fixes simulated in `fixed`: " + "; ".join(f"**{k}**: {v}" for k, v in FIXES.items()))
+        ratio = _common.median([a["pairs"][n][1] / b["pairs"][n][1] for n in common])
+        lines.append(f"- {variants[0]} against {variants[1]}, paired by trial number (same seed, same candidates): "
+                     f"overhead {1000 * saved:+.0f} ms per trial (median), trial period x{ratio:.2f}")
+        lines.append("- `before` puts back: " + "; ".join(f"**{k}**: {v}" for k, v in BEFORE.items()))
     full_ms, frozen_ms, tracked, frozen_before, all_ms = gc_cost()
     lines.append(f"- gc.collect(), which train._release_memory runs after every trial on a CUDA machine: here "
                  f"(torch, Lightning, Optuna imported) {frozen_before:,} objects were frozen by cnnsearch and "

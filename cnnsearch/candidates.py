@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cnnsearch.space import SearchSpace
+from cnnsearch.spec import count_params, forward_flops
 
 
 @dataclass
@@ -55,7 +56,6 @@ def _generic(reason: str) -> str:
 
 def feasibility(space: SearchSpace, input_shape: tuple[int, int, int], num_classes: int, *, n: int, seed: int = 0) -> Feasibility:
     from cnnsearch.errors import InfeasibleArchitecture
-    from cnnsearch.spec import count_params
 
     report = Feasibility(total=n, input_shape=input_shape)
     for arch in _candidates(space, n, seed):
@@ -67,9 +67,7 @@ def feasibility(space: SearchSpace, input_shape: tuple[int, int, int], num_class
         if space.max_params is not None and params > space.max_params:
             report.over_budget["over max_params"] += 1
         elif space.max_flops is not None:
-            from cnnsearch.model import build_model, count_flops
-
-            if count_flops(build_model(arch, input_shape, num_classes), input_shape) > space.max_flops:
+            if forward_flops(arch, input_shape, num_classes) > space.max_flops:
                 report.over_budget["over max_flops"] += 1
     return report
 
@@ -77,7 +75,6 @@ def feasibility(space: SearchSpace, input_shape: tuple[int, int, int], num_class
 def sample_candidates(space: SearchSpace, input_shape: tuple[int, int, int], num_classes: int, *, n: int, seed: int = 0) -> Table:
     """A table of N sampled candidates: compact form, params and FLOPs, or why infeasible."""
     from cnnsearch.train import check_candidate
-    from cnnsearch.model import build_model, count_flops
 
     table = Table(title=f"{n} candidates for {'x'.join(map(str, input_shape))} input, {num_classes} classes")
     for column in ("#", "architecture", "params", "FLOPs", "status"):
@@ -90,7 +87,6 @@ def sample_candidates(space: SearchSpace, input_shape: tuple[int, int, int], num
         if rejected is not None:
             table.add_row(str(index), Text(arch.compact()), f"{rejected.params:,}", f"{rejected.flops:,}", Text(rejected.reason, style="yellow"))
             continue
-        net = build_model(arch, input_shape, num_classes)
-        params = sum(p.numel() for p in net.parameters())
-        table.add_row(str(index), Text(arch.compact()), f"{params:,}", f"{count_flops(net, input_shape):,}", Text("ok", style="green"))
+        params = count_params(arch, input_shape, num_classes)
+        table.add_row(str(index), Text(arch.compact()), f"{params:,}", f"{forward_flops(arch, input_shape, num_classes):,}", Text("ok", style="green"))
     return table

@@ -40,6 +40,7 @@ err = Console(stderr=True, soft_wrap=True)  # messages
 TABLE_ROWS = 30  # leaderboard rows on a terminal unless --top is given
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the runs.", envvar="CNNSEARCH_RUNS_DIR")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda or cuda:N.")]
+CheckpointEvery = Annotated[Optional[str], typer.Option("--checkpoint-every", help="Save a running trial's resume checkpoint at most this often (e.g. 30s, 5m), or `epoch` for after every epoch. A killed trial resumes from it. [default: 30s]")]
 
 
 class Sampler(str, Enum):
@@ -98,12 +99,14 @@ def search(
     fork: Annotated[Optional[str], typer.Option("--fork", help="Start a new run with this name, warm-started from the run named by --name.")] = None,
     keep_weights: Annotated[Optional[int], typer.Option("--keep-weights", help="Keep the weights of this many best trials. [default: 3]")] = None,
     download: Annotated[bool, typer.Option("--download", help="Download a missing dataset (fashion-mnist, mnist, cifar).")] = False,
+    checkpoint_every: CheckpointEvery = None,
 ) -> None:
     """Search a space for the best classifier of a dataset; resume a run by naming it."""
     from cnnsearch import search as searching
 
     timeout_s = searching.parse_duration(timeout)
     trial_timeout_s = searching.parse_duration(trial_timeout)
+    checkpoint_every_s = searching.parse_checkpoint_every(checkpoint_every)
     objectives = searching.parse_objective(objective) if objective is not None else None
     if workers < 1:
         raise UserError(f"--workers must be at least 1, but got {workers}")
@@ -139,7 +142,7 @@ def search(
     for note in searching.enqueue_warm_start_for(run, space_obj, settings):
         info(note)
     interrupted = _run_search(run, run_info, space_obj, target=target, timeout_s=timeout_s, device=device,
-                              workers=workers)
+                              workers=workers, checkpoint_every_s=checkpoint_every_s)
     _finish_search(run, interrupted)
 
 
@@ -159,7 +162,8 @@ def _install_sigint(*, quiet: bool = False) -> threading.Event:
     return stop
 
 
-def _run_search(run, run_info, space_obj, *, target: int, timeout_s: float | None, device: str, workers: int) -> bool:
+def _run_search(run, run_info, space_obj, *, target: int, timeout_s: float | None, device: str, workers: int,
+                checkpoint_every_s: float) -> bool:
     from cnnsearch.progress import ProgressState, SearchView, event_from_trial, start_from_study, state_from_study
     from cnnsearch.search import WorkerLoop
 
@@ -171,12 +175,13 @@ def _run_search(run, run_info, space_obj, *, target: int, timeout_s: float | Non
     if workers == 1:
         with SearchView(state, console=out) as view:
             loop = WorkerLoop(run, run_info, space_obj, target=target, deadline=deadline, device=device,
-                              on_event=view, should_stop=stop.is_set)
+                              on_event=view, should_stop=stop.is_set, checkpoint_every_s=checkpoint_every_s)
             loop.run_loop()
         return stop.is_set() or loop.interrupted
     from cnnsearch.workers import spawn_workers
 
-    processes = spawn_workers(run, workers=workers, target=target, timeout_s=timeout_s, device=device)
+    processes = spawn_workers(run, workers=workers, target=target, timeout_s=timeout_s, device=device,
+                              checkpoint_every_s=checkpoint_every_s)
     with SearchView(state, console=out, live=out.is_terminal) as view:
         while True:
             running = any(process.poll() is None for process in processes)
@@ -228,6 +233,7 @@ def worker(
     worker_index: Annotated[int, typer.Option("--worker-index", help="Distinct per worker: varies the sampler's seed.")] = 0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Torch CPU threads for this worker.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
+    checkpoint_every: CheckpointEvery = None,
 ) -> None:
     """Join a search as one more worker process (on this machine or another)."""
     from cnnsearch import search as searching
@@ -239,13 +245,15 @@ def worker(
         torch.set_num_threads(threads)
     run, run_info, space_obj = searching.join_run(runs_dir, name, storage)
     timeout_s = searching.parse_duration(timeout)
+    checkpoint_every_s = searching.parse_checkpoint_every(checkpoint_every)
     stop = _install_sigint(quiet=quiet)
     deadline = time.monotonic() + timeout_s if timeout_s else None
     target = searching.resolve_target(run, run_info, None)
     state = ProgressState(name=run.name, target=target, deadline=deadline)
     view = SearchView(state, console=out, live=False) if not quiet else None
     loop = searching.WorkerLoop(run, run_info, space_obj, target=target, deadline=deadline, device=device,
-                                worker_index=worker_index, on_event=view, should_stop=stop.is_set)
+                                worker_index=worker_index, on_event=view, should_stop=stop.is_set,
+                                checkpoint_every_s=checkpoint_every_s)
     loop.run_loop()
     if stop.is_set() or loop.interrupted:
         raise typer.Exit(130)

@@ -173,11 +173,12 @@ def find_trial(run: RunDir, trials: Any, number: int) -> Any:
 
 def open_storage(url: str, *, journal_path: Path) -> Any:
     """Optuna storage for a run: a journal file locally, an RDB for several machines."""
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalStorage
+
+    from cnnsearch.journal import RunJournal
 
     if url == "journal":
-        journal_path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(journal_path)))
+        return JournalStorage(RunJournal(journal_path))
     return rdb_storage(url)
 
 

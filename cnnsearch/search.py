@@ -67,6 +67,7 @@ class SearchSettings:
     command: str = ""
 
 
+DEFAULT_CHECKPOINT_EVERY_S = 30.0  # a killed trial resumes from at most this far back
 NEW_RUN_DEFAULTS = {"sampler": "tpe", "pruner": "hyperband", "seed": 0, "objective": ("accuracy",), "keep_weights": 3}
 # run.json field for each setting a resume must not change silently
 RUN_DEFINING = {"sampler": "sampler", "pruner": "pruner", "seed": "seed", "objective": "objective",
@@ -125,6 +126,15 @@ def parse_duration(text: str | None) -> float | None:
     if seconds <= 0:
         raise UserError(f"the duration {text!r} must be positive")
     return seconds
+
+
+def parse_checkpoint_every(text: str | None) -> float:
+    """`--checkpoint-every`: a duration, or `epoch` (0: after every epoch). Default 30 s."""
+    if text is None:
+        return DEFAULT_CHECKPOINT_EVERY_S
+    if text.strip().lower() == "epoch":
+        return 0.0
+    return parse_duration(text)
 
 
 def parse_objective(text: str) -> tuple[str, ...]:
@@ -650,7 +660,8 @@ class WorkerLoop:
     def __init__(self, run: RunDir, info: RunInfo, space: SearchSpace, *, target: int,
                  deadline: float | None = None, device: str = "auto", worker_index: int = 0,
                  on_event: Callable[[SearchEvent], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None,
+                 checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> None:
         self.run = run
         self.info = info
         self.space = space
@@ -662,6 +673,7 @@ class WorkerLoop:
         self.should_stop = should_stop or (lambda: False)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.interrupted = False
+        self.checkpoint_every_s = checkpoint_every_s  # training seconds a kill may lose at most
 
     def _emit(self, **fields: Any) -> None:
         self.on_event(SearchEvent(worker=self.worker, **fields))
@@ -779,6 +791,8 @@ class WorkerLoop:
             epoch_callback=on_epoch,
             on_measured=on_measured,
             checkpoint_path=checkpoint,
+            checkpoint_every_s=self.checkpoint_every_s,
+            measure_latency="latency" in self.info.objective,  # else ~3% of a short trial for a column
         )
         with Heartbeat(self.run, study, trial):
             try:

@@ -27,8 +27,8 @@ from torch import nn
 from cnnsearch.augment import augment_batch, make_generator
 from cnnsearch.data import DeviceData
 from cnnsearch.errors import InfeasibleArchitecture
-from cnnsearch.model import build_model, count_flops
-from cnnsearch.spec import Architecture, TrainSettings
+from cnnsearch.model import build_model
+from cnnsearch.spec import Architecture, TrainSettings, forward_flops
 
 # Outcomes a candidate can end with. PRUNED_OUTCOMES end as Optuna PRUNED so that samplers
 # learn to avoid them (TPE ignores FAILED trials); "error" is a real bug and ends FAIL.
@@ -50,7 +50,7 @@ class TrialResult:
     images_per_sec: float = 0.0
     params: int = 0
     flops: int = 0
-    latency_ms: float = 0.0  # inference of one batch on the training device
+    latency_ms: float | None = None  # inference of one batch on the training device; None: not measured
     micro_batch: int = 0  # < batch_size when OOM forced gradient accumulation
     model: nn.Module | None = field(default=None, repr=False)  # trained net, on CPU
     best_state: dict | None = field(default=None, repr=False)  # state_dict of the best epoch, on CPU
@@ -82,7 +82,7 @@ class TrialResult:
             "images_per_sec": round(self.images_per_sec, 1),
             "params": self.params,
             "flops": self.flops,
-            "latency_ms": round(self.latency_ms, 4),
+            "latency_ms": round(self.latency_ms, 4) if self.latency_ms is not None else None,
             "micro_batch": self.micro_batch,
         }
 
@@ -107,6 +107,8 @@ class TrialControl:
     epoch_callback: Callable[[int, float], bool | str] | None = None  # (epoch, val_acc) -> prune? (or why)
     on_measured: Callable[[dict[str, float]], None] | None = None  # params, flops, latency_ms before epoch 1
     checkpoint_path: Path | None = None  # last finished epoch, to resume an interrupted trial
+    checkpoint_every_s: float = 0.0  # seconds of training between two resume checkpoints; 0: every epoch
+    measure_latency: bool = True  # False when no objective needs it: it costs ~3% of a short trial
     validate: bool = True  # False for a final retrain: no validation split is used
 
 
@@ -251,13 +253,30 @@ def _lightning():
         # memory release) cost ~0 ms instead of ~220 ms (bench/overhead.py).
         gc.freeze()
         _HEAP_FROZEN = True
-
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        # Once: each setLevel clears every logger's cache (~0.2 ms apiece).
+        for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        _skip_callback_plugin_scan()
+    # Each call: a caller's `warnings.catch_warnings()` (pytest's, for one) resets the filters.
     warnings.filterwarnings("ignore", module="pytorch_lightning")
     warnings.filterwarnings("ignore", module="lightning_fabric")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     return pl
+
+
+def _no_external_callbacks(group: str) -> list:
+    return []
+
+
+def _skip_callback_plugin_scan() -> None:
+    """Every Trainer() reads the entry points of all installed packages looking for plugin
+    callbacks: ~2.5 ms, 80% of its construction (bench/overhead.py). Installed packages don't
+    change while a search runs, so when the first look finds none, later Trainers skip it."""
+    from pytorch_lightning.trainer.connectors import callback_connector
+
+    lookup = getattr(callback_connector, "_load_external_callbacks", None)
+    if lookup is not None and not lookup("pytorch_lightning.callbacks_factory"):
+        callback_connector._load_external_callbacks = _no_external_callbacks
 
 
 def _make_module_class():
@@ -280,6 +299,7 @@ def _make_module_class():
             self.channels_last = channels_last
             self.result = result
             self.started = started
+            self.last_checkpoint = started  # time.monotonic() of the last resume checkpoint
             self.loss_sum = torch.zeros((), device=data.train_y.device)
             self.loss_steps = 0
             self.generator: torch.Generator | None = None
@@ -347,8 +367,13 @@ def _make_module_class():
                     # The leaderboard ranks by the best epoch, so the kept weights are that epoch's.
                     result.best_state = {key: value.detach().to("cpu", copy=True) for key, value in self.net.state_dict().items()}
                 result.val_acc.append(accuracy)
-            if control.checkpoint_path is not None and epoch < self.arch.train.epochs:
-                save_checkpoint(control.checkpoint_path, self, result)  # after the last epoch nothing is left to resume
+            # After the last epoch nothing is left to resume; before, at most one every
+            # checkpoint_every_s (short epochs would spend more on checkpoints than a kill loses).
+            now = time.monotonic()
+            if (control.checkpoint_path is not None and epoch < self.arch.train.epochs
+                    and now - self.last_checkpoint >= control.checkpoint_every_s):
+                save_checkpoint(control.checkpoint_path, self, result)
+                self.last_checkpoint = now
             if control.validate and control.epoch_callback is not None:
                 verdict = control.epoch_callback(epoch, result.val_acc[-1])
                 if verdict:
@@ -400,34 +425,26 @@ def load_checkpoint(path: Path | None) -> dict | None:
 
 
 # ---- one candidate ----------------------------------------------------------------------------------
-_FLOPS_SEEN: dict[tuple[str, tuple[int, int, int], int], int] = {}  # (hash, input, classes) -> FLOPs
-
-
-def _candidate_flops(net: nn.Module, arch: Architecture, input_shape: tuple[int, int, int]) -> int:
-    """FLOPs, counted once per candidate: the pre-training check and the trainer both need them."""
-    classes = next(module for module in reversed(list(net.modules())) if isinstance(module, nn.Linear)).out_features
-    key = (arch.canonical_hash(), tuple(input_shape), classes)
-    if key not in _FLOPS_SEEN:
-        if len(_FLOPS_SEEN) > 4096:
-            _FLOPS_SEEN.clear()
-        _FLOPS_SEEN[key] = count_flops(net, input_shape)
-    return _FLOPS_SEEN[key]
-
-
 def check_candidate(arch: Architecture, input_shape: tuple[int, int, int], num_classes: int, *,
                     max_params: int | None = None, max_flops: float | None = None) -> TrialResult | None:
     """Params and FLOPs before any training; a result only when the candidate must not train."""
+    return _build_checked(arch, input_shape, num_classes, max_params=max_params, max_flops=max_flops)[1]
+
+
+def _build_checked(arch: Architecture, input_shape: tuple[int, int, int], num_classes: int, *,
+                   max_params: int | None, max_flops: float | None) -> tuple[nn.Module | None, TrialResult | None]:
+    """The built network when it may train, else the result that says why not."""
     try:
         net = build_model(arch, input_shape, num_classes)
     except InfeasibleArchitecture as error:
-        return TrialResult("infeasible", f"cannot fit {'x'.join(map(str, input_shape))} input: {error}")
+        return None, TrialResult("infeasible", f"cannot fit {'x'.join(map(str, input_shape))} input: {error}")
     params = sum(parameter.numel() for parameter in net.parameters())
-    flops = _candidate_flops(net, arch, input_shape)
+    flops = forward_flops(arch, input_shape, num_classes)
     if max_params is not None and params > max_params:
-        return TrialResult("over_budget", f"{params:,} parameters exceed max_params={max_params:,}", params=params, flops=flops)
+        return None, TrialResult("over_budget", f"{params:,} parameters exceed max_params={max_params:,}", params=params, flops=flops)
     if max_flops is not None and flops > max_flops:
-        return TrialResult("over_budget", f"{flops:,} FLOPs exceed max_flops={max_flops:,.0f}", params=params, flops=flops)
-    return None
+        return None, TrialResult("over_budget", f"{flops:,} FLOPs exceed max_flops={max_flops:,.0f}", params=params, flops=flops)
+    return net, None
 
 
 def train_candidate(arch: Architecture, data: DeviceData, *, control: TrialControl | None = None,
@@ -442,8 +459,10 @@ def train_candidate(arch: Architecture, data: DeviceData, *, control: TrialContr
     """
     control = control or TrialControl()
     input_shape, num_classes = data.input_shape, data.num_classes
-    if net is None:
-        rejected = check_candidate(arch, input_shape, num_classes, max_params=max_params, max_flops=max_flops)
+    given = net is not None
+    if not given:
+        torch.manual_seed(control.seed)  # weights: reproducible from the trial's seed
+        net, rejected = _build_checked(arch, input_shape, num_classes, max_params=max_params, max_flops=max_flops)
         if rejected is not None:
             return rejected
     micro_batch = arch.train.batch_size
@@ -455,27 +474,30 @@ def train_candidate(arch: Architecture, data: DeviceData, *, control: TrialContr
             if micro_batch <= 1:
                 return TrialResult("oom", f"out of device memory even with micro-batches of 1 image (batch {arch.train.batch_size})")
             micro_batch //= 2  # same effective batch: gradients accumulate over the micro-batches
+            if not given:  # the failed attempt changed the weights: start again from the seed
+                torch.manual_seed(control.seed)
+                net = build_model(arch, input_shape, num_classes)
         finally:
             _release_memory()
 
 
 def _train_once(arch: Architecture, data: DeviceData, control: TrialControl, *, micro_batch: int,
-                net: nn.Module | None) -> TrialResult:
+                net: nn.Module) -> TrialResult:
     pl = _lightning()
     device = data.train_y.device
     channels_last = device.type == "cuda"
-    torch.manual_seed(control.seed)  # weights: reproducible from the trial's seed
-    if net is None:
-        net = build_model(arch, data.input_shape, data.num_classes)
     net = net.to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     result = TrialResult("complete", params=sum(p.numel() for p in net.parameters()), micro_batch=micro_batch)
-    result.flops = _candidate_flops(net, arch, data.input_shape)
-    result.latency_ms = measure_latency(net, data.input_shape, batch_size=min(arch.train.batch_size, 256),
-                                        device=device, channels_last=channels_last)
+    result.flops = forward_flops(arch, data.input_shape, data.num_classes)
+    measured = {"params": result.params, "flops": result.flops}
+    if control.measure_latency:
+        result.latency_ms = measure_latency(net, data.input_shape, batch_size=min(arch.train.batch_size, 256),
+                                            device=device, channels_last=channels_last)
+        measured["latency_ms"] = result.latency_ms
     if control.on_measured is not None:
-        control.on_measured({"params": result.params, "flops": result.flops, "latency_ms": result.latency_ms})
+        control.on_measured(measured)
 
     resume_state = load_checkpoint(control.checkpoint_path)
     start_epoch = 0

@@ -25,7 +25,8 @@ def worker_devices(workers: int, device: str) -> list[str]:
     return [device] * workers
 
 
-def spawn_workers(run: RunDir, *, workers: int, target: int, timeout_s: float | None, device: str) -> list[subprocess.Popen]:
+def spawn_workers(run: RunDir, *, workers: int, target: int, timeout_s: float | None, device: str,
+                  checkpoint_every_s: float = 30.0) -> list[subprocess.Popen]:
     """Start `workers` processes; they stop by themselves at the target, deadline or Ctrl-C."""
     devices = worker_devices(workers, device)
     cpu_workers = sum(1 for name in devices if name == "cpu")
@@ -38,5 +39,6 @@ def spawn_workers(run: RunDir, *, workers: int, target: int, timeout_s: float | 
             command += ["--threads", str(threads)]
         if timeout_s:
             command += ["--timeout", f"{timeout_s}s"]
+        command += ["--checkpoint-every", f"{checkpoint_every_s}s" if checkpoint_every_s > 0 else "epoch"]
         processes.append(subprocess.Popen(command))
     return processes

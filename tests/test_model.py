@@ -13,7 +13,7 @@ from torch import nn
 from cnnsearch.errors import InfeasibleArchitecture
 from cnnsearch.model import ACTIVATION_LAYERS, POOL_LAYERS, activation_layer, build_model, count_flops
 from cnnsearch.space import load_space
-from cnnsearch.spec import Architecture, ConvLayer, Head, PoolLayer, count_params, layer_table
+from cnnsearch.spec import Architecture, ConvLayer, Head, PoolLayer, count_params, forward_flops, layer_table
 
 SPACE_DIR = Path(__file__).parent.parent / "search_spaces"
 SPACE_NAMES = ("default", "tiny", "cifar")
@@ -135,6 +135,22 @@ def test_count_flops_exact_for_a_small_net() -> None:
     net = build_model(arch, (1, 8, 8), 10)
     # conv: 2 * (4 * 4 outputs) * (1 * 8 channels) * 3 * 3; dense: 2 * 8 * 16; classifier: 2 * 16 * 10
     assert count_flops(net, (1, 8, 8)) == 2 * 16 * 8 * 9 + 2 * 8 * 16 + 2 * 16 * 10
+
+
+@pytest.mark.parametrize("space_name, shape", INTENDED)
+def test_forward_flops_by_arithmetic_equals_torchs_counter(space_name: str, shape: tuple[int, int, int]) -> None:
+    checked = 0
+    for arch in candidates(space_name)[:40]:
+        try:
+            net = build_model(arch, shape, NUM_CLASSES)
+        except InfeasibleArchitecture:
+            continue
+        assert forward_flops(arch, shape, NUM_CLASSES) == count_flops(net, shape), arch.compact()
+        checked += 1
+    strided = Architecture(layers=(ConvLayer(8, 5, stride=2, padding="same"), ConvLayer(8, 3, padding="valid")),
+                           head=Head("flatten", (16,), 0.1))
+    assert forward_flops(strided, (3, 9, 9), 4) == count_flops(build_model(strided, (3, 9, 9), 4), (3, 9, 9))
+    assert checked >= 20
 
 
 def test_count_flops_positive_grows_with_filters_and_keeps_the_mode() -> None:

@@ -82,7 +82,7 @@ def test_sigkilled_worker_is_taken_over_and_resumed_from_its_checkpoint(runs_dir
                                               epochs=6, pruner="none", device="cpu"))
     target = resolve_target(run, info, 3)
     processes = [start_cli("worker", "--name", "kill", "--runs-dir", str(runs_dir), "--device", "cpu", "--threads", "1",
-                           "--worker-index", str(index), "--quiet") for index in range(2)]
+                           "--worker-index", str(index), "--quiet", "--checkpoint-every", "epoch") for index in range(2)]
     try:
         checkpoints = run.path / "checkpoints"
         wait_for(lambda: any(checkpoints.glob("trial_*.pt")), what="a first checkpoint")

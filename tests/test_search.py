@@ -97,7 +97,8 @@ def _checkpoint_written(runs: Path, name: str) -> bool:
 
 def test_sigkill_then_resume_continues_from_the_checkpoint(runs_dir: Path) -> None:
     process = start_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "k",
-                        "--trials", "1", "--epochs", "4", "--pruner", "none", "--runs-dir", str(runs_dir))
+                        "--trials", "1", "--epochs", "4", "--pruner", "none", "--runs-dir", str(runs_dir),
+                        "--checkpoint-every", "epoch")
     wait_for(lambda: _checkpoint_written(runs_dir, "k"))
     process.kill()
     process.wait()
@@ -121,7 +122,8 @@ def test_sigkill_then_resume_continues_from_the_checkpoint(runs_dir: Path) -> No
 
 def test_sigint_exits_130_and_leaves_no_running_trial(runs_dir: Path) -> None:
     process = start_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "c",
-                        "--trials", "2", "--epochs", "6", "--pruner", "none", "--runs-dir", str(runs_dir))
+                        "--trials", "2", "--epochs", "6", "--pruner", "none", "--runs-dir", str(runs_dir),
+                        "--checkpoint-every", "epoch")
     wait_for(lambda: _checkpoint_written(runs_dir, "c"))
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)

@@ -98,6 +98,32 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(digits, tmp_path: P
     assert resumed.val_acc == pytest.approx(straight.val_acc, abs=1e-9)
 
 
+def test_checkpoints_are_spaced_in_time_and_latency_is_measured_only_when_asked(digits, tmp_path: Path) -> None:
+    arch = SMALL.with_epochs(3)
+    checkpoint = tmp_path / "trial.pt"
+    stopped = train_candidate(arch, digits, control=TrialControl(
+        seed=2, checkpoint_path=checkpoint, checkpoint_every_s=3600, measure_latency=False,
+        epoch_callback=lambda epoch, accuracy: epoch == 2))
+    assert stopped.outcome == "pruned" and stopped.epochs_run == 2
+    assert not checkpoint.exists()  # two short epochs: nothing worth a checkpoint yet
+    assert stopped.latency_ms is None and stopped.metrics()["latency_ms"] is None
+    measured = train_candidate(SMALL.with_epochs(1), digits, control=TrialControl(seed=2))
+    assert measured.latency_ms is not None and measured.latency_ms > 0
+
+
+def test_trainers_skip_the_plugin_callback_scan_when_no_package_registers_one() -> None:
+    from pytorch_lightning.trainer.connectors import callback_connector
+
+    from cnnsearch.train import _lightning, _no_external_callbacks
+
+    pl = _lightning()
+    # Pins Lightning's private name: if it moves, this fails instead of the saving going silently.
+    assert callback_connector._load_external_callbacks is _no_external_callbacks
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    assert not [c for c in trainer.callbacks if type(c).__module__.split(".")[0] not in ("pytorch_lightning", "lightning")]
+
+
 def test_schedule_warms_up_then_decays() -> None:
     settings = TrainSettings(schedule="onecycle", warmup=0.2)
     factors = [lr_factor(step, 100, settings) for step in range(100)]
