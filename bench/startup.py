@@ -5,7 +5,9 @@ runs folder. Each round runs, in turn, a bare `python -c pass` (the interpreter'
 for scale), `cnnsearch --help` and `cnnsearch leaderboard NAME`; the medians over the rounds
 are compared with the targets (--help < 0.5 s, leaderboard of 1,000 trials < 1 s). A wrapper
 process then runs the leaderboard command in-process and lists which heavy modules it imported
-(the report must not import torch), and `-X importtime` names the slowest imports.
+(the report must not import torch; the table needs no pandas), and `-X importtime` names the
+slowest imports. The breakdown times the steps of the table path the command takes
+(`report.leaderboard_rows`, rich), and `--format csv` (the pandas path) is timed as well.
 
     .venv/bin/python bench/startup.py               # 1,000 trials, 5 rounds
     .venv/bin/python bench/startup.py --trials 5000 --rounds 9
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
 _common.setup_paths()
 
@@ -44,39 +46,57 @@ BREAKDOWN = """
 import io, sys, time
 t0 = time.perf_counter()
 from rich.console import Console
-from cnnsearch.report import leaderboard_frame, leaderboard_table, sort_and_cut
+from cnnsearch.report import leaderboard_rows, leaderboard_table, sort_and_cut
 from cnnsearch.rundir import RunDir
 t1 = time.perf_counter()
+import optuna
+t2 = time.perf_counter()
 run = RunDir(sys.argv[2], sys.argv[1])
 info = run.read_info()
 study = run.load_study(info)
 study.get_trials(deepcopy=False)
-t2 = time.perf_counter()
-frame = sort_and_cut(leaderboard_frame(run, study=study), sort=None, top=None)
 t3 = time.perf_counter()
-console = Console(file=io.StringIO(), width=160, soft_wrap=True)
-console.print(leaderboard_table(frame, title="x", width=160))
+board = sort_and_cut(leaderboard_rows(run, study=study), sort=None, top=None)
 t4 = time.perf_counter()
 console = Console(file=io.StringIO(), width=160, soft_wrap=True)
-console.print(leaderboard_table(sort_and_cut(frame, top=20), title="x", width=160))
+console.print(leaderboard_table(board, title="x", width=160))
 t5 = time.perf_counter()
-print(f"{t1 - t0} {t2 - t1} {t3 - t2} {t4 - t3} {t5 - t4} {len(frame)}")
+console = Console(file=io.StringIO(), width=160, soft_wrap=True)
+console.print(leaderboard_table(sort_and_cut(board, top=int(sys.argv[3])), title="x", width=160))
+t6 = time.perf_counter()
+print(f"{t1 - t0} {t2 - t1} {t3 - t2} {t4 - t3} {t5 - t4} {t6 - t5} {len(board)}")
 """
-STEPS = ("import cnnsearch.report (pandas, rich)", "open the journal + replay the study",
-         "leaderboard_frame", "render the table (all rows)", "render the table (--top 20)")
+STEPS = ("import cnnsearch.report (rich; no pandas, no numpy)", "import optuna (numpy, tqdm)",
+         "open the journal + replay the study", "leaderboard_rows", "render the table (all rows)",
+         "render the table (the rows a terminal gets)")
+# cnnsearch's own modules the leaderboard process imports: compiled at every start when
+# PYTHONDONTWRITEBYTECODE is set (site-packages come with their .pyc files).
+OWN_MODULES = ("__init__", "__main__", "cli", "errors", "report", "rundir", "spec", "journal")
 
 
-def breakdown(name: str, runs_dir: str, env: dict[str, str], repeats: int) -> tuple[dict[str, float], int]:
+def breakdown(name: str, runs_dir: str, env: dict[str, str], repeats: int, shown: int) -> tuple[dict[str, float], int]:
     """Median seconds of each step of the leaderboard command, measured inside one process."""
     samples: list[list[float]] = []
     rows = 0
     for _ in range(repeats):
-        done = subprocess.run([sys.executable, "-c", BREAKDOWN, name, runs_dir], capture_output=True, text=True, env=env)
+        done = subprocess.run([sys.executable, "-c", BREAKDOWN, name, runs_dir, str(shown)], capture_output=True,
+                              text=True, env=env, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"the breakdown failed: {done.stderr.strip()[-500:]}")
         *values, rows = done.stdout.split()
         samples.append([float(value) for value in values])
     return {step: _common.median([sample[i] for sample in samples]) for i, step in enumerate(STEPS)}, int(rows)
+
+
+def compile_seconds() -> float:
+    """Seconds to compile the cnnsearch modules the leaderboard imports (what no .pyc saves)."""
+    package = _common.REPO / "cnnsearch"
+    started = time.perf_counter()
+    for module in OWN_MODULES:
+        path = package / f"{module}.py"
+        if path.is_file():
+            compile(path.read_text(), str(path), "exec")
+    return time.perf_counter() - started
 
 
 def cnnsearch_command() -> list[str]:
@@ -86,7 +106,8 @@ def cnnsearch_command() -> list[str]:
 
 def wall(command: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
+                          check=False)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
@@ -95,7 +116,7 @@ def wall(command: list[str], env: dict[str, str]) -> float:
 
 def imported_modules(args: list[str], env: dict[str, str]) -> list[str]:
     done = subprocess.run([sys.executable, "-c", WRAPPER.format(heavy=HEAVY), *args], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, env=env, text=True)
+                          stderr=subprocess.PIPE, env=env, text=True, check=False)
     for line in done.stderr.splitlines():
         if line.startswith("MODULES "):
             return [name for name in line[len("MODULES "):].split(",") if name]
@@ -105,17 +126,19 @@ def imported_modules(args: list[str], env: dict[str, str]) -> list[str]:
 def slowest_imports(args: list[str], env: dict[str, str], count: int = 8) -> list[tuple[str, float]]:
     """Top-level packages by cumulative import time (-X importtime), in seconds."""
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", WRAPPER.format(heavy=HEAVY), *args],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
+                          check=False)
     totals: dict[str, float] = {}
     for line in done.stderr.splitlines():
-        if not line.startswith("import time:") or "|" not in line:
+        if not line.startswith("import time:") or line.count("|") != 2:
             continue
-        _, cumulative, name = (part.strip() for part in line[len("import time:"):].split("|"))
-        if not cumulative.isdigit() or name.startswith(" "):
+        _, cumulative, name = line[len("import time:"):].split("|")
+        # A top-level import has one space before its name (nested ones two more per level); its
+        # cumulative time covers its children, which are not counted again.
+        if not cumulative.strip().isdigit() or not name.startswith(" ") or name.startswith("  "):
             continue
         top = name.strip().split(".")[0]
-        if name == name.lstrip():  # a top-level import line: its cumulative time covers its children
-            totals[top] = totals.get(top, 0.0) + int(cumulative) / 1e6
+        totals[top] = totals.get(top, 0.0) + int(cumulative) / 1e6
     return sorted(totals.items(), key=lambda item: -item[1])[:count]
 
 
@@ -126,8 +149,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the defaults (kept for run_all.py)")
     args = parser.parse_args()
 
-    from synthetic import make_synthetic_run
     import optuna
+    from synthetic import make_synthetic_run
+
+    from cnnsearch.cli import TABLE_ROWS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" lines
 
@@ -153,9 +178,13 @@ def main() -> None:
         modules = {"help": imported_modules(["--help"], env),
                    "leaderboard": imported_modules(["leaderboard", name, "--runs-dir", runs_dir], env)}
         imports = slowest_imports(["leaderboard", name, "--runs-dir", runs_dir], env)
-        steps, shown_rows = breakdown(name, runs_dir, env, args.rounds)
+        steps, shown_rows = breakdown(name, runs_dir, env, args.rounds, TABLE_ROWS)
         top20 = [*cli, "leaderboard", name, "--runs-dir", runs_dir, "--top", "20"]
         top20_s = _common.median([wall(top20, env) for _ in range(args.rounds)])
+        csv_command = [*cli, "leaderboard", name, "--runs-dir", runs_dir, "--format", "csv"]
+        csv_s = _common.median([wall(csv_command, env) for _ in range(args.rounds)])
+        csv_modules = imported_modules(["leaderboard", name, "--runs-dir", runs_dir, "--format", "csv"], env)
+    compiling = compile_seconds() if os.environ.get("PYTHONDONTWRITEBYTECODE") else 0.0
 
     medians = {key: _common.median(values) for key, values in times.items()}
     rows, table = [], []
@@ -180,12 +209,20 @@ def main() -> None:
           f"Slowest top-level imports of the leaderboard process (-X importtime, cumulative, inflated by the "
           f"tracing): " + ", ".join(f"{module} {seconds:.2f} s" for module, seconds in imports) + "."
         + f"\n\nWhere the leaderboard's time goes (one process, steps timed inside it, median of {args.rounds}; "
-          f"the table has {shown_rows:,} ranked rows; interpreter start and typer come on top):\n\n"
+          f"the table has {shown_rows:,} ranked rows, a terminal gets the best {TABLE_ROWS}; interpreter start, "
+          f"typer and the pydantic adapters typer builds for the command's options come on top):\n\n"
         + _common.markdown_table(["step", "s"], [[step, seconds] for step, seconds in steps.items()])
-        + f"\n\n`cnnsearch leaderboard NAME --top 20` as a whole process: {top20_s:.3f} s (median of {args.rounds})."
+        + f"\n\n`cnnsearch leaderboard NAME --top 20` as a whole process: {top20_s:.3f} s (median of {args.rounds}). "
+          f"`--format csv` (all {shown_rows:,} rows through pandas): {csv_s:.3f} s, heavy modules: "
+          f"{', '.join(csv_modules) or 'none'}."
+        + (f"\n\nPYTHONDONTWRITEBYTECODE is set here, so every process compiles cnnsearch's own modules "
+           f"({', '.join(OWN_MODULES)}): {compiling:.3f} s of each leaderboard run that a normal install, with "
+           f".pyc files, does not spend." if compiling else "")
     )
     rows.append({"what": "leaderboard --top 20", "trials": args.trials, "rounds": args.rounds, "median_s": top20_s,
                  **{f"step {step}": seconds for step, seconds in steps.items()}})
+    rows.append({"what": "leaderboard --format csv", "trials": args.trials, "rounds": args.rounds, "median_s": csv_s,
+                 "heavy_modules": " ".join(csv_modules)})
     _common.append_rows(NAME, rows)
     _common.append_section(f"startup: --help and leaderboard of {args.trials:,} trials", body)
     print(body)

@@ -1,6 +1,6 @@
-"""Owns the leaderboard DataFrame and everything drawn from it.
+"""Owns the leaderboard (plain rows, or a DataFrame) and everything drawn from it.
 
-One frame, built once from the study, rendered into every format: a rich table for the
+One leaderboard, built once from the study, rendered into every format: a rich table for the
 terminal, csv / json / markdown text, the trial detail view (`cnnsearch show`), the live
 watch view and a self-contained HTML report with its plots.
 
@@ -10,6 +10,11 @@ torch or Lightning, directly or through another module: `cnnsearch leaderboard` 
 instantly and works where they are not installed. Optuna is imported only where a function
 needs more than a study handed to it; matplotlib only inside the plotting functions. Library
 functions never print: they return DataFrames, strings and rich renderables.
+
+The terminal table, the watch view and the HTML report work on a `Board` (plain rows); pandas
+(csv / json / markdown, `leaderboard_frame`, `runs_frame`), numpy (Pareto ranks, plots) and
+`spec` (the layer table) are imported inside the functions that need them, so importing this
+module costs none of them (pandas alone was 0.15-0.2 s of `cnnsearch leaderboard`).
 """
 from __future__ import annotations
 
@@ -24,22 +29,34 @@ import math
 import os
 import re
 import socket
+import sys
 import time
 import tomllib
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
-import numpy as np
-import pandas as pd
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from cnnsearch.errors import InfeasibleArchitecture, UserError
-from cnnsearch.rundir import RunDir, RunInfo, describe_storage, find_trial, list_run_names, write_atomic
-from cnnsearch.spec import Architecture, layer_table
+from cnnsearch.rundir import (
+    RunDir,
+    RunInfo,
+    describe_storage,
+    find_trial,
+    list_run_names,
+    write_atomic,
+)
+
+if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
+    import numpy as np
+    import pandas as pd
+
+    from cnnsearch.spec import Architecture
 
 EMPTY_MESSAGE = "No finished trials yet."
 COLUMNS = ("rank", "trial", "state", "val_acc", "params", "flops", "latency_ms", "train_s", "epochs", "arch")
@@ -194,7 +211,41 @@ def _floats(values: Any) -> list[float]:
     return out
 
 
-# ---- the leaderboard frame ----------------------------------------------------------------
+# ---- the leaderboard -----------------------------------------------------------------------
+@dataclass
+class Board:
+    """The leaderboard as plain rows, best first: what `leaderboard_frame` holds, without pandas.
+
+    `columns` are the frame's columns, in order; each row is a dict holding at least those keys,
+    with None where a value is missing. The terminal table, the watch view and the HTML report
+    render a Board; `leaderboard_frame` turns one into a DataFrame for csv / json / markdown.
+    """
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def empty(self) -> bool:
+        return not self.rows
+
+    def column(self, name: str) -> list[Any]:
+        return [row[name] for row in self.rows]
+
+
+Leaderboard = Union[Board, "pd.DataFrame"]  # what sort_and_cut, display_cells and leaderboard_table take
+
+
+def leaderboard_rows(run: RunDir, *, include_all: bool = False, study: Any = None) -> Board:
+    """One row per trial, best first, as a `Board` (see `leaderboard_frame` for the columns)."""
+    info = run.read_info()
+    study = study if study is not None else run.load_study(info)
+    facts = _study_facts(study, info, run=run)
+    return _board(facts, _objectives(study, info), include_all=include_all)
+
+
 def leaderboard_frame(run: RunDir, *, include_all: bool = False, study: Any = None) -> pd.DataFrame:
     """One row per trial, best first.
 
@@ -204,10 +255,7 @@ def leaderboard_frame(run: RunDir, *, include_all: bool = False, study: Any = No
     pruned ones with a val_acc (ranked after every trained trial) and every other trial,
     unranked, after them.
     """
-    info = run.read_info()
-    study = study if study is not None else run.load_study(info)
-    facts = _study_facts(study, info, run=run)
-    return _frame(facts, _objectives(study, info), include_all=include_all)
+    return board_frame(leaderboard_rows(run, include_all=include_all, study=study))
 
 
 def _study_facts(study: Any, info: RunInfo, *, run: RunDir | None = None, now: float | None = None) -> list[TrialFacts]:
@@ -244,6 +292,8 @@ def _objectives(study: Any, info: RunInfo) -> list[_Objective]:
 
 
 def _objective_matrix(facts: Sequence[TrialFacts], objectives: Sequence[_Objective]) -> np.ndarray:
+    import numpy as np
+
     matrix = np.full((len(facts), len(objectives)), np.nan)
     for row, fact in enumerate(facts):
         for col, objective in enumerate(objectives):
@@ -261,6 +311,8 @@ def _pareto_ranks_2d(costs: np.ndarray) -> np.ndarray:
     against the general version). Points are visited by first cost, then second; each front
     keeps its member with the smallest second cost, and a binary search finds the first front
     that does not dominate the next point."""
+    import numpy as np
+
     ranks = np.zeros(len(costs), dtype=int)
     front_c2: list[float] = []  # per front: the smallest second cost among its members so far
     front_c1: list[float] = []  # that member's first cost
@@ -289,6 +341,8 @@ def pareto_ranks(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
     better in one. Missing values (NaN) count as the worst possible. Two objectives: a sweep,
     O(n log n); more: pairwise, O(n^2) memory and time.
     """
+    import numpy as np
+
     points = np.asarray(points, dtype=float).reshape(len(points), -1)
     if len(maximize) != points.shape[1]:
         raise ValueError(f"one direction per objective must be given, but got {len(maximize)} for {points.shape[1]}")
@@ -316,15 +370,17 @@ def pareto_ranks(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
     return ranks
 
 
-def _frame(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *, include_all: bool) -> pd.DataFrame:
+def _board(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *, include_all: bool) -> Board:
     # Pruned trials stopped early on a shorter schedule: shown with --all, ranked after every trained one.
     ranked = [fact for fact in facts if fact.ranked and (include_all or fact.outcome in TRAINED_OUTCOMES)]
-    pareto = np.full(len(ranked), np.inf)
+    pareto = [math.inf] * len(ranked)
     if objectives:
         trained = [index for index, fact in enumerate(ranked) if fact.outcome in TRAINED_OUTCOMES]
         if trained:
             matrix = _objective_matrix([ranked[index] for index in trained], objectives)
-            pareto[trained] = pareto_ranks(matrix, [objective.maximize for objective in objectives])
+            ranks = pareto_ranks(matrix, [objective.maximize for objective in objectives])
+            for index, rank in zip(trained, ranks.tolist()):
+                pareto[index] = rank
     # Best first: Pareto rank (multi-objective), accuracy, fewer params, earlier trial.
     order = sorted(
         range(len(ranked)),
@@ -347,13 +403,20 @@ def _frame(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *, inc
         columns.insert(1, "front")
     if include_all:
         columns.append("reason")
-    frame = pd.DataFrame(rows, columns=columns)
+    return Board(columns, rows)
+
+
+def board_frame(board: Board) -> pd.DataFrame:
+    """The Board as a DataFrame: nullable Int64 counts, float64 measures, bool `front`."""
+    import pandas as pd
+
+    frame = pd.DataFrame(board.rows, columns=board.columns)
     for column in INTEGER_COLUMNS:
         frame[column] = frame[column].astype("Int64")
     for column in ("val_acc", "latency_ms", "train_s"):
         frame[column] = frame[column].astype("float64")
     frame["trial"] = frame["trial"].astype("int64")
-    if objectives:
+    if "front" in board.columns:
         frame["front"] = frame["front"].astype(bool)
     return frame
 
@@ -375,26 +438,44 @@ def _row(fact: TrialFacts, rank: int | None, *, front: bool) -> dict[str, Any]:
     }
 
 
-def sort_and_cut(frame: pd.DataFrame, *, sort: str | None = None, top: int | None = None) -> pd.DataFrame:
+def sort_and_cut(frame: Leaderboard, *, sort: str | None = None, top: int | None = None) -> Leaderboard:
     """Sort by one column (better first: val_acc descending, costs ascending) and keep `top` rows.
 
+    Takes and returns a DataFrame or a `Board`; both sort alike (stable, missing values last).
     The rank column keeps each trial's leaderboard rank, whatever the order shown.
     """
+    if sort is not None and sort not in list(frame.columns):
+        valid = ", ".join(frame.columns)
+        close = difflib.get_close_matches(sort, list(frame.columns), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"cannot sort the leaderboard by unknown column {sort!r} (valid columns: {valid}){hint}")
+    if top is not None and top < 1:
+        raise UserError(f"--top must be at least 1, but got {top}")
+    if isinstance(frame, Board):
+        rows = frame.rows
+        if sort is not None:
+            present = [row for row in rows if not _missing(row[sort])]
+            # Python's sort is stable with reverse=True too: ties keep their order, as in pandas.
+            present.sort(key=lambda row: row[sort], reverse=sort in DESCENDING_COLUMNS)
+            rows = present + [row for row in rows if _missing(row[sort])]
+        return Board(list(frame.columns), list(rows[:top] if top is not None else rows))
     if sort is not None:
-        if sort not in frame.columns:
-            valid = ", ".join(frame.columns)
-            close = difflib.get_close_matches(sort, list(frame.columns), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"cannot sort the leaderboard by unknown column {sort!r} (valid columns: {valid}){hint}")
         frame = frame.sort_values(sort, ascending=sort not in DESCENDING_COLUMNS, kind="stable", na_position="last")
     if top is not None:
-        if top < 1:
-            raise UserError(f"--top must be at least 1, but got {top}")
         frame = frame.head(top)
     return frame.reset_index(drop=True)
 
 
-# ---- rendering the frame -------------------------------------------------------------------
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or _is_pandas_na(value)
+
+
+def _is_pandas_na(value: Any) -> bool:
+    pandas = sys.modules.get("pandas")  # not loaded: no value can be pandas.NA
+    return pandas is not None and value is pandas.NA
+
+
+# ---- rendering the leaderboard -------------------------------------------------------------
 def humanise(number: Any) -> str:
     """12345 -> '12.3K', 4_500_000 -> '4.5M', 999 -> '999'; missing -> '-'."""
     value = _number(number)
@@ -426,7 +507,7 @@ def _fixed(digits: int):
 
 
 def _plain_text(value: Any) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "-"
     return str(value)
 
@@ -443,15 +524,40 @@ DISPLAY = {
 HEADERS = {"rank": "#", "val_acc": "val acc", "latency_ms": "latency ms", "train_s": "train s"}
 NUMERIC_COLUMNS = frozenset({"rank", "trial", "val_acc", "params", "flops", "latency_ms", "train_s", "epochs"})
 WRAPPING_COLUMNS = frozenset({"arch", "reason"})
+# Left out of the tables (terminal, HTML) when no row shown has a value: accuracy-only
+# searches do not measure latency.
+HIDDEN_WHEN_EMPTY = ("latency_ms",)
 
 
-def display_cells(frame: pd.DataFrame) -> list[list[str]]:
+def _column_values(frame: Leaderboard) -> tuple[list[Any], list[list[Any]]]:
+    """The column names and each column's raw values, of a DataFrame or a `Board`."""
+    if isinstance(frame, Board):
+        return list(frame.columns), [frame.column(column) for column in frame.columns]
+    return list(frame.columns), [frame[column].tolist() for column in frame.columns]
+
+
+def _display_columns(columns: Sequence[Any], values: Sequence[list[Any]]) -> list[list[str]]:
+    return [[DISPLAY.get(column, _plain_text)(value) for value in column_values]
+            for column, column_values in zip(columns, values)]
+
+
+def _rows_of(cells_by_column: list[list[str]]) -> list[list[str]]:
+    return [list(row) for row in zip(*cells_by_column)] if cells_by_column else []
+
+
+def display_cells(frame: Leaderboard) -> list[list[str]]:
     """Every cell of the frame as the text people read (percent, 12.3K, '-' when missing)."""
-    columns = [
-        [DISPLAY.get(column, _plain_text)(value) for value in frame[column].tolist()]
-        for column in frame.columns
-    ]
-    return [list(row) for row in zip(*columns)] if columns else []
+    return _rows_of(_display_columns(*_column_values(frame)))
+
+
+def _table_columns(frame: Leaderboard) -> tuple[list[Any], list[list[str]]]:
+    """The columns a table shows, and its rows of display cells: like `display_cells`, less
+    the HIDDEN_WHEN_EMPTY columns that no row has a value in."""
+    columns, values = _column_values(frame)
+    keep = [index for index, column in enumerate(columns)
+            if not (column in HIDDEN_WHEN_EMPTY and all(_number(value) is None for value in values[index]))]
+    columns = [columns[index] for index in keep]
+    return columns, _rows_of(_display_columns(columns, [values[index] for index in keep]))
 
 
 def frame_to_text(frame: pd.DataFrame, fmt: str) -> str:
@@ -483,7 +589,9 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
-    if value is None or value is pd.NA:
+    import numpy as np
+
+    if value is None or _is_pandas_na(value):
         return None
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
@@ -510,18 +618,21 @@ OPTIONAL_COLUMNS = ("flops", "train_s", "latency_ms", "epochs", "front")
 MIN_ARCH_WIDTH = 24  # characters of the arch column worth keeping before dropping columns
 
 
-def leaderboard_table(frame: pd.DataFrame, *, title: str = "", width: int | None = None) -> RenderableType:
-    """The frame as a rich Table for the terminal; the text "No finished trials yet." when empty.
+def leaderboard_table(frame: Leaderboard, *, title: str = "", width: int | None = None) -> RenderableType:
+    """The frame (or `Board`) as a rich Table for the terminal; the text "No finished trials
+    yet." when empty.
 
-    With `width` (the console's), less important columns (flops, train s, latency, epochs) are
-    left out until the arch column has room to be read.
+    The latency column is left out when no row shown has a latency. With `width` (the
+    console's), less important columns (flops, train s, latency, epochs) are left out until
+    the arch column has room to be read.
     """
     if frame.empty:
         return Text(EMPTY_MESSAGE)
+    columns, rows = _table_columns(frame)
     if width is not None:
-        frame = _fit_columns(frame, width)
+        columns, rows = _fit_columns(columns, rows, width)
     table = Table(title=Text(title) if title else None, header_style="bold")
-    for column in frame.columns:
+    for column in columns:
         # Numbers and states never wrap; long arch strings and reasons fold when space runs out.
         wraps = column in WRAPPING_COLUMNS
         table.add_column(
@@ -531,11 +642,11 @@ def leaderboard_table(frame: pd.DataFrame, *, title: str = "", width: int | None
             overflow="fold" if wraps else "ellipsis",
             min_width=None if wraps else len(HEADERS.get(column, column)),
         )
-    state_index = list(frame.columns).index("state") if "state" in frame.columns else -1
-    for row in display_cells(frame):
+    state_index = columns.index("state") if "state" in columns else -1
+    for row in rows:
         cells = []
         for index, cell in enumerate(row):
-            if frame.columns[index] == "front":
+            if columns[index] == "front":
                 cells.append(Text("●" if cell else "", style="bold magenta"))
             elif index == state_index:
                 cells.append(Text(cell, style=_state_style(cell)))
@@ -545,11 +656,10 @@ def leaderboard_table(frame: pd.DataFrame, *, title: str = "", width: int | None
     return table
 
 
-def _fit_columns(frame: pd.DataFrame, width: int) -> pd.DataFrame:
-    cells = display_cells(frame)
+def _fit_columns(columns: list[Any], cells: list[list[str]], width: int) -> tuple[list[Any], list[list[str]]]:
     natural = {
         column: max([len(HEADERS.get(column, column))] + [len(row[index]) for row in cells])
-        for index, column in enumerate(frame.columns)
+        for index, column in enumerate(columns)
     }
 
     def needed(columns: list[str]) -> int:
@@ -557,13 +667,14 @@ def _fit_columns(frame: pd.DataFrame, width: int) -> pd.DataFrame:
         wrapping = sum(min(natural[column], MIN_ARCH_WIDTH) for column in columns if column in WRAPPING_COLUMNS)
         return fixed + wrapping + 3 * len(columns) + 1  # borders and padding
 
-    columns = list(frame.columns)
+    shown = list(columns)
     for column in OPTIONAL_COLUMNS:
-        if needed(columns) <= width:
+        if needed(shown) <= width:
             break
-        if column in columns:
-            columns.remove(column)
-    return frame[columns]
+        if column in shown:
+            shown.remove(column)
+    keep = [columns.index(column) for column in shown]
+    return shown, [[row[index] for index in keep] for row in cells]
 
 
 # ---- all runs ------------------------------------------------------------------------------
@@ -581,6 +692,8 @@ def runs_frame(runs_dir: str | Path, *, now: float | None = None) -> pd.DataFram
     is alive (see `_worker_alive`); RUNNING trials whose worker is gone are counted in the note.
     A run that cannot be read is listed with a note.
     """
+    import pandas as pd
+
     now = time.time() if now is None else now
     rows = []
     for name in list_run_names(runs_dir):
@@ -712,6 +825,8 @@ def _architecture(attrs: dict[str, Any]) -> Architecture | None:
     if not isinstance(raw, dict):
         return None
     try:
+        from cnnsearch.spec import Architecture
+
         return Architecture.from_dict(raw)
     except (KeyError, TypeError, ValueError):
         return None
@@ -764,6 +879,8 @@ def _layers_table(arch: Architecture, info: RunInfo) -> RenderableType:
     if len(shape) != 3 or not info.class_names:
         return Text("No layer table: run.json has no input shape or class names.", style="dim")
     try:
+        from cnnsearch.spec import layer_table
+
         rows = layer_table(arch, shape, len(info.class_names))
     except InfeasibleArchitecture as error:
         size = "x".join(str(side) for side in shape)
@@ -861,7 +978,7 @@ def watch_view(run: RunDir, *, study: Any = None, now: float | None = None, widt
     info = run.read_info()
     study = study if study is not None else run.load_study(info)
     facts = _study_facts(study, info, run=run, now=now)
-    frame = _frame(facts, _objectives(study, info), include_all=False)
+    frame = _board(facts, _objectives(study, info), include_all=False)
     outcomes = [fact.outcome for fact in facts]
     running = [fact for fact in facts if fact.outcome == "running"]
     stamp = datetime.datetime.fromtimestamp(now).strftime("%H:%M:%S")
@@ -928,7 +1045,7 @@ def write_report(run: RunDir, *, study: Any = None) -> Path:
     study = study if study is not None else run.load_study(info)
     facts = _study_facts(study, info, run=run)
     objectives = _objectives(study, info)
-    frame = _frame(facts, objectives, include_all=False)
+    frame = _board(facts, objectives, include_all=False)
     plots_dir = run.path / "report"
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name in PLOT_NAMES:  # a plot left from an earlier report must not pass for this one's
@@ -1059,8 +1176,8 @@ def _models_section(run: RunDir) -> str:
     return "<h2>Exported model</h2><ul>" + "".join(items) + "</ul>"
 
 
-def _summary_section(facts: Sequence[TrialFacts], frame: pd.DataFrame) -> str:
-    best = frame.iloc[0]
+def _summary_section(facts: Sequence[TrialFacts], frame: Board) -> str:
+    best = frame.rows[0]
     counts = _outcome_counts(facts)
     listed = ", ".join(f"{count} {outcome.replace('_', ' ')}" for outcome, count in counts.items())
     return (
@@ -1079,11 +1196,12 @@ def _outcome_counts(facts: Sequence[TrialFacts]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
 
-def _html_table(frame: pd.DataFrame) -> str:
-    headers = "".join(f"<th>{html.escape(HEADERS.get(str(column), str(column)))}</th>" for column in frame.columns)
-    numeric = [column in NUMERIC_COLUMNS for column in frame.columns]
+def _html_table(frame: Leaderboard) -> str:
+    columns, rows = _table_columns(frame)
+    headers = "".join(f"<th>{html.escape(HEADERS.get(str(column), str(column)))}</th>" for column in columns)
+    numeric = [column in NUMERIC_COLUMNS for column in columns]
     body = []
-    for row in display_cells(frame):
+    for row in rows:
         cells = "".join(
             f"<td class='num'>{html.escape(cell)}</td>" if is_numeric else f"<td>{html.escape(cell)}</td>"
             for cell, is_numeric in zip(row, numeric)
@@ -1093,6 +1211,8 @@ def _html_table(frame: pd.DataFrame) -> str:
 
 
 def _progress_section(facts: Sequence[TrialFacts], images: _Images) -> str:
+    import numpy as np
+
     trained = [fact for fact in facts if fact.outcome in TRAINED_OUTCOMES and fact.val_acc is not None]
     if not trained:
         return ""
@@ -1130,6 +1250,8 @@ def _progress_section(facts: Sequence[TrialFacts], images: _Images) -> str:
 
 def _clip_accuracy_axis(axes: Sequence[Any], accuracies: np.ndarray) -> None:
     """Zoom on the interesting band: a few bad trials should not squash the best ones."""
+    import numpy as np
+
     if len(accuracies) == 0:
         return
     low = max(float(np.percentile(accuracies, 5)) * 100 - 2, 0.0)
@@ -1207,6 +1329,8 @@ def _outcome_colour(outcome: str) -> str:
 
 
 def _cost_section(facts: Sequence[TrialFacts], images: _Images) -> str:
+    import numpy as np
+
     # Duplicates repeat their original's point; plotting them twice adds nothing.
     trained = [fact for fact in facts if fact.outcome == "complete" and fact.val_acc is not None]
     panels = [
@@ -1243,7 +1367,8 @@ def _cost_section(facts: Sequence[TrialFacts], images: _Images) -> str:
     )
     return (
         "<h2>Accuracy against cost</h2>"
-        + images.embed(figure, "accuracy_vs_cost", "validation accuracy against params and latency")
+        + images.embed(figure, "accuracy_vs_cost", "validation accuracy against " + " and ".join(
+            "latency" if column == "latency_ms" else column for column, _ in listed))
         + "<p class='note'>The Pareto front: trials no other trial beats on both accuracy and cost.</p>"
         + text
     )
@@ -1323,11 +1448,13 @@ def param_importances(study: Any, info: RunInfo, facts: Sequence[TrialFacts] | N
     return dict(importances), ""
 
 
-def _curves_section(frame: pd.DataFrame, facts: Sequence[TrialFacts], images: _Images) -> str:
+def _curves_section(frame: Board, facts: Sequence[TrialFacts], images: _Images) -> str:
+    import numpy as np
+
     by_number = {fact.number: fact for fact in facts}
     top = [
         by_number[number]
-        for number in frame["trial"].tolist()
+        for number in frame.column("trial")
         if by_number[number].outcome == "complete" and by_number[number].curve
     ][:CURVES_TOP]
     pruned = [fact for fact in facts if fact.outcome == "pruned" and fact.curve]

@@ -4,8 +4,10 @@ No torch: synthetic runs (tests/synthetic.py) add finished trials through Optuna
 """
 from __future__ import annotations
 
+import copy
 import html
 import io
+import itertools
 import json
 import os
 import re
@@ -21,11 +23,11 @@ import pandas as pd
 import pytest
 from rich.console import Console
 from rich.text import Text
+from synthetic import make_synthetic_run  # tests/ is on sys.path (conftest.py's folder)
 
 from cnnsearch import report
 from cnnsearch.errors import UserError
 from cnnsearch.rundir import RunDir
-from synthetic import make_synthetic_run  # tests/ is on sys.path (pytest rootdir-less test folder)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,29 @@ def multi(shared_runs) -> RunDir:
 @pytest.fixture(scope="module")
 def big(tmp_path_factory) -> RunDir:
     return make_synthetic_run(tmp_path_factory.mktemp("big"), "big", 1000, seed=3)
+
+
+def without_latency(runs_dir: Path, name: str, n_trials: int, **options) -> RunDir:
+    """A synthetic run as an accuracy-only search now writes it: `latency_ms` is None in every trial."""
+    source = make_synthetic_run(runs_dir / "_sources", name, n_trials, **options)
+    run = RunDir(runs_dir, name)
+    info = source.read_info()
+    run.write_info(info)
+    trials = []
+    for trial in source.load_study(info).get_trials():
+        trial = copy.deepcopy(trial)
+        if "latency_ms" in trial.user_attrs:
+            trial.user_attrs["latency_ms"] = None
+        trials.append(trial)
+    directions = [direction.name.lower() for direction in source.load_study(info).directions]
+    study = optuna.create_study(study_name=name, storage=run.open_storage(info), directions=directions)
+    study.add_trials(trials)
+    return run
+
+
+@pytest.fixture(scope="module")
+def no_latency(shared_runs) -> RunDir:
+    return without_latency(shared_runs, "acc-only", 60, seed=9, running=1)
 
 
 # ---- the frame ---------------------------------------------------------------------------
@@ -139,6 +164,26 @@ def test_sort_and_cut(small):
     assert str(caught.value) == "--top must be at least 1, but got 0"
 
 
+def test_board_and_frame_hold_the_same_rows_and_sort_alike(small, multi):
+    for run in (small, multi):
+        for include_all in (False, True):
+            board = report.leaderboard_rows(run, include_all=include_all)
+            frame = report.leaderboard_frame(run, include_all=include_all)
+            assert board.columns == list(frame.columns)
+            assert report.display_cells(board) == report.display_cells(frame)
+            assert report.board_frame(board).equals(frame)
+            for column in frame.columns:
+                by_board = report.sort_and_cut(board, sort=column, top=25)
+                by_frame = report.sort_and_cut(frame, sort=column, top=25)
+                assert by_board.column("trial") == by_frame["trial"].tolist(), column
+                assert render(report.leaderboard_table(by_board, title="t", width=120), width=120) == render(
+                    report.leaderboard_table(by_frame, title="t", width=120), width=120)
+    with pytest.raises(UserError, match="did you mean 'params'"):
+        report.sort_and_cut(report.leaderboard_rows(small), sort="parms")
+    with pytest.raises(UserError, match="--top must be at least 1, but got 0"):
+        report.sort_and_cut(report.leaderboard_rows(small), top=0)
+
+
 # ---- formats -------------------------------------------------------------------------------
 def test_csv_json_markdown_render_the_same_rows(small):
     frame = report.sort_and_cut(report.leaderboard_frame(small, include_all=True), sort=None, top=12)
@@ -220,9 +265,87 @@ def test_big_run_frame_without_torch(big):
         print(len(frame), 'torch' in sys.modules, 'lightning' in sys.modules, 'pytorch_lightning' in sys.modules)
         """
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1000", "False", "False", "False"]
+
+
+def test_report_imports_neither_pandas_nor_numpy_and_the_table_needs_no_pandas(big):
+    code = textwrap.dedent(
+        """
+        import sys
+        import cnnsearch.report
+        print(*(name in sys.modules for name in ("pandas", "numpy", "optuna", "torch")))
+        sys.argv = ["cnnsearch", *sys.argv[1:]]
+        from cnnsearch.cli import main
+        try:
+            main()
+        except SystemExit:
+            pass
+        print(*(name in sys.modules for name in ("pandas", "torch")))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code, "leaderboard", "big", "--runs-dir", str(big.runs_dir)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "False False False False"  # importing the report loads none of them
+    assert lines[-1] == "False False"  # the whole table command: no pandas, no torch
+    assert "showing the best 30 of" in done.stderr and "val acc" in done.stdout
+
+
+# ---- runs without latency (accuracy-only searches do not measure it) -----------------------
+MISSING_CELL = re.compile(r"[│|>]\s*(nan|NaN|None|<NA>)\s*[│|<]")  # a table cell that says nan / None
+
+
+def test_table_leaves_out_latency_when_no_row_shown_has_one(no_latency, small):
+    board = report.leaderboard_rows(no_latency, include_all=True)
+    assert set(board.column("latency_ms")) == {None}
+    for table in (board, report.board_frame(board), report.sort_and_cut(board, sort="latency_ms", top=5)):
+        text = render(report.leaderboard_table(table, title="accuracy only"))
+        assert "latency" not in text
+        assert not MISSING_CELL.search(text)
+        assert "val acc" in text and "flops" in text and "train s" in text
+    html_table = report._html_table(board)
+    assert "latency" not in html_table and not MISSING_CELL.search(html_table)
+    # Machine-readable formats keep every column: empty in csv, null in json.
+    assert json.loads(report.frame_to_text(report.board_frame(board), "json"))[0]["latency_ms"] is None
+    assert "latency_ms" in report.frame_to_text(report.board_frame(board), "csv").splitlines()[0]
+
+    # A run with latencies: the column stays while any row shown has one, and goes when none does.
+    frame = report.leaderboard_frame(small).head(6).copy()
+    frame.loc[1:, "latency_ms"] = float("nan")
+    assert "latency ms" in render(report.leaderboard_table(frame))
+    frame["latency_ms"] = float("nan")
+    assert "latency ms" not in render(report.leaderboard_table(frame))
+
+
+def test_trial_detail_watch_and_report_without_latency(no_latency):
+    best = report.leaderboard_rows(no_latency).rows[0]["trial"]
+    text = render(report.trial_detail(no_latency, best), width=200)
+    assert "latency" not in text and not re.search(r"\b(None|nan)\b", text)
+    assert re.search(r"val acc +\d+\.\d\d%", text) and "flops" in text
+    watch = render(report.watch_view(no_latency), width=200)
+    assert "top 10" in watch and "latency" not in watch and not MISSING_CELL.search(watch)
+
+    page = report.write_report(no_latency).read_text()
+    assert "Accuracy against cost" in page and "Front on accuracy and params" in page
+    assert "latency" not in page.split("<h2>Leaderboard</h2>")[1].split("</table>")[0]
+    assert "Front on accuracy and latency_ms" not in page
+    assert "validation accuracy against params'" in page  # the plot's alt text names its one panel
+    assert (no_latency.path / "report" / "accuracy_vs_cost.png").stat().st_size > 1000
+
+
+def test_cli_leaderboard_without_latency(no_latency):
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnsearch", "leaderboard", "acc-only", "--all", "--top", "100", "--runs-dir", str(no_latency.runs_dir)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False, env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "acc-only: 61 trials" in done.stdout
+    assert "latency" not in done.stdout and not MISSING_CELL.search(done.stdout)
+    assert "failed: nan" in done.stdout  # every kind of trial is listed
 
 
 # ---- one trial -------------------------------------------------------------------------------
@@ -349,7 +472,7 @@ def test_cost_plot_tick_labels_do_not_overlap(monkeypatch, tmp_path):
               if label.get_visible() and label.get_text() and low <= label.get_position()[0] <= high]
     boxes = sorted((label.get_window_extent(renderer) for label in labels), key=lambda box: box.x0)
     assert len(boxes) >= 2
-    assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:]))
+    assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes))
     assert all(re.fullmatch(r"\d+(\.\d)?[KMG]?", label.get_text()) for label in labels)
 
 
