@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ("startup", "scale", "throughput", "overhead", "search_efficiency")  # cheapest first
+SCRIPTS = ("startup", "scale", "throughput", "overhead", "workers", "search_efficiency")  # cheapest first
 # Extra arguments per script and mode; every script also understands --quick itself.
 MODES = {
     "quick": {name: ["--quick"] for name in SCRIPTS},
@@ -27,6 +27,7 @@ MODES = {
         "scale": ["--repeats", "5"],
         "throughput": ["--full"],
         "overhead": ["--trials", "40"],
+        "workers": ["--rounds", "3"],
         "search_efficiency": ["--full", "--export"],
     },
 }

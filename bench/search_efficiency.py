@@ -45,6 +45,7 @@ SUBSETS = {"fashion-mnist": 3000, "mnist": 3000, "digits": None}  # training-poo
 # method -> (sampler, pruner, objective)
 METHODS = {
     "tpe+hyperband": ("tpe", "hyperband", ("accuracy",)),
+    "tpe+asha": ("tpe", "asha", ("accuracy",)),
     "random": ("random", "none", ("accuracy",)),
     "tpe+pareto-prune": ("tpe", "hyperband", ("accuracy", "params")),  # 2 objectives: pareto_prune
     "nsga2": ("nsga2", "none", ("accuracy", "params")),
@@ -141,6 +142,46 @@ def run_search(method: str, data: str, seed: int, budget: float, runs_dir: str, 
     return result
 
 
+def compare(a: str, b: str, data: str, results: dict, seeds: int, budget: float, *, pareto: bool,
+            ref_log_params: float, threads: int) -> tuple[str, list[dict]]:
+    """Method a against baseline b: a markdown section and CSV rows, one per seed."""
+    table, ratios, rows = [], [], []
+    for seed in range(seeds):
+        ra, rb = results[(a, seed)], results[(b, seed)]
+        if pareto:
+            ca, cb = hv_curve(ra, ref_log_params), hv_curve(rb, ref_log_params)
+            level = cb[-1][1] if cb else float("nan")
+            ta, tb = first_time(ca, level), first_time(cb, level)
+            finals = (ca[-1][1] if ca else float("nan"), level)
+        else:
+            level = rb.final_best
+            ta, tb = ra.time_to(level), rb.time_to(level)
+            finals = (ra.final_best, rb.final_best)
+        ratio = ta / tb if tb > 0 and math.isfinite(tb) else float("nan")
+        ratios.append(ratio)
+        trials = (ra.finished, rb.finished)
+        table.append([seed, finals[0], finals[1], trials[0], trials[1], ra.counts.get("pruned", 0), ta, tb, ratio])
+        rows.append({"mode": "pareto" if pareto else "accuracy", "data": data, "seed": seed, "budget_s": budget,
+                     "method_a": a, "method_b": b, "final_a": finals[0], "final_b": finals[1],
+                     "trials_a": trials[0], "trials_b": trials[1], "pruned_a": ra.counts.get("pruned", 0),
+                     "time_a_to_b_final_s": ta, "time_b_to_b_final_s": tb, "ratio": ratio, "threads": threads})
+    median_ratio = _common.median([r if math.isfinite(r) else 1e9 for r in ratios])
+    # The 1/3 target is set for TPE vs random; the Pareto comparison has none.
+    verdict = (f"target <= {TARGET_RATIO:.2f}: {_common.verdict(median_ratio <= TARGET_RATIO)}" if not pareto
+               else "no target is set for this comparison")
+    metric = "hypervolume" if pareto else "best val acc"
+    section = (
+        f"**{data}**{f' (subset {SUBSETS[data]})' if SUBSETS.get(data) else ''}, {budget:g} s per search, "
+        f"{seeds} seeds, {a} against {b}:\n\n"
+        + _common.markdown_table(
+            ["seed", f"{a} final {metric}", f"{b} final {metric}", f"{a} trials", f"{b} trials",
+             f"{a} pruned", f"{a} s to {b}'s final", f"{b} s to its final", "ratio"], table)
+        + f"\n\nMedian ratio {median_ratio if median_ratio < 1e8 else math.inf:.2f} (never reached counts as "
+          f"infinite); {verdict}."
+    )
+    return section, rows
+
+
 def try_export(run: SearchRun, out: Path, device: str) -> tuple[str, float | None]:
     try:
         from cnnsearch.export import export_run
@@ -172,6 +213,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the run folders here instead of a temp folder")
     parser.add_argument("--quick", action="store_true", help="30 s per search")
     parser.add_argument("--full", action="store_true", help="digits and fashion-mnist, 90 s and 240 s per search")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma list, the baseline last (default: tpe+hyperband,random; --pareto: "
+                             f"tpe+pareto-prune,nsga2); known: {', '.join(METHODS)}")
     args = parser.parse_args()
     if args.quick:
         args.budget = min(args.budget, 30.0)
@@ -182,6 +226,10 @@ def main() -> None:
         datasets.append("fashion-mnist")
     budgets = {name: (args.budget_fashion or 4 * args.budget) if name != "digits" else args.budget for name in datasets}
     methods = ("tpe+pareto-prune", "nsga2") if args.pareto else ("tpe+hyperband", "random")
+    if args.methods:
+        methods = tuple(name.strip() for name in args.methods.split(",") if name.strip())
+        if len(methods) < 2 or any(name not in METHODS for name in methods):
+            parser.error(f"--methods takes two or more of {', '.join(METHODS)}, the baseline last")
 
     import torch
 
@@ -197,60 +245,29 @@ def main() -> None:
         for data in datasets:
             results: dict[tuple[str, int], SearchRun] = {}
             for seed in range(args.seeds):
-                order = methods if seed % 2 == 0 else methods[::-1]
+                shift = seed % len(methods)  # each method goes first in turn
+                order = methods[shift:] + methods[:shift]
                 for method in order:
                     results[(method, seed)] = run_search(method, data, seed, budgets[data], runs_dir,
                                                          device=args.device, epochs=args.epochs)
-            a, b = methods  # a: the library's default, b: the baseline it must beat
-            table, ratios = [], []
-            for seed in range(args.seeds):
-                ra, rb = results[(a, seed)], results[(b, seed)]
-                if args.pareto:
-                    ca, cb = hv_curve(ra, ref_log_params), hv_curve(rb, ref_log_params)
-                    level = cb[-1][1] if cb else float("nan")
-                    ta, tb = first_time(ca, level), first_time(cb, level)
-                    finals = (ca[-1][1] if ca else float("nan"), level)
-                else:
-                    level = rb.final_best
-                    ta, tb = ra.time_to(level), rb.time_to(level)
-                    finals = (ra.final_best, rb.final_best)
-                ratio = ta / tb if tb > 0 and math.isfinite(tb) else float("nan")
-                ratios.append(ratio)
-                trials = (ra.finished, rb.finished)
-                table.append([seed, finals[0], finals[1], trials[0], trials[1], ra.counts.get("pruned", 0),
-                              ta, tb, ratio])
-                rows.append({"mode": "pareto" if args.pareto else "accuracy", "data": data, "seed": seed,
-                             "budget_s": budgets[data], "method_a": a, "method_b": b, "final_a": finals[0],
-                             "final_b": finals[1], "trials_a": trials[0], "trials_b": trials[1],
-                             "pruned_a": ra.counts.get("pruned", 0), "time_a_to_b_final_s": ta,
-                             "time_b_to_b_final_s": tb, "ratio": ratio, "threads": torch.get_num_threads()})
-            median_ratio = _common.median([r if math.isfinite(r) else 1e9 for r in ratios])
-            met = median_ratio <= TARGET_RATIO
-            # The 1/3 target is set for TPE vs random; the Pareto comparison has none.
-            verdict = (f"target <= {TARGET_RATIO:.2f}: {_common.verdict(met)}" if not args.pareto
-                       else "no target is set for this comparison")
-            metric = "hypervolume" if args.pareto else "best val acc"
-            sections.append(
-                f"**{data}**{f' (subset {SUBSETS[data]})' if SUBSETS.get(data) else ''}, {budgets[data]:g} s per search, "
-                f"{args.seeds} seeds:\n\n"
-                + _common.markdown_table(
-                    ["seed", f"{a} final {metric}", f"{b} final {metric}", f"{a} trials", f"{b} trials",
-                     f"{a} pruned", f"{a} s to {b}'s final", f"{b} s to its final", "ratio"], table)
-                + f"\n\nMedian ratio {median_ratio if median_ratio < 1e8 else math.inf:.2f} (never reached counts as "
-                  f"infinite); {verdict}."
-            )
+            b = methods[-1]  # the baseline each of the others must beat
+            for a in methods[:-1]:
+                section, pair_rows = compare(a, b, data, results, args.seeds, budgets[data], pareto=args.pareto,
+                                             ref_log_params=ref_log_params, threads=torch.get_num_threads())
+                sections.append(section)
+                rows += pair_rows
             if args.export and data == "fashion-mnist":
-                export_line, test_acc = try_export(results[(a, 0)], Path(runs_dir) / "export-fashion", args.device)
+                export_line, test_acc = try_export(results[(methods[0], 0)], Path(runs_dir) / "export-fashion", args.device)
                 rows.append({"mode": "export", "data": data, "seed": 0, "budget_s": budgets[data],
-                             "method_a": a, "export": export_line, "test_accuracy": test_acc})
+                             "method_a": methods[0], "export": export_line, "test_accuracy": test_acc})
     finally:
         if holder is not None:
             holder.cleanup()
 
     _common.append_rows(NAME, rows)
-    what = ("accuracy,params: TPE with Pareto pruning vs NSGA-II without pruning; hypervolume of (accuracy, "
+    what = (f"accuracy,params: {', '.join(methods)}; hypervolume of (accuracy, "
             f"log10 params) against (0, log10 {10 ** ref_log_params:,.0f})") if args.pareto else \
-        "TPE + hyperband vs random sampling without pruning; best validation accuracy of COMPLETE trials"
+        f"{', '.join(methods)} (the last is the baseline); best validation accuracy of COMPLETE trials"
     body = (f"{what}. Default space, the space's epochs per trial unless --epochs, journal storage, device "
             f"{args.device}, {torch.get_num_threads()} torch thread(s). Time is wall-clock from the start of "
             f"the worker loop to each trial's completion.\n\n" + "\n\n".join(sections))

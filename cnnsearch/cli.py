@@ -53,6 +53,7 @@ class Sampler(str, Enum):
 
 class Pruner(str, Enum):
     hyperband = "hyperband"
+    asha = "asha"
     median = "median"
     none = "none"
 

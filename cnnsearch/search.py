@@ -30,7 +30,7 @@ from cnnsearch.rundir import RunDir, RunInfo, check_run_name, describe_storage, 
 from cnnsearch.space import SearchSpace, load_space, resolve_space_path, space_differences
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsga2")
-PRUNERS = ("hyperband", "median", "none")
+PRUNERS = ("hyperband", "asha", "median", "none")
 OBJECTIVES = ("accuracy", "params", "flops", "latency")
 HEARTBEAT_INTERVAL_S = 5  # how often a worker says "still training"
 HEARTBEAT_GRACE_S = 30  # silence after which a RUNNING trial's worker is taken for dead
@@ -199,6 +199,8 @@ def make_pruner(name: str, epochs: int) -> Any:
 
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    if name == "asha":  # one bracket of successive halving: TPE learns from every trial, not a bracket's share
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
     if name == "none":

@@ -11,6 +11,7 @@ Knows model, data, augment and spec. Must not know Optuna: pruning reaches it as
 """
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import math
@@ -299,7 +300,8 @@ def _make_module_class():
             self.channels_last = channels_last
             self.result = result
             self.started = started
-            self.last_checkpoint = started  # time.monotonic() of the last resume checkpoint
+            self.last_checkpoint = started  # time.monotonic() of the last resume checkpoint on disk
+            self.unsaved_checkpoint: dict | None = None  # a later finished epoch, in memory only
             self.loss_sum = torch.zeros((), device=data.train_y.device)
             self.loss_steps = 0
             self.generator: torch.Generator | None = None
@@ -367,13 +369,18 @@ def _make_module_class():
                     # The leaderboard ranks by the best epoch, so the kept weights are that epoch's.
                     result.best_state = {key: value.detach().to("cpu", copy=True) for key, value in self.net.state_dict().items()}
                 result.val_acc.append(accuracy)
-            # After the last epoch nothing is left to resume; before, at most one every
-            # checkpoint_every_s (short epochs would spend more on checkpoints than a kill loses).
-            now = time.monotonic()
-            if (control.checkpoint_path is not None and epoch < self.arch.train.epochs
-                    and now - self.last_checkpoint >= control.checkpoint_every_s):
-                save_checkpoint(control.checkpoint_path, self, result)
-                self.last_checkpoint = now
+            # After the last epoch nothing is left to resume. Before it, a checkpoint goes to
+            # disk at most every checkpoint_every_s (short epochs would spend more on writing
+            # than a kill loses); the others stay in memory, written only if the trial is
+            # interrupted cleanly (Ctrl-C, the deadline), so a clean stop loses no epoch.
+            if control.checkpoint_path is not None and epoch < self.arch.train.epochs:
+                now = time.monotonic()
+                state = checkpoint_state(self, result)
+                if now - self.last_checkpoint >= control.checkpoint_every_s:
+                    write_checkpoint(control.checkpoint_path, state)
+                    self.last_checkpoint, self.unsaved_checkpoint = now, None
+                else:
+                    self.unsaved_checkpoint = state
             if control.validate and control.epoch_callback is not None:
                 verdict = control.epoch_callback(epoch, result.val_acc[-1])
                 if verdict:
@@ -394,13 +401,13 @@ def _module_class():
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------
-def save_checkpoint(path: Path, module, result: TrialResult) -> None:
-    """The state after a finished epoch, written atomically: a kill never leaves half a file."""
-    state = {
+def checkpoint_state(module, result: TrialResult) -> dict:
+    """Everything a resume needs after a finished epoch, copied: training goes on changing it."""
+    return {
         "epoch": result.epochs_run,
-        "model": module.net.state_dict(),
-        "optimizer": module.trainer.optimizers[0].state_dict(),
-        "scheduler": module.trainer.lr_scheduler_configs[0].scheduler.state_dict(),
+        "model": {key: value.detach().clone() for key, value in module.net.state_dict().items()},
+        "optimizer": copy.deepcopy(module.trainer.optimizers[0].state_dict()),
+        "scheduler": copy.deepcopy(module.trainer.lr_scheduler_configs[0].scheduler.state_dict()),
         "generator": module.generator.get_state() if module.generator is not None else None,
         "torch_rng": torch.get_rng_state(),  # dropout masks come from the global generator
         "cuda_rng": torch.cuda.get_rng_state(module.data.train_y.device) if module.data.train_y.device.type == "cuda" else None,
@@ -409,6 +416,10 @@ def save_checkpoint(path: Path, module, result: TrialResult) -> None:
         "train_seconds": result.train_seconds + (time.monotonic() - module.started),
         "seed": module.control.seed,
     }
+
+
+def write_checkpoint(path: Path, state: dict) -> None:
+    """Written atomically: a kill never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_suffix(".tmp")
     torch.save(state, temp)
@@ -545,6 +556,8 @@ def _train_once(arch: Architecture, data: DeviceData, control: TrialControl, *, 
         trainer.fit(module, train_dataloaders=batches)
     except StopTrial as stop:
         result.outcome, result.reason = stop.outcome, stop.reason
+        if stop.outcome == "interrupted" and module.unsaved_checkpoint is not None:
+            write_checkpoint(control.checkpoint_path, module.unsaved_checkpoint)  # resume loses no epoch
     except torch.OutOfMemoryError:
         raise
     finally:

@@ -12,7 +12,7 @@ import torch
 
 from conftest import TINY_SPACE, load_study, run_cli, start_cli
 from cnnsearch.errors import UserError
-from cnnsearch.search import SearchSettings, WorkerLoop, counted_trials, prepare_run
+from cnnsearch.search import SearchSettings, WorkerLoop, counted_trials, make_pruner, prepare_run
 
 STATES = optuna.trial.TrialState
 
@@ -211,6 +211,18 @@ def test_unknown_run_and_changed_space_are_refused(finished_run: Path, tmp_path:
     assert result.returncode == 2
     assert "[network] filters: [8, 16] -> [8, 32]" in result.stderr and "--fork NEW_NAME" in result.stderr
     assert (finished_run / "demo" / "study.journal").read_bytes() == journal
+
+
+def test_asha_stops_a_trial_below_the_first_rung_and_lets_the_best_third_on() -> None:
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", 8))
+    for accuracy in (0.9, 0.8, 0.7, 0.6, 0.5):
+        trial = study.ask()
+        trial.report(accuracy, 1)
+        study.tell(trial, accuracy) if not trial.should_prune() else study.tell(trial, state=STATES.PRUNED)
+    weak, strong = study.ask(), study.ask()
+    weak.report(0.4, 1)
+    strong.report(0.95, 1)
+    assert weak.should_prune() and not strong.should_prune()
 
 
 def test_deadline_stops_the_running_trial_and_queues_it(tmp_path: Path) -> None:

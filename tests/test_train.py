@@ -111,6 +111,20 @@ def test_checkpoints_are_spaced_in_time_and_latency_is_measured_only_when_asked(
     assert measured.latency_ms is not None and measured.latency_ms > 0
 
 
+def test_a_clean_stop_writes_the_last_epoch_kept_in_memory(digits, tmp_path: Path) -> None:
+    checkpoint, epochs_seen = tmp_path / "trial.pt", []
+    stopped = train_candidate(SMALL.with_epochs(4), digits, control=TrialControl(
+        seed=2, checkpoint_path=checkpoint, checkpoint_every_s=3600,
+        epoch_callback=lambda epoch, accuracy: epochs_seen.append(epoch) and False,
+        should_stop=lambda: len(epochs_seen) >= 2))  # Ctrl-C during epoch 3
+    assert stopped.outcome == "interrupted"
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["epoch"] == 2 and saved["val_acc"] == stopped.val_acc[:2]
+    resumed = train_candidate(SMALL.with_epochs(4), digits, control=TrialControl(seed=2, checkpoint_path=checkpoint))
+    straight = train_candidate(SMALL.with_epochs(4), digits, control=TrialControl(seed=2))
+    assert resumed.val_acc == pytest.approx(straight.val_acc, abs=1e-9)  # the copy was not changed by epoch 3
+
+
 def test_trainers_skip_the_plugin_callback_scan_when_no_package_registers_one() -> None:
     from pytorch_lightning.trainer.connectors import callback_connector
 
