@@ -63,8 +63,9 @@ class RunJournal(BaseJournalBackend, BaseJournalSnapshot):
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".flock")
         self.snapshot_path = self.path.with_name(self.path.stem + ".snapshot")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch(exist_ok=True)
+        if not self.path.exists():  # an existing run is only read until something is written
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
         # Where the next unread record starts: (its number, its byte offset). Reads normally
         # go on from here, so a sync reads only what other processes appended since.
         self._next_record = (0, 0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 
 import optuna
 import pytest
@@ -109,3 +110,15 @@ def test_processes_append_without_losing_records(tmp_path):
     trials = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path)))).trials
     assert sorted(t.number for t in trials) == list(range(75))
     assert all(t.state == TrialState.COMPLETE and t.user_attrs == {"note": "a" * 10} for t in trials)
+
+
+def test_reading_a_run_writes_nothing(tmp_path):
+    """The leaderboard may read a run on a read-only disk: opening the journal must not touch it."""
+    path = tmp_path / "run" / "study.journal"
+    study = _run_trials(JournalStorage(RunJournal(path)), 3)
+    os.utime(path, (1_000_000, 1_000_000))
+    before = sorted(p.name for p in path.parent.iterdir())
+    reread = optuna.load_study(study_name="s", storage=JournalStorage(RunJournal(path)))
+    assert _summary(reread) == _summary(study)
+    assert path.stat().st_mtime == 1_000_000
+    assert sorted(p.name for p in path.parent.iterdir()) == before
