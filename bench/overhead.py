@@ -82,7 +82,7 @@ class State:
         return cls.timelines.setdefault(cls.variant, Timeline())
 
 
-EPOCH_WORK = ("evaluate", "save_checkpoint", "epoch_callback")  # what runs between two epochs
+EPOCH_WORK = ("evaluate", "checkpoint_state", "write_checkpoint", "epoch_callback")  # what runs between two epochs
 
 
 def add_span(name: str, seconds: float, started: float = 0.0) -> None:
@@ -141,7 +141,7 @@ def instrument() -> None:
     time_journal()
 
     for name in ("_build_checked", "build_model", "load_checkpoint", "evaluate", "_release_memory",
-                 "measure_latency", "save_checkpoint"):
+                 "measure_latency", "checkpoint_state", "write_checkpoint"):
         setattr(train, name, timed(name, getattr(train, name)))
     original_flops = train.forward_flops
 

@@ -85,7 +85,7 @@ def search(
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs per trial (overrides the space's train.epochs).")] = None,
     trial_timeout: Annotated[Optional[str], typer.Option("--trial-timeout", help="Longest a single trial may train, e.g. 60s.")] = None,
     sampler: Annotated[Optional[Sampler], typer.Option("--sampler", help="How candidates are proposed. [default: tpe]")] = None,
-    pruner: Annotated[Optional[Pruner], typer.Option("--pruner", help="Stops weak candidates early (multi-fidelity). [default: hyperband]")] = None,
+    pruner: Annotated[Optional[Pruner], typer.Option("--pruner", help="Stops weak candidates early (multi-fidelity): asha (successive halving, one bracket), hyperband, median or none. [default: asha]")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the split, the sampler and every trial's training. [default: 0]")] = None,
     device: DeviceOption = "auto",
     runs_dir: RunsDir = Path("runs"),

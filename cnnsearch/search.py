@@ -68,7 +68,7 @@ class SearchSettings:
 
 
 DEFAULT_CHECKPOINT_EVERY_S = 30.0  # a killed trial resumes from at most this far back
-NEW_RUN_DEFAULTS = {"sampler": "tpe", "pruner": "hyperband", "seed": 0, "objective": ("accuracy",), "keep_weights": 3}
+NEW_RUN_DEFAULTS = {"sampler": "tpe", "pruner": "asha", "seed": 0, "objective": ("accuracy",), "keep_weights": 3}
 # run.json field for each setting a resume must not change silently
 RUN_DEFINING = {"sampler": "sampler", "pruner": "pruner", "seed": "seed", "objective": "objective",
                 "keep_weights": "keep_weights", "subset": "subset", "image_size": "image_size",
