@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -90,13 +89,9 @@ def load_avg() -> str:
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "-"
-    return found
+    from cnnsearch.rundir import package_versions
+
+    return package_versions(PACKAGES)
 
 
 def git_commit() -> str:

@@ -9,7 +9,7 @@ next one, is cut into phases:
   prepare   ask returned -> train_candidate called: space.sample (one journal write per
             suggested parameter), user attributes, duplicate check, heartbeat thread
   setup     train_candidate called -> first training batch: _build_checked (build + FLOPs),
-            build again, latency, Trainer construction, fit set-up
+            latency (latency objective only), Trainer construction, fit set-up
   steps     first batch starts -> last batch ends: the training itself (the work), less
   between   what runs between two epochs inside that window: validation (work), checkpoint,
             pruning callback (multi-epoch trials only)

@@ -1,6 +1,7 @@
 """Search efficiency: best validation accuracy against wall-clock time, at equal budgets.
 
-Single objective: TPE + the default hyperband pruner against random sampling without pruning,
+Single objective: TPE + the default ASHA pruner (or any `--methods` list, the baseline last)
+against random sampling without pruning,
 on digits and on a Fashion-MNIST subset, several seeds each, every search given the same
 wall-clock budget (prepare_run + WorkerLoop with a deadline, journal storage in a temp runs
 folder, default space). The figure of merit is the time TPE needs to reach the best accuracy
@@ -14,8 +15,8 @@ without pruning; hypervolume of the (accuracy, log10 params) front against the r
 (accuracy 0, params = the space's max_params), and the time each needs to reach NSGA-II's final
 hypervolume.
 
-The methods alternate (A B, then B A for the next seed) so slow spells of a shared machine
-fall on both.
+The methods take turns going first (A B C, then B C A for the next seed) so slow spells of a
+shared machine fall on all of them.
 
     .venv/bin/python bench/search_efficiency.py                          # digits, 3 seeds x 60 s
     .venv/bin/python bench/search_efficiency.py --quick                  # digits, 3 seeds x 30 s
@@ -214,7 +215,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="30 s per search")
     parser.add_argument("--full", action="store_true", help="digits and fashion-mnist, 90 s and 240 s per search")
     parser.add_argument("--methods", default=None,
-                        help=f"comma list, the baseline last (default: tpe+hyperband,random; --pareto: "
+                        help=f"comma list, the baseline last (default: tpe+asha,random; --pareto: "
                              f"tpe+pareto-prune,nsga2); known: {', '.join(METHODS)}")
     args = parser.parse_args()
     if args.quick:
@@ -225,7 +226,7 @@ def main() -> None:
     if args.export and "fashion-mnist" not in datasets:
         datasets.append("fashion-mnist")
     budgets = {name: (args.budget_fashion or 4 * args.budget) if name != "digits" else args.budget for name in datasets}
-    methods = ("tpe+pareto-prune", "nsga2") if args.pareto else ("tpe+hyperband", "random")
+    methods = ("tpe+pareto-prune", "nsga2") if args.pareto else ("tpe+asha", "random")
     if args.methods:
         methods = tuple(name.strip() for name in args.methods.split(",") if name.strip())
         if len(methods) < 2 or any(name not in METHODS for name in methods):

@@ -54,7 +54,7 @@ from cnnsearch.data import (
 )
 from cnnsearch.errors import InfeasibleArchitecture, UserError
 from cnnsearch.model import CandidateNet, build_model
-from cnnsearch.rundir import RunDir, RunInfo, find_trial, write_atomic
+from cnnsearch.rundir import RunDir, RunInfo, find_trial, package_versions, write_atomic
 from cnnsearch.spec import Architecture
 from cnnsearch.train import TrialControl, evaluate, resolve_device, train_candidate
 
@@ -600,18 +600,6 @@ def _test_accuracy(net: nn.Module, dataset: Dataset, mean: Sequence[float], std:
     return evaluate(net, data, images=data.val_x, labels=data.val_y)
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"torch": torch.__version__}
-    for package in ("cnnsearch", "onnx", "onnxruntime"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
 def _temp_name(folder: Path, name: str) -> Path:
     handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     os.close(handle)
@@ -668,7 +656,7 @@ def _write_model_folder(
         verification=verification,
         verification_images=len(batch),
         onnx_io={"input": ONNX_INPUT, "output": ONNX_OUTPUT} if "onnx" in formats else None,
-        versions=_versions(),
+        versions=package_versions(("torch", "cnnsearch", "onnx", "onnxruntime"), python=False),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     write_atomic(out / META_FILE, json.dumps(meta, indent=2) + "\n")

@@ -67,6 +67,20 @@ class RunInfo:
         return cls(**known)
 
 
+def package_versions(packages: tuple[str, ...], *, python: bool = True) -> dict[str, str]:
+    """Installed versions by distribution name (run.json, model.json, benchmark rows)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()} if python else {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a file so that a reader (or a crash) never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
 import shlex
 import socket
 import sys
@@ -26,7 +25,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cnnsearch.errors import UserError
-from cnnsearch.rundir import RunDir, RunInfo, check_run_name, describe_storage, rdb_storage, write_atomic
+from cnnsearch.rundir import (
+    RunDir,
+    RunInfo,
+    check_run_name,
+    describe_storage,
+    package_versions,
+    rdb_storage,
+    write_atomic,
+)
 from cnnsearch.space import SearchSpace, load_space, resolve_space_path, space_differences
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsga2")
@@ -134,7 +141,11 @@ def parse_checkpoint_every(text: str | None) -> float:
         return DEFAULT_CHECKPOINT_EVERY_S
     if text.strip().lower() == "epoch":
         return 0.0
-    return parse_duration(text)
+    try:
+        return parse_duration(text)
+    except UserError:
+        raise UserError(f"--checkpoint-every {text!r} is not valid; use a duration such as 30s or 5m, "
+                        f"or `epoch` to save after every epoch") from None
 
 
 def parse_objective(text: str) -> tuple[str, ...]:
@@ -149,15 +160,7 @@ def parse_objective(text: str) -> tuple[str, ...]:
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for package in ("cnnsearch", "torch", "optuna", "pytorch-lightning", "numpy"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
+    return package_versions(("cnnsearch", "torch", "optuna", "pytorch-lightning", "numpy"))
 
 
 # ---- sampler and pruner -------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def worker_devices(workers: int, device: str) -> list[str]:
 
 
 def spawn_workers(run: RunDir, *, workers: int, target: int, timeout_s: float | None, device: str,
-                  checkpoint_every_s: float = 30.0) -> list[subprocess.Popen]:
+                  checkpoint_every_s: float) -> list[subprocess.Popen]:
     """Start `workers` processes; they stop by themselves at the target, deadline or Ctrl-C."""
     devices = worker_devices(workers, device)
     cpu_workers = sum(1 for name in devices if name == "cpu")

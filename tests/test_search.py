@@ -190,6 +190,8 @@ def test_nan_loss_fails_the_trial_and_the_next_one_runs(tmp_path: Path) -> None:
         ([], "no run named 'x' in"),
         (["--space", "tiny", "--keep-weights", "-1"], "--keep-weights must be 0 or more, but got -1"),
         (["--space", "tiny", "--from-run", "nosuch"], "no run named 'nosuch'"),
+        (["--space", "tiny", "--checkpoint-every", "often"],
+         "--checkpoint-every 'often' is not valid; use a duration such as 30s or 5m, or `epoch`"),
     ],
 )
 def test_bad_search_input_is_one_line_and_exit_2(runs_dir: Path, args: list[str], message: str) -> None:
