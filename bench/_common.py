@@ -89,7 +89,7 @@ def load_avg() -> str:
 
 
 def versions() -> dict[str, str]:
-    from cnnsearch.rundir import package_versions
+    from cnnsearch.run.folder import package_versions
 
     return package_versions(PACKAGES)
 

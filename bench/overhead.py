@@ -147,7 +147,7 @@ def instrument() -> None:
 
     def forward_flops(arch, input_shape, num_classes):
         if "flops" in State.before:  # as before: torch's counter on a second build
-            from cnnsearch.model import build_model, count_flops
+            from cnnsearch.model.build import build_model, count_flops
 
             return count_flops(build_model(arch, input_shape, num_classes), input_shape)
         return original_flops(arch, input_shape, num_classes)
@@ -191,7 +191,7 @@ def time_journal() -> None:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     import cnnsearch.rundir as rundir
-    from cnnsearch.journal import RunJournal
+    from cnnsearch.run.journal import RunJournal
 
     RunJournal.append_logs = timed("journal append (RunJournal)", RunJournal.append_logs)
     JournalFileBackend.append_logs = timed("journal append + fsync (Optuna file backend)", JournalFileBackend.append_logs)
@@ -310,7 +310,9 @@ def main() -> None:
 
     import torch
 
-    from cnnsearch.search import SearchSettings, WorkerLoop, prepare_run
+    from cnnsearch.search.settings import SearchSettings
+    from cnnsearch.search.worker import WorkerLoop
+    from cnnsearch.search.setup import prepare_run
 
     if args.threads:
         torch.set_num_threads(args.threads)

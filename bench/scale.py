@@ -43,7 +43,7 @@ def child(function: str, runs_dir: str, name: str, mode: str) -> None:
     """Measure one call in this (fresh) process; print one JSON line."""
 
     from cnnsearch import report
-    from cnnsearch.rundir import RunDir
+    from cnnsearch.run.folder import RunDir
 
     import matplotlib  # write_report imports it lazily; loaded here so the baseline holds it too
 
@@ -195,7 +195,7 @@ def main() -> None:
 
 def pareto_ranks_2d(points, maximize):
     """The two-objective sweep, adopted in report.pareto_ranks (O(n log n) time, O(n) memory)."""
-    from cnnsearch.report import pareto_ranks
+    from cnnsearch.results.leaderboard import pareto_ranks
 
     return pareto_ranks(points, maximize)
 
@@ -204,7 +204,7 @@ def pareto_ranks_pairwise(points, maximize):
     """report.pareto_ranks' general O(n^2) path, forced by a third, constant objective."""
     import numpy as np
 
-    from cnnsearch.report import pareto_ranks
+    from cnnsearch.results.leaderboard import pareto_ranks
 
     points = np.asarray(points, dtype=float).reshape(len(points), -1)
     return pareto_ranks(np.column_stack([points, np.zeros(len(points))]), [*maximize, False])

@@ -119,7 +119,9 @@ def run_search(method: str, data: str, seed: int, budget: float, runs_dir: str, 
                epochs: int | None) -> SearchRun:
     import optuna
 
-    from cnnsearch.search import SearchSettings, WorkerLoop, prepare_run
+    from cnnsearch.search.settings import SearchSettings
+    from cnnsearch.search.worker import WorkerLoop
+    from cnnsearch.search.setup import prepare_run
 
     sampler, pruner, objective = METHODS[method]
     name = f"{method.replace('+', '-')}-{data}-s{seed}"
@@ -185,7 +187,7 @@ def compare(a: str, b: str, data: str, results: dict, seeds: int, budget: float,
 
 def try_export(run: SearchRun, out: Path, device: str) -> tuple[str, float | None]:
     try:
-        from cnnsearch.export import export_run
+        from cnnsearch.export.retrain import export_run
     except ImportError as error:
         return f"skipped: cnnsearch.export cannot be imported ({error})", None
     try:
@@ -234,7 +236,7 @@ def main() -> None:
 
     import torch
 
-    from cnnsearch.space import load_space
+    from cnnsearch.space.parse import load_space
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -46,8 +46,9 @@ BREAKDOWN = """
 import io, sys, time
 t0 = time.perf_counter()
 from rich.console import Console
-from cnnsearch.report import leaderboard_rows, leaderboard_table, sort_and_cut
-from cnnsearch.rundir import RunDir
+from cnnsearch.results.leaderboard import leaderboard_rows, sort_and_cut
+from cnnsearch.results.render import leaderboard_table
+from cnnsearch.run.folder import RunDir
 t1 = time.perf_counter()
 import optuna
 t2 = time.perf_counter()
@@ -152,7 +153,7 @@ def main() -> None:
     import optuna
     from synthetic import make_synthetic_run
 
-    from cnnsearch.cli import TABLE_ROWS
+    from cnnsearch.cli.results import TABLE_ROWS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" lines
 

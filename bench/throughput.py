@@ -37,11 +37,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from cnnsearch.augment import augment_batch, make_generator  # noqa: E402
-from cnnsearch.data import DeviceData, load_dataset, make_split, subsample, to_device  # noqa: E402
-from cnnsearch.model import build_model, count_flops  # noqa: E402
+from cnnsearch.data.augment import augment_batch, make_generator  # noqa: E402
+from cnnsearch.data.device import DeviceData
+from cnnsearch.data.load import load_dataset
+from cnnsearch.data.split import make_split, subsample
+from cnnsearch.data import to_device  # noqa: E402
+from cnnsearch.model.build import build_model
+from cnnsearch.model import count_flops  # noqa: E402
 from cnnsearch.spec import Architecture  # noqa: E402
-from cnnsearch.train import TrialControl, lr_factor, resolve_device, train_candidate  # noqa: E402
+from cnnsearch.train.result import TrialControl
+from cnnsearch.train.module import lr_factor
+from cnnsearch.train.loop import resolve_device
+from cnnsearch.train import train_candidate  # noqa: E402
 
 NAME = "throughput"
 SPACE = _common.REPO / "search_spaces" / "default.toml"
@@ -75,7 +82,7 @@ CONTENDERS = ("trainer", "plain", "loader0", "loader2")
 def architectures(names: list[str], epochs: int) -> dict[str, Architecture]:
     import optuna
 
-    from cnnsearch.space import load_space
+    from cnnsearch.space.parse import load_space
 
     space = load_space(SPACE)
     return {name: space.sample(optuna.trial.FixedTrial({**COMMON_PARAMS, **ARCHITECTURES[name]}), epochs=epochs)

@@ -37,7 +37,7 @@ def run_search(workers: int, args: argparse.Namespace, runs_dir: str, index: int
     """One timed search with N workers; what it finished, read back from its study."""
     import optuna
 
-    from cnnsearch.rundir import RunDir
+    from cnnsearch.run.folder import RunDir
 
     name = f"w{workers}-r{index}"
     command = [sys.executable, "-m", "cnnsearch", "search", "--space", str(SPACE), "--data", args.data,

@@ -1,9 +1,12 @@
-"""Owns the two kinds of failure a user can meet.
+"""Owns the two kinds of failure a user can meet, and the one a candidate can.
 
-`UserError` stops a command before anything runs (bad file, unknown run, bad option):
-the CLI prints its one-sentence message and exits 2, without a traceback.
-`TrialFailure`-style outcomes are not exceptions here: a failing candidate is a
-recorded result, never a crash (see `train.TrialResult`).
+`UserError` stops a command before anything runs (bad file, unknown run, bad option): the CLI
+prints its one-sentence message and exits 2, without a traceback. `SpaceError` is the
+`UserError` of a space file; its message lists every problem with its place.
+`InfeasibleArchitecture` is raised by the shape arithmetic for a candidate that cannot be
+built for the data; the search records it as the outcome `infeasible` (PRUNED), never a crash.
+
+Imports nothing: importable from anywhere.
 """
 from __future__ import annotations
 
@@ -12,6 +15,10 @@ class UserError(Exception):
     """A problem with what the user asked for; the message names it and the fix."""
 
     exit_code = 2
+
+
+class SpaceError(UserError):
+    """A space file with problems; the message lists every one with its place."""
 
 
 class InfeasibleArchitecture(Exception):

@@ -179,7 +179,7 @@ def _torch_runner(model_dir: Path) -> Callable[[Any], Any]:
     if not (model_dir / "model.pt").is_file() and (model_dir / "model.ts").is_file():
         net = _load_torchscript(model_dir / "model.ts")
     else:
-        from cnnsearch.export import load_exported
+        from cnnsearch.export.model_dir import load_exported
 
         net = load_exported(model_dir).net
 

@@ -41,7 +41,7 @@ def start_cli(*args: str, cwd: Path | None = None) -> subprocess.Popen:
 
 
 def load_study(runs_dir: Path, name: str):
-    from cnnsearch.rundir import RunDir
+    from cnnsearch.run.folder import RunDir
 
     return RunDir(runs_dir, name).load_study()
 

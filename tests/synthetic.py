@@ -18,16 +18,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from cnnsearch.errors import InfeasibleArchitecture
-from cnnsearch.rundir import RunDir, RunInfo
-from cnnsearch.spec import (
-    Architecture,
-    AugmentSettings,
-    ConvLayer,
-    Head,
-    PoolLayer,
-    TrainSettings,
-    layer_table,
-)
+from cnnsearch.run.folder import RunDir, RunInfo
+from cnnsearch.spec import Architecture, AugmentSettings, ConvLayer, Head, PoolLayer, TrainSettings, layer_table
 
 INPUT_SHAPE = (1, 8, 8)  # C, H, W: the digits data set
 CLASS_NAMES = [str(digit) for digit in range(10)]

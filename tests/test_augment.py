@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnsearch.augment import augment_batch, make_generator
+from cnnsearch.data.augment import augment_batch, make_generator
 
 
 def batch(b: int = 16, c: int = 3, h: int = 12, w: int = 10, seed: int = 0) -> torch.Tensor:

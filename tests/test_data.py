@@ -11,30 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnsearch import data
-from cnnsearch.data import (
-    FASHION_MNIST_CLASSES,
-    DataWarning,
-    Dataset,
-    dataset_fingerprint,
-    full_train_device_data,
-    load_dataset,
-    load_dataset_cached,
-    load_split,
-    make_split,
-    normalization_stats,
-    save_split,
-    subsample,
-    to_channels,
-    to_device,
-)
+from cnnsearch.data import dataset as data_roots
+from cnnsearch.data.idx import FASHION_MNIST_CLASSES
+from cnnsearch.data.dataset import DataWarning, Dataset, dataset_fingerprint, to_channels
+from cnnsearch.data.device import full_train_device_data, normalization_stats, to_device
+from cnnsearch.data.load import load_dataset, load_dataset_cached
+from cnnsearch.data.split import load_split, make_split, save_split, subsample
 from cnnsearch.errors import UserError
 
 
 @pytest.fixture(autouse=True)
 def isolated_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep real data in ~/.cache or /usr/share/datasets from leaking into any test."""
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOT", tmp_path / "system")
+    monkeypatch.setattr(data_roots, "SYSTEM_DATA_ROOT", tmp_path / "system")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 

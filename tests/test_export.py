@@ -20,13 +20,17 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from cnnsearch import export
-from cnnsearch.data import dataset_fingerprint, load_dataset_cached
+from cnnsearch.export import retrain as export
+from cnnsearch.data.dataset import dataset_fingerprint
+from cnnsearch.data.load import load_dataset_cached
 from cnnsearch.errors import UserError
-from cnnsearch.export import export_run, finetune_model, load_exported, rerun_trial
-from cnnsearch.model import build_model
+from cnnsearch.export.retrain import export_run
+from cnnsearch.export.finetune import finetune_model
+from cnnsearch.export.model_dir import load_exported
+from cnnsearch.export.rerun import rerun_trial
+from cnnsearch.model.build import build_model
 from cnnsearch.predict import predict_paths, predictions_table, predictions_text
-from cnnsearch.rundir import RunDir
+from cnnsearch.run.folder import RunDir
 from cnnsearch.spec import Architecture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +47,9 @@ MODEL_JSON_KEYS = {
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
     """A real two-trial search on digits: trains once for the whole module."""
-    from cnnsearch.search import SearchSettings, WorkerLoop, prepare_run
+    from cnnsearch.search.settings import SearchSettings
+    from cnnsearch.search.worker import WorkerLoop
+    from cnnsearch.search.setup import prepare_run
 
     runs_dir = tmp_path_factory.mktemp("runs")
     settings = SearchSettings(name="t", space=str(REPO / "search_spaces" / "tiny.toml"), data="digits",

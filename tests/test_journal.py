@@ -10,8 +10,8 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 
-from cnnsearch import journal
-from cnnsearch.journal import RunJournal, needs_fsync
+from cnnsearch.run import journal
+from cnnsearch.run.journal import RunJournal, needs_fsync
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

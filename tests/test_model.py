@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from cnnsearch.errors import InfeasibleArchitecture
-from cnnsearch.model import ACTIVATION_LAYERS, POOL_LAYERS, activation_layer, build_model, count_flops
-from cnnsearch.space import load_space
+from cnnsearch.model.layers import ACTIVATION_LAYERS, POOL_LAYERS, activation_layer
+from cnnsearch.model.build import build_model, count_flops
+from cnnsearch.space.parse import load_space
 from cnnsearch.spec import Architecture, ConvLayer, Head, PoolLayer, count_params, forward_flops, layer_table
 
 SPACE_DIR = Path(__file__).parent.parent / "search_spaces"

@@ -25,9 +25,13 @@ from rich.console import Console
 from rich.text import Text
 from synthetic import make_synthetic_run  # tests/ is on sys.path (conftest.py's folder)
 
-from cnnsearch import report
+from cnnsearch import results as report
+from cnnsearch.results.leaderboard import COLUMNS
+from cnnsearch.results.plots import _Images, _cost_section, _log_ticks, _tick_label
+from cnnsearch.results.html import _html_table
+from cnnsearch.run.liveness import HEARTBEAT_GRACE_S
 from cnnsearch.errors import UserError
-from cnnsearch.rundir import RunDir
+from cnnsearch.run.folder import RunDir
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +89,7 @@ def no_latency(shared_runs) -> RunDir:
 # ---- the frame ---------------------------------------------------------------------------
 def test_frame_columns_order_and_ranking(small):
     frame = report.leaderboard_frame(small)
-    assert list(frame.columns) == list(report.COLUMNS)
+    assert list(frame.columns) == list(COLUMNS)
     assert frame["rank"].tolist() == list(range(1, len(frame) + 1))
     accuracies = frame["val_acc"].tolist()
     assert accuracies == sorted(accuracies, reverse=True)
@@ -111,7 +115,7 @@ def test_pruned_rows_show_where_they_stopped_after_every_trained_trial(small):
 def test_include_all_adds_every_trial_with_its_reason(small):
     ranked = report.leaderboard_frame(small)
     everything = report.leaderboard_frame(small, include_all=True)
-    assert list(everything.columns) == [*report.COLUMNS, "reason"]
+    assert list(everything.columns) == [*COLUMNS, "reason"]
     assert len(everything) == 61  # 60 finished + 1 running
     assert len(everything) > len(ranked)
     unranked = everything[everything["rank"].isna()]
@@ -126,7 +130,7 @@ def test_include_all_adds_every_trial_with_its_reason(small):
 
 def test_multi_objective_front_is_not_dominated(multi):
     frame = report.leaderboard_frame(multi)
-    assert list(frame.columns) == ["rank", "front", *report.COLUMNS[1:]]
+    assert list(frame.columns) == ["rank", "front", *COLUMNS[1:]]
     assert frame["front"].dtype == bool
     front = frame[frame["front"]]
     assert len(front) >= 2
@@ -239,7 +243,7 @@ def test_narrow_terminal_keeps_the_arch_column(small):
 def test_empty_run_says_no_finished_trials(runs_dir):
     run = make_synthetic_run(runs_dir, "empty", 0)
     frame = report.leaderboard_frame(run)
-    assert frame.empty and list(frame.columns) == list(report.COLUMNS)
+    assert frame.empty and list(frame.columns) == list(COLUMNS)
     table = report.leaderboard_table(frame, title="empty")
     assert isinstance(table, Text)
     assert render(table).strip() == "No finished trials yet."
@@ -256,8 +260,10 @@ def test_big_run_frame_without_torch(big):
     code = textwrap.dedent(
         f"""
         import sys
-        from cnnsearch.report import leaderboard_frame, leaderboard_table, trial_detail
-        from cnnsearch.rundir import RunDir
+        from cnnsearch.results.leaderboard import leaderboard_frame
+        from cnnsearch.results.render import leaderboard_table
+        from cnnsearch.results.detail import trial_detail
+        from cnnsearch.run.folder import RunDir
         run = RunDir({str(big.runs_dir)!r}, "big")
         frame = leaderboard_frame(run, include_all=True)
         leaderboard_table(frame)
@@ -275,7 +281,7 @@ def test_report_imports_neither_pandas_nor_numpy_and_the_table_needs_no_pandas(b
     code = textwrap.dedent(
         """
         import sys
-        import cnnsearch.report
+        import cnnsearch.results.leaderboard, cnnsearch.results.render, cnnsearch.results.facts
         print(*(name in sys.modules for name in ("pandas", "numpy", "optuna", "torch")))
         sys.argv = ["cnnsearch", *sys.argv[1:]]
         from cnnsearch.cli import main
@@ -307,7 +313,7 @@ def test_table_leaves_out_latency_when_no_row_shown_has_one(no_latency, small):
         assert "latency" not in text
         assert not MISSING_CELL.search(text)
         assert "val acc" in text and "flops" in text and "train s" in text
-    html_table = report._html_table(board)
+    html_table = _html_table(board)
     assert "latency" not in html_table and not MISSING_CELL.search(html_table)
     # Machine-readable formats keep every column: empty in csv, null in json.
     assert json.loads(report.frame_to_text(report.board_frame(board), "json"))[0]["latency_ms"] is None
@@ -423,7 +429,7 @@ def test_running_trials_of_gone_workers_show_as_stopped(runs_dir):
     _set_worker(run, 10, f"{here}:{finished.pid}")  # killed on this machine: seen by its pid at once
     _set_worker(run, 11, f"{here}:{os.getpid()}")  # alive on this machine
     _set_worker(run, 12, "elsewhere:123")  # on another machine: its heartbeat went silent
-    old = time.time() - 2 * report.HEARTBEAT_FRESH_S
+    old = time.time() - 2 * HEARTBEAT_GRACE_S
     os.utime(run.heartbeat_file(12), (old, old))
 
     frame = report.leaderboard_frame(run, include_all=True).set_index("trial")
@@ -442,10 +448,10 @@ def test_running_trials_of_gone_workers_show_as_stopped(runs_dir):
 
 
 def test_log_ticks_are_few_round_and_humanised():
-    assert [report._tick_label(v) for v in report._log_ticks(12_000, 480_000)] == ["20K", "50K", "100K", "200K"]
-    assert [report._tick_label(v) for v in report._log_ticks(3_000, 9_000_000)] == ["10K", "100K", "1M"]
-    assert [report._tick_label(v) for v in report._log_ticks(12_000, 18_000)] == ["12K", "18K"]
-    assert len(report._log_ticks(10, 1e12)) <= 6
+    assert [_tick_label(v) for v in _log_ticks(12_000, 480_000)] == ["20K", "50K", "100K", "200K"]
+    assert [_tick_label(v) for v in _log_ticks(3_000, 9_000_000)] == ["10K", "100K", "1M"]
+    assert [_tick_label(v) for v in _log_ticks(12_000, 18_000)] == ["12K", "18K"]
+    assert len(_log_ticks(10, 1e12)) <= 6
 
 
 def test_cost_plot_tick_labels_do_not_overlap(monkeypatch, tmp_path):
@@ -461,8 +467,8 @@ def test_cost_plot_tick_labels_do_not_overlap(monkeypatch, tmp_path):
         for number in range(30)
     ]
     figures = []
-    monkeypatch.setattr(report._Images, "embed", lambda self, figure, name, alt: figures.append(figure) or "")
-    report._cost_section(facts, report._Images(tmp_path))
+    monkeypatch.setattr(_Images, "embed", lambda self, figure, name, alt: figures.append(figure) or "")
+    _cost_section(facts, _Images(tmp_path))
     (figure,) = figures
     renderer = FigureCanvasAgg(figure).get_renderer()
     figure.draw(renderer)

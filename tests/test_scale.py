@@ -22,8 +22,12 @@ import torch
 
 from conftest import TINY_SPACE, load_study, run_cli, start_cli
 from pg import PostgresServer, postgres_server  # noqa: F401  (postgres_server is a fixture)
-from cnnsearch.rundir import RunDir, engine_url
-from cnnsearch.search import SearchSettings, advisory_lock_key, ask_lock, counted_trials, prepare_run, resolve_target
+from cnnsearch.run.folder import RunDir
+from cnnsearch.run.storage import engine_url
+from cnnsearch.search.settings import SearchSettings
+from cnnsearch.run.liveness import advisory_lock_key, ask_lock
+from cnnsearch.search.worker import counted_trials
+from cnnsearch.search.setup import prepare_run, resolve_target
 
 STATES = optuna.trial.TrialState
 
@@ -198,7 +202,7 @@ PARETO_SPACE_CHANGES = {
 
 
 def test_multi_objective_search_prunes_dominated_trials_and_keeps_a_clean_front(runs_dir: Path, tmp_path: Path) -> None:
-    from cnnsearch.report import leaderboard_frame
+    from cnnsearch.results.leaderboard import leaderboard_frame
 
     text = TINY_SPACE.read_text()
     for old, new in PARETO_SPACE_CHANGES.items():

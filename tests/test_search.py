@@ -12,7 +12,10 @@ import torch
 
 from conftest import TINY_SPACE, load_study, run_cli, start_cli
 from cnnsearch.errors import UserError
-from cnnsearch.search import SearchSettings, WorkerLoop, counted_trials, make_pruner, prepare_run
+from cnnsearch.search.settings import SearchSettings
+from cnnsearch.search.worker import WorkerLoop, counted_trials
+from cnnsearch.search.strategies import make_pruner
+from cnnsearch.search.setup import prepare_run
 
 STATES = optuna.trial.TrialState
 
@@ -255,8 +258,8 @@ def test_resume_refuses_other_settings_and_fork_keeps_them(finished_run: Path) -
 
 
 def test_a_trial_record_can_be_enqueued_into_a_new_run(finished_run: Path, tmp_path: Path) -> None:
-    from cnnsearch.search import read_warm_start, warm_start_params
-    from cnnsearch.space import load_space
+    from cnnsearch.search.warm_start import read_warm_start, warm_start_params
+    from cnnsearch.space.parse import load_space
 
     record = finished_run / "demo" / "trials" / "0.json"
     settings = SearchSettings(name="w", enqueue=(str(record),))

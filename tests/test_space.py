@@ -11,7 +11,8 @@ import pytest
 from optuna.trial import FixedTrial
 
 from cnnsearch.errors import UserError
-from cnnsearch.space import TABLES, SearchSpace, SpaceError, load_space, parse_space
+from cnnsearch.space.parse import TABLES, SearchSpace, load_space, parse_space
+from cnnsearch.errors import SpaceError
 from cnnsearch.spec import Architecture, AugmentSettings, ConvLayer, Head, PoolLayer, TrainSettings
 
 SPACE_DIR = Path(__file__).parent.parent / "search_spaces"

@@ -8,19 +8,8 @@ import optuna
 import pytest
 
 from cnnsearch.errors import InfeasibleArchitecture
-from cnnsearch.space import load_space
-from cnnsearch.spec import (
-    Architecture,
-    AugmentSettings,
-    ConvLayer,
-    Head,
-    LayerRow,
-    PoolLayer,
-    TrainSettings,
-    count_params,
-    layer_table,
-    parse_input_shape,
-)
+from cnnsearch.space.parse import load_space
+from cnnsearch.spec import Architecture, AugmentSettings, ConvLayer, Head, LayerRow, PoolLayer, TrainSettings, count_params, layer_table, parse_input_shape
 
 SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*.toml"))
 

@@ -8,9 +8,13 @@ import optuna
 import pytest
 import torch
 
-from cnnsearch.data import load_dataset, make_split, to_device
+from cnnsearch.data.load import load_dataset
+from cnnsearch.data.split import make_split
+from cnnsearch.data.device import to_device
 from cnnsearch.spec import Architecture, AugmentSettings, ConvLayer, Head, PoolLayer, TrainSettings
-from cnnsearch.train import TrialControl, lr_factor, train_candidate
+from cnnsearch.train.result import TrialControl
+from cnnsearch.train.module import lr_factor
+from cnnsearch.train.loop import train_candidate
 
 GOOD = Architecture(
     layers=(ConvLayer(16, 3), ConvLayer(16, 3), PoolLayer("max", 2, 2), ConvLayer(32, 3), PoolLayer("max", 2, 2)),
@@ -128,7 +132,7 @@ def test_a_clean_stop_writes_the_last_epoch_kept_in_memory(digits, tmp_path: Pat
 def test_trainers_skip_the_plugin_callback_scan_when_no_package_registers_one() -> None:
     from pytorch_lightning.trainer.connectors import callback_connector
 
-    from cnnsearch.train import _lightning, _no_external_callbacks
+    from cnnsearch.train.lightning_private import _lightning, _no_external_callbacks
 
     pl = _lightning()
     # Pins Lightning's private name: if it moves, this fails instead of the saving going silently.

@@ -15,9 +15,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from cnnsearch.search import SearchEvent
-
-FAILURE_OUTCOMES = ("infeasible", "over_budget", "oom", "nan", "timeout", "error")
+from cnnsearch.outcomes import TrialRecord, best_so_far, count_groups, trial_outcome
+from cnnsearch.search.worker import SearchEvent
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -93,13 +92,14 @@ class ProgressState:
 
 def render(state: ProgressState) -> Group:
     counts = state.counts
-    failed = sum(counts.get(outcome, 0) for outcome in FAILURE_OUTCOMES)
+    groups = count_groups([outcome for outcome, count in counts.items() for _ in range(count)])
     header = Text.assemble(
         (f"search {state.name}  ", "bold"),
         f"{state.finished}/{state.target} trials  ",
         (f"{counts.get('complete', 0)} complete  ", "green"),
         (f"{counts.get('pruned', 0)} pruned  ", "yellow"),
-        (f"{failed} failed/infeasible  ", "red"),
+        (f"{groups['skipped']} skipped  ", "dim"),
+        (f"{groups['failed']} failed  ", "red"),
         f"{counts.get('duplicate', 0)} duplicates  ",
         f"elapsed {format_seconds(time.monotonic() - state.started)}  ",
         f"left ~{format_seconds(state.time_left())}",
@@ -177,33 +177,33 @@ def state_from_study(study: Any, state: ProgressState) -> None:
     state.counts.clear()
     state.running.clear()
     state.done_before = 0
-    for trial in study.get_trials(deepcopy=False):
-        attrs = trial.user_attrs
+    trials = study.get_trials(deepcopy=False)
+    for trial in trials:
+        record = TrialRecord.of(trial)
         if trial.state.name == "RUNNING":
-            arch_epochs = (attrs.get("arch") or {}).get("train", {}).get("epochs", 0)
-            curve = attrs.get("val_acc") or []
+            train = (record.arch or {}).get("train", {})
             state.running[trial.number] = RunningTrial(
-                trial.number, attrs.get("compact", ""), arch_epochs, epoch=attrs.get("current_epoch", 0),
-                val_acc=curve[-1] if curve else attrs.get("current_val_acc"), worker=attrs.get("worker", ""),
-                device=attrs.get("device", ""))
+                trial.number, record.compact, int(train.get("epochs", 0)),
+                epoch=record.current_epoch or 0,
+                val_acc=record.val_acc[-1] if record.val_acc else record.current_val_acc,
+                worker=record.worker, device=record.device)
             continue
-        outcome = attrs.get("outcome", trial.state.name.lower())
-        if outcome == "interrupted":
+        outcome = trial_outcome(trial)
+        if outcome in ("interrupted", "waiting"):  # re-run, or not started: not finished trials
             continue
         state.counts[outcome] = state.counts.get(outcome, 0) + 1
-        accuracy = attrs.get("best_val_acc")
-        if trial.state.name == "COMPLETE" and accuracy is not None and (state.best_val_acc is None or accuracy > state.best_val_acc):
-            state.best_trial, state.best_val_acc, state.best_compact = trial.number, accuracy, attrs.get("compact", "")
+    best = best_so_far(trials)
+    if best is not None:
+        state.best_trial, state.best_val_acc, state.best_compact = best
 
 
 def event_from_trial(trial: Any) -> SearchEvent:
     """A finished trial as the event its worker would have sent (for views that poll the study)."""
-    attrs = trial.user_attrs
+    record = TrialRecord.of(trial)
     return SearchEvent(
-        kind="trial_end", trial=trial.number, compact=attrs.get("compact", ""),
-        outcome=attrs.get("outcome", trial.state.name.lower()), reason=attrs.get("reason", ""),
-        best_val_acc=attrs.get("best_val_acc"), params=attrs.get("params") or 0,
-        seconds=attrs.get("train_seconds") or 0.0, worker=attrs.get("worker", ""), device=attrs.get("device", ""),
+        kind="trial_end", trial=trial.number, compact=record.compact, outcome=trial_outcome(trial),
+        reason=record.reason, best_val_acc=record.best_val_acc, params=record.params or 0,
+        seconds=record.train_seconds or 0.0, worker=record.worker, device=record.device,
     )
 
 

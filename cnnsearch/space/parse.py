@@ -1,23 +1,13 @@
-"""Owns search-space files: reading, validating all of them, and sampling a candidate.
-
-A space is a TOML file. Every searched key uses one grammar: `x = 3` is fixed,
-`x = [3, 5]` is a choice, `x = { low = 16, high = 128, log = true }` or
-`x = { low = 0.0, high = 0.5, step = 0.1 }` is a range. Sampling is define-by-run
-(`trial.suggest_*`) with conditional parameters, so any Optuna sampler works; the name a
-user writes is the name Optuna stores (`stage2.kernel_size`, `train.lr`).
-
-Knows the spec. Must not import torch, and needs no Optuna import: any object with
-Optuna's `suggest_*` methods (a Trial, a FixedTrial) can be sampled from.
-"""
+"""space.parse: TODO docstring."""
 from __future__ import annotations
 
 import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable
 
-from cnnsearch.errors import UserError
+from cnnsearch.errors import SpaceError, UserError
 from cnnsearch.spec import (
     ACTIVATIONS,
     HEAD_POOLINGS,
@@ -26,25 +16,12 @@ from cnnsearch.spec import (
     POOL_KINDS,
     SCHEDULES,
     Architecture,
-    AugmentSettings,
-    ConvLayer,
-    Head,
-    PoolLayer,
-    TrainSettings,
 )
 
-
-class SpaceError(UserError):
-    """A space file with problems; the message lists every one with its place."""
-
-
-class SuggestingTrial(Protocol):
-    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float: ...
+if TYPE_CHECKING:
+    from cnnsearch.space.sample import SuggestingTrial
 
 
-# ---- what may be written, declared as data -------------------------------------------
 @dataclass(frozen=True)
 class KeyRule:
     """What one key accepts: its value type, a check on each value, and its meaning."""
@@ -88,6 +65,7 @@ LAYER_KEYS: dict[str, KeyRule] = {
     "pool_stride": KeyRule(int, "pooling stride in pixels", 2, _at_least(1)),
 }
 
+
 TABLES: dict[str, dict[str, KeyRule]] = {
     "network": {
         "stages": KeyRule(int, "number of conv stages", 2, _at_least(1)),
@@ -123,11 +101,14 @@ TABLES: dict[str, dict[str, KeyRule]] = {
         "cutout": KeyRule(int, "side of a random zeroed square in pixels (0 = off)", 0, _at_least(0)),
     },
 }
+
+
 CONSTRAINT_KEYS = {"max_params": "most trainable parameters a candidate may have", "max_flops": "most FLOPs for one image"}
+
+
 TOP_LEVEL = (*TABLES, "constraints")
 
 
-# ---- one searched key ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Dimension:
     """One key as declared: fixed, a choice, or an int/float range."""
@@ -191,78 +172,11 @@ class SearchSpace:
             return Dimension(table, key, "fixed", value=rule.default)
         return found
 
-    def _layer_value(self, trial: SuggestingTrial, stage: int, key: str) -> Any:
-        """A layer key from [stage] (sampled per stage) or [network] (sampled once)."""
-        if key in self.dimensions["stage"]:
-            return self.dimensions["stage"][key].sample(trial, f"stage{stage}.{key}")
-        return self.dimension("network", key).sample(trial, f"network.{key}")
-
     def sample(self, trial: SuggestingTrial, *, epochs: int | None = None) -> Architecture:
-        """Draw one candidate, asking only for the parameters that exist in it."""
-        stages = self.dimension("network", "stages").sample(trial, "network.stages")
-        per_stage_filters = "filters" in self.dimensions["stage"]
-        if not per_stage_filters:
-            base_filters = self.dimension("network", "filters").sample(trial, "network.filters")
-            # Asked only when there is a second stage for it to act on (no dead parameters).
-            growth = (self.dimension("network", "width_multiplier").sample(trial, "network.width_multiplier")
-                      if stages > 1 else 1.0)
-        layers: list[ConvLayer | PoolLayer] = []
-        for stage in range(1, stages + 1):
-            if per_stage_filters:
-                filters = self.dimensions["stage"]["filters"].sample(trial, f"stage{stage}.filters")
-            else:
-                filters = max(1, int(round(base_filters * growth ** (stage - 1))))
-            convs = self.dimension("stage", "convs").sample(trial, f"stage{stage}.convs")
-            conv_args = {
-                key: self._layer_value(trial, stage, key)
-                for key in ("kernel_size", "padding", "activation", "batch_norm")
-            }
-            stride = self._layer_value(trial, stage, "stride")
-            for index in range(convs):
-                layers.append(ConvLayer(filters=filters, stride=stride if index == 0 else 1, **conv_args))
-            if self.dimension("stage", "pool").sample(trial, f"stage{stage}.pool"):
-                layers.append(
-                    PoolLayer(
-                        pool_type=self._layer_value(trial, stage, "pool_type"),
-                        window=self._layer_value(trial, stage, "pool_window"),
-                        stride=self._layer_value(trial, stage, "pool_stride"),
-                    )
-                )
+        """Draw one candidate, asking only for the parameters that exist in it (`space.sample`)."""
+        from cnnsearch.space.sample import sample_architecture
 
-        dense_layers = self.dimension("head", "dense_layers").sample(trial, "head.dense_layers")
-        units = self.dimension("head", "dense_units").sample(trial, "head.dense_units") if dense_layers else 0
-        head = Head(
-            pooling=self.dimension("head", "pooling").sample(trial, "head.pooling"),
-            dense=(units,) * dense_layers,
-            dropout=float(self.dimension("head", "dropout").sample(trial, "head.dropout")),
-            activation=self.dimension("head", "activation").sample(trial, "head.activation")
-            if dense_layers
-            else "relu",
-        )
-
-        def train_value(key: str) -> Any:
-            return self.dimension("train", key).sample(trial, f"train.{key}")
-
-        optimizer = train_value("optimizer")
-        schedule = train_value("schedule")
-        train = TrainSettings(
-            optimizer=optimizer,
-            lr=float(train_value("lr")),
-            weight_decay=float(train_value("weight_decay")),
-            # Inactive knobs keep their defaults so equal networks hash equal.
-            momentum=float(train_value("momentum")) if optimizer == "sgd" else TrainSettings.momentum,
-            batch_size=train_value("batch_size"),
-            epochs=epochs if epochs is not None else train_value("epochs"),
-            label_smoothing=float(train_value("label_smoothing")),
-            schedule=schedule,
-            warmup=float(train_value("warmup")) if schedule != "constant" else TrainSettings.warmup,
-        )
-        augment = AugmentSettings(
-            translate=self.dimension("augment", "translate").sample(trial, "augment.translate"),
-            flip=self.dimension("augment", "flip").sample(trial, "augment.flip"),
-            cutout=self.dimension("augment", "cutout").sample(trial, "augment.cutout"),
-        )
-        return Architecture(layers=tuple(layers), head=head, train=train, augment=augment)
+        return sample_architecture(self, trial, epochs=epochs)
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         """(name as stored, kind, values, meaning) for every declared key, for `space show`."""
@@ -278,8 +192,7 @@ class SearchSpace:
         return table_rows
 
 
-# ---- reading and validating -------------------------------------------------------------
-SHIPPED_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SHIPPED_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 def resolve_space_path(text: str | Path) -> Path:

@@ -1,18 +1,4 @@
-"""Owns the layout of a run folder and opening its Optuna study.
-
-`runs/<name>/` answers "what exactly ran?" from its own files:
-
-    run.json            settings, data, split, budgets, command, versions (RunInfo)
-    space.toml          the space file as it was when the run started
-    split.npz           the train/validation indices (data.save_split)
-    study.journal       the Optuna study (journal storage: safe for several local processes)
-    trials/<n>.json     one finished trial: its architecture and metrics
-    weights/trial_<n>.pt  weights of the best trials only
-    checkpoints/<hash>.pt  the last finished epoch of an unfinished trial (resume)
-    heartbeats/<n>      touched by the worker that trains trial n (stale = dead worker)
-
-Must not import torch or Lightning: the leaderboard and report read runs through this.
-"""
+"""run.folder: TODO docstring."""
 from __future__ import annotations
 
 import json
@@ -24,9 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from cnnsearch.errors import UserError
+from cnnsearch.run.storage import describe_storage, open_storage
 
 RUN_FILE = "run.json"
+
+
 JOURNAL_FILE = "study.journal"
+
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -183,68 +174,6 @@ def find_trial(run: RunDir, trials: Any, number: int) -> Any:
         raise UserError(f"run {run.name!r} has no trial {number}; it has no trials yet")
     numbers = [trial.number for trial in trials]
     raise UserError(f"run {run.name!r} has no trial {number}; trials are numbered {min(numbers)}..{max(numbers)}")
-
-
-def open_storage(url: str, *, journal_path: Path) -> Any:
-    """Optuna storage for a run: a journal file locally, an RDB for several machines."""
-    from optuna.storages.journal import JournalStorage
-
-    from cnnsearch.journal import RunJournal
-
-    if url == "journal":
-        return JournalStorage(RunJournal(journal_path))
-    return rdb_storage(url)
-
-
-def rdb_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                failed_trial_callback: Any = None) -> Any:
-    """An RDB storage that fails fast with one clear sentence when the database can't be reached."""
-    import optuna
-
-    if not re.match(r"^(postgresql|mysql|sqlite)(\+\w+)?://", url):
-        raise UserError(f"storage URL {url!r} is not supported; use postgresql://USER:PASSWORD@HOST:PORT/DB or mysql://…")
-    try:
-        import sqlalchemy
-
-        engine_kwargs = {"pool_pre_ping": True}
-        if url.startswith("postgresql"):
-            engine_kwargs["connect_args"] = {"connect_timeout": 5}
-        # Probe once ourselves: Optuna would otherwise retry and print a long traceback.
-        engine = sqlalchemy.create_engine(engine_url(url), **engine_kwargs)
-        with engine.connect():
-            pass
-        engine.dispose()
-        return optuna.storages.RDBStorage(
-            engine_url(url),
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            failed_trial_callback=failed_trial_callback,
-        )
-    except ImportError as error:
-        raise UserError(f"the database driver for {describe_storage(url)} is not installed ({error.name}); pip install psycopg2-binary or pymysql") from None
-    except Exception as error:  # sqlalchemy raises driver-specific errors; all mean "can't connect"
-        first_line = str(getattr(error, "orig", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot connect to storage {describe_storage(url)}: {first_line}; check the URL, password and that the server is running") from None
-
-
-def engine_url(url: str) -> str:
-    """The URL SQLAlchemy connects with: a bare postgresql:// gets the driver that is installed.
-
-    SQLAlchemy 2.1 reads a bare postgresql:// as psycopg (version 3), while the `postgres`
-    extra installs psycopg2; the URL the user wrote (run.json, messages) stays as it was.
-    """
-    if url.startswith("postgresql://"):
-        from importlib.util import find_spec
-
-        if find_spec("psycopg") is None and find_spec("psycopg2") is not None:
-            return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-    return url
-
-
-def describe_storage(url: str) -> str:
-    """The URL with its password hidden, for messages and tables."""
-    return re.sub(r"://([^:/@]+):([^@]+)@", r"://\1:***@", url)
 
 
 def unknown_run_message(runs_dir: Path, name: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from rich.table import Table
 from rich.text import Text
 
-from cnnsearch.space import SearchSpace
+from cnnsearch.space.parse import SearchSpace
 from cnnsearch.spec import count_params, forward_flops
 
 
@@ -74,7 +74,7 @@ def feasibility(space: SearchSpace, input_shape: tuple[int, int, int], num_class
 
 def sample_candidates(space: SearchSpace, input_shape: tuple[int, int, int], num_classes: int, *, n: int, seed: int = 0) -> Table:
     """A table of N sampled candidates: compact form, params and FLOPs, or why infeasible."""
-    from cnnsearch.train import check_candidate
+    from cnnsearch.train.loop import check_candidate
 
     table = Table(title=f"{n} candidates for {'x'.join(map(str, input_shape))} input, {num_classes} classes")
     for column in ("#", "architecture", "params", "FLOPs", "status"):

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from typing import Any, Callable
 
-from cnnsearch.rundir import RunDir
+from cnnsearch.run.folder import RunDir
 
 
 def worker_devices(workers: int, device: str) -> list[str]:
@@ -42,3 +44,19 @@ def spawn_workers(run: RunDir, *, workers: int, target: int, timeout_s: float | 
         command += ["--checkpoint-every", f"{checkpoint_every_s}s" if checkpoint_every_s > 0 else "epoch"]
         processes.append(subprocess.Popen(command))
     return processes
+
+
+def run_workers(run: RunDir, *, workers: int, target: int, timeout_s: float | None, device: str,
+                checkpoint_every_s: float, on_poll: Callable[[Any], None], poll_s: float = 1.0) -> list[int]:
+    """Start the workers, call `on_poll(study)` about every `poll_s` while any runs and once
+    after the last ends; return the exit codes of those that ended with an error."""
+    study = run.load_study()
+    processes = spawn_workers(run, workers=workers, target=target, timeout_s=timeout_s, device=device,
+                              checkpoint_every_s=checkpoint_every_s)
+    while True:
+        running = any(process.poll() is None for process in processes)
+        on_poll(study)
+        if not running:
+            break
+        time.sleep(poll_s)
+    return [code for code in (process.returncode for process in processes) if code not in (0, 130)]

@@ -29,10 +29,9 @@ from typing import Any
 
 from optuna.storages.journal import BaseJournalBackend
 
-try:  # optional in Optuna: a backend that also keeps snapshots replays faster
-    from optuna.storages.journal._base import BaseJournalSnapshot
-except ImportError:  # pragma: no cover - a future Optuna without it simply gets no snapshots
-    BaseJournalSnapshot = object  # type: ignore[assignment,misc]
+from cnnsearch.run.optuna_private import journal_snapshot_base
+
+BaseJournalSnapshot = journal_snapshot_base()
 
 # Journal op codes (part of the file format Optuna reads back, so stable across versions; a
 # test checks them against optuna.storages.journal._storage.JournalOperation).

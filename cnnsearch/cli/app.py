@@ -1,0 +1,96 @@
+"""The command line's shell: the Typer app, the two consoles, shared options, and `main`.
+
+The CLI is thin: each command parses its options, calls one library function and prints what
+comes back. Commands live by concern in `cli.search`, `cli.results`, `cli.models` and
+`cli.space`; `cli.view` draws a running search. Heavy imports (torch, Lightning, Optuna,
+pandas) happen inside the commands so that `cnnsearch --help` answers at once. Data goes to
+stdout, messages to stderr; a `UserError` becomes one line on stderr and exit code 2, never a
+traceback. Nothing below the CLI imports it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from cnnsearch.errors import UserError
+
+app = typer.Typer(
+    name="cnnsearch",
+    help="Search for convolutional image classifiers: sample architectures from a space, "
+    "train them with pruning, rank them, export the best.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+space_app = typer.Typer(help="Check, show and sample search-space files.", no_args_is_help=True)
+app.add_typer(space_app, name="space")
+
+# Data goes to stdout; a pipe or log file gets a wide fixed width instead of rich's 80 columns.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)  # messages
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the runs.", envvar="CNNSEARCH_RUNS_DIR")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda or cuda:N.")]
+CheckpointEvery = Annotated[Optional[str], typer.Option("--checkpoint-every", help="Save a running trial's resume checkpoint at most this often (e.g. 30s, 5m), or `epoch` for after every epoch. A killed trial resumes from it. [default: 30s]")]
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+
+
+class Runtime(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+def info(message: str) -> None:
+    err.print(Text(message), highlight=False)
+
+
+
+def runs_flag(run) -> str:  # noqa: ANN001
+    """` --runs-dir DIR` for hints, unless the runs are in the default place."""
+    return "" if Path(run.runs_dir) == Path("runs") else f" --runs-dir {run.runs_dir}"
+
+
+def _show_data_warnings_plainly() -> None:
+    """cnnsearch's own warnings (skipped files…) as one line on stderr, without a source line."""
+    import warnings
+
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if category.__name__ == "DataWarning":
+            err.print(Text(f"warning: {message}", style="yellow"), highlight=False)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
+def main() -> None:
+    """Entry point: UserError -> one line on stderr, exit 2."""
+    # Idle OpenMP threads sleep instead of spinning: with spinning, a CPU search slows down
+    # many times over as soon as anything else runs on the machine (measured in bench/).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _show_data_warnings_plainly()
+    try:
+        app()
+    except UserError as error:
+        err.print(Text(f"error: {error}", style="red"), highlight=False)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+

@@ -1,0 +1,86 @@
+"""The `space` commands: check, show and sample a search-space file."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from cnnsearch.cli.app import out, space_app
+from cnnsearch.errors import UserError
+
+
+@space_app.command("check")
+def space_check(
+    file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")],
+    sample: Annotated[int, typer.Option("--sample", help="Also sample N candidates and report the infeasible share.")] = 0,
+    input_shape: Annotated[str, typer.Option("--input", help="Input shape CxHxW for --sample.")] = "1x28x28",
+    classes: Annotated[int, typer.Option("--classes", help="Number of classes for --sample.")] = 10,
+) -> None:
+    """Validate a space file; with --sample, report the share of infeasible candidates and why."""
+    from cnnsearch.space.parse import load_space
+
+    if sample < 0:
+        raise UserError(f"--sample must be 0 or more, but got {sample}")
+    _check_classes(classes)
+    shape = _input_shape(input_shape)
+    loaded = load_space(file)
+    searched = sum(dim.searched for table in loaded.dimensions.values() for dim in table.values())
+    out.print(Text(f"{file}: valid ({searched} searched key{'s' if searched != 1 else ''})"), highlight=False)
+    if sample:
+        from cnnsearch.space.inspect import feasibility
+
+        report = feasibility(loaded, shape, classes, n=sample)
+        out.print(Text(report.summary()), highlight=False)
+
+
+def _check_classes(classes: int) -> None:
+    if classes < 2:
+        raise UserError(f"--classes must be at least 2, but got {classes}")
+
+
+def _input_shape(text: str) -> tuple[int, int, int]:
+    from cnnsearch.spec import parse_input_shape
+
+    try:
+        return parse_input_shape(text)
+    except ValueError as error:
+        raise UserError(f"--input: {error}") from None
+
+
+@space_app.command("show")
+def space_show(file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")]) -> None:
+    """Print a space's dimensions as a table."""
+    from rich.table import Table
+
+    from cnnsearch.space.parse import load_space
+
+    loaded = load_space(file)
+    table = Table(title=str(file))
+    for column in ("parameter", "kind", "values", "meaning"):
+        table.add_column(column)
+    for row in loaded.rows():
+        table.add_row(*(Text(str(cell)) for cell in row))
+    out.print(table)
+
+
+@space_app.command("sample")
+def space_sample(
+    file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")],
+    n: Annotated[int, typer.Option("--n", help="How many candidates.")] = 5,
+    input_shape: Annotated[str, typer.Option("--input", help="Input shape CxHxW.")] = "1x28x28",
+    classes: Annotated[int, typer.Option("--classes", help="Number of classes.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+) -> None:
+    """Print sampled candidates with their compact form, parameters and FLOPs (or why infeasible)."""
+    from cnnsearch.space.inspect import sample_candidates
+    from cnnsearch.space.parse import load_space
+
+    if n < 1:
+        raise UserError(f"--n must be at least 1, but got {n}")
+    _check_classes(classes)
+    loaded = load_space(file)
+    shape = _input_shape(input_shape)
+    out.print(sample_candidates(loaded, shape, classes, n=n, seed=seed))
+

@@ -1,0 +1,117 @@
+"""data.load: TODO docstring."""
+from __future__ import annotations
+
+import difflib
+import functools
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnsearch.data.cifar import _CIFAR_SOURCES, _load_cifar_dataset
+from cnnsearch.data.dataset import (
+    _ALIASES,
+    VALID_SPECS,
+    Dataset,
+    _check_fraction,
+    _resize_uint8,
+)
+from cnnsearch.data.digits import _load_digits
+from cnnsearch.data.folder import _load_folder
+from cnnsearch.data.idx import _IDX_SOURCES, _load_idx_dataset
+from cnnsearch.data.split import _stratified_partition
+from cnnsearch.errors import UserError
+
+
+def load_dataset(
+    spec: str,
+    *,
+    data_dir: str | Path | None = None,
+    image_size: int | None = None,
+    download: bool = False,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> Dataset:
+    """Load the dataset named by `spec` (see `VALID_SPECS`) as uint8 tensors.
+
+    `image_size` resizes every image to a square of that side (needed for folders whose images
+    differ in size). `seed` and `test_fraction` choose the held-out test share for sources
+    without an official test set (digits, folders); official test sets are used as they are.
+    """
+    _check_fraction("test_fraction", test_fraction)
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise UserError(f"--image-size must be a positive whole number of pixels, but got {image_size!r}.")
+    spec = spec.strip()
+    if spec.startswith("folder:"):
+        folder = spec[len("folder:"):].strip()
+        if not folder:
+            raise UserError("--data folder: needs a path after the colon, e.g. --data folder:/data/pets.")
+        images, labels, names, resized = _load_folder(Path(folder).expanduser(), image_size)
+        dataset = _held_out_dataset(spec, images, labels, names, seed=seed, test_fraction=test_fraction)
+        return replace(dataset, resized_from=resized)
+
+    key = _ALIASES.get(spec.lower(), spec.lower())
+    if key == "digits":
+        images, labels, names = _load_digits()
+        dataset = _held_out_dataset(spec, images, labels, names, seed=seed, test_fraction=test_fraction)
+    elif key in _IDX_SOURCES:
+        dataset = _load_idx_dataset(spec, _IDX_SOURCES[key], data_dir, download)
+    elif key in _CIFAR_SOURCES:
+        dataset = _load_cifar_dataset(spec, _CIFAR_SOURCES[key], data_dir, download)
+    else:
+        close = difflib.get_close_matches(key, [s for s in VALID_SPECS if s != "folder:PATH"], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(
+            f"unknown dataset '{spec}'{hint}; use one of: {', '.join(VALID_SPECS)}."
+        )
+    if image_size is not None and dataset.input_shape[1:] != (image_size, image_size):
+        dataset = replace(
+            dataset,
+            train_images=_resize_uint8(dataset.train_images, image_size),
+            test_images=_resize_uint8(dataset.test_images, image_size),
+            resized_from=(dataset.input_shape[1:],),
+        )
+    return dataset
+
+
+def load_dataset_cached(
+    spec: str,
+    *,
+    data_dir: str | Path | None = None,
+    image_size: int | None = None,
+    download: bool = False,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> Dataset:
+    """`load_dataset`, memoised per process so a worker reads each dataset once.
+
+    The returned tensors are shared between callers: treat them as read-only.
+    """
+    key_dir = None if data_dir is None else str(Path(data_dir).expanduser().resolve())
+    return _load_dataset_memo(spec.strip(), key_dir, image_size, bool(download), int(seed), float(test_fraction))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_dataset_memo(
+    spec: str, data_dir: str | None, image_size: int | None, download: bool, seed: int, test_fraction: float
+) -> Dataset:
+    return load_dataset(
+        spec, data_dir=data_dir, image_size=image_size, download=download, seed=seed, test_fraction=test_fraction
+    )
+
+
+def _held_out_dataset(
+    spec: str, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...], *, seed: int, test_fraction: float
+) -> Dataset:
+    """A Dataset whose test set is a stratified `test_fraction` share of all the images."""
+    keep, test = _stratified_partition(labels, test_fraction, seed=seed, what="test set", names=names)
+    return Dataset(
+        name=spec,
+        train_images=torch.from_numpy(np.ascontiguousarray(images[keep])),
+        train_labels=torch.from_numpy(labels[keep].astype(np.int64)),
+        test_images=torch.from_numpy(np.ascontiguousarray(images[test])),
+        test_labels=torch.from_numpy(labels[test].astype(np.int64)),
+        class_names=names,
+        test_source="held-out",
+    )

@@ -1,0 +1,176 @@
+"""export.choose: TODO docstring."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from cnnsearch.data.dataset import Dataset
+from cnnsearch.data.device import to_device
+from cnnsearch.data.split import load_split
+from cnnsearch.errors import UserError
+from cnnsearch.outcomes import TrialRecord, phrase_of
+from cnnsearch.run.folder import RunDir, RunInfo, find_trial
+from cnnsearch.spec import Architecture
+from cnnsearch.train.loop import train_candidate
+from cnnsearch.train.result import TrialControl
+
+CONFIRM_SEED_STRIDE = 1000  # confirmation seed k of trial n: run seed + 1000 * k + n
+
+
+# What `_candidate` says of a trial that did not finish: "trial 3 of run 'x' <phrase> (reason), ...".
+# Outcomes an export names in its refusal: "trial 3 of run 'x' <phrase> (reason), ...".
+_UNFINISHED = ("interrupted", "pruned", "infeasible", "over_budget", "oom", "nan", "timeout", "error", "failed",
+               "running", "waiting")
+
+
+@dataclass
+class ConfirmationRow:
+    """One candidate retrained with several seeds on the training split (--top)."""
+
+    trial: int
+    compact: str
+    search_val_acc: float  # best validation accuracy recorded by the search
+    seeds: list[int] = field(default_factory=list)
+    accuracies: list[float] = field(default_factory=list)  # best validation accuracy per seed, as in the search
+    failures: list[str] = field(default_factory=list)  # "seed 1003: nan (...)" for trainings that did not complete
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.accuracies) if self.accuracies else None
+
+    @property
+    def sd(self) -> float | None:
+        """Sample standard deviation over the seeds (0 for a single seed)."""
+        if not self.accuracies:
+            return None
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+    def line(self) -> str:
+        if self.mean is None:
+            return f"trial {self.trial} {self.compact}: every retraining failed ({'; '.join(self.failures)})"
+        text = (f"trial {self.trial} {self.compact}: {self.mean:.2%} ± {100 * self.sd:.2f} points over "
+                f"{len(self.accuracies)} seed(s) (search {self.search_val_acc:.2%})")
+        if self.failures:
+            text += f"; {len(self.failures)} failed: {'; '.join(self.failures)}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial, "compact": self.compact, "search_val_acc": self.search_val_acc,
+            "seeds": self.seeds, "val_accuracies": self.accuracies, "mean": self.mean, "sd": self.sd,
+            "failures": self.failures,
+        }
+
+
+@dataclass
+class _Candidate:
+    """A finished trial that can be exported."""
+
+    number: int
+    arch: Architecture
+    val_acc: float  # best validation accuracy over the epochs, as the search ranks
+    final_val_acc: float | None  # after the last epoch: that of the weights the search kept
+    best_epoch: int | None
+    seed: int
+    weights_trial: int  # whose weights file holds its weights (a duplicate's original)
+    hash: str
+
+
+def _parse_trial(trial: str | int) -> int | None:
+    """None for "best", else the trial number."""
+    if isinstance(trial, int) and not isinstance(trial, bool) and trial >= 0:
+        return trial
+    text = str(trial).strip()
+    if text.lower() == "best":
+        return None
+    if text.isdigit():
+        return int(text)
+    raise UserError(f"--trial {trial!r} is not valid; use best or a trial number such as 0")
+
+
+def _candidates(trials: Sequence[Any]) -> list[_Candidate]:
+    """Finished trials with an architecture and an accuracy, best first (ties: lowest number)."""
+    found = [_to_candidate(trial) for trial in trials if _is_exportable(trial)]
+    found.sort(key=lambda candidate: (-candidate.val_acc, candidate.number))
+    return found
+
+
+def _is_exportable(trial: Any) -> bool:
+    record = TrialRecord.of(trial)
+    return trial.state.name == "COMPLETE" and record.arch is not None and record.best_val_acc is not None
+
+
+def _to_candidate(trial: Any) -> _Candidate:
+    record = TrialRecord.of(trial)
+    assert record.arch is not None and record.best_val_acc is not None  # checked by _is_exportable
+    arch = Architecture.from_dict(record.arch)
+    return _Candidate(
+        number=trial.number,
+        arch=arch,
+        val_acc=record.best_val_acc,
+        final_val_acc=record.final_val_acc,
+        best_epoch=record.best_epoch,
+        seed=record.seed if record.seed is not None else trial.number,
+        weights_trial=record.duplicate_of if record.duplicate_of is not None else trial.number,
+        hash=record.hash or arch.canonical_hash(),
+    )
+
+
+def _candidate(run: RunDir, trials: Sequence[Any], number: int) -> _Candidate:
+    trial = find_trial(run, trials, number)
+    record = TrialRecord.of(trial)
+    if record.arch is None:
+        raise UserError(f"trial {number} of run {run.name!r} has no recorded architecture; choose another --trial")
+    if not _is_exportable(trial):
+        state = trial.state.name.lower()
+        outcome = state if state in ("running", "waiting") else (record.outcome or state)
+        what = phrase_of(outcome) if outcome in _UNFINISHED else f"ended {outcome} without a validation accuracy"
+        reason = record.reason
+        why = f" ({reason})" if reason and outcome not in ("running", "waiting") else ""
+        raise UserError(
+            f"trial {number} of run {run.name!r} {what}{why}, so it has no final result; "
+            f"choose a complete trial (see cnnsearch leaderboard {run.name})"
+        )
+    return _to_candidate(trial)
+
+
+def _confirm(run: RunDir, info: RunInfo, dataset: Dataset, candidates: list[_Candidate], *, top: int, seeds: int,
+             device: torch.device, on_message: Callable[[str], None]) -> list[ConfirmationRow]:
+    """Retrain the `top` best distinct candidates `seeds` times on the training split; best mean first.
+
+    Seeds are fresh (k = 1..seeds): the search's own seed is the one that made a candidate look
+    best, so repeating it would carry the selection's luck into the confirmation.
+    """
+    distinct: list[_Candidate] = []
+    for candidate in candidates:
+        if all(candidate.hash != other.hash for other in distinct):
+            distinct.append(candidate)
+    if len(distinct) < top:
+        on_message(f"--top {top}: the run has only {len(distinct)} distinct finished candidate(s); confirming all of them")
+    chosen = distinct[:top]
+    data = to_device(dataset, load_split(run.split_file), device)
+    rows: list[ConfirmationRow] = []
+    total, done = len(chosen) * seeds, 0
+    for candidate in chosen:
+        row = ConfirmationRow(trial=candidate.number, compact=candidate.arch.compact(), search_val_acc=candidate.val_acc)
+        for k in range(1, seeds + 1):
+            seed = info.seed + CONFIRM_SEED_STRIDE * k + candidate.number
+            done += 1
+            result = train_candidate(candidate.arch, data, control=TrialControl(seed=seed))
+            row.seeds.append(seed)
+            if result.outcome == "complete" and result.best_val_acc is not None:
+                row.accuracies.append(result.best_val_acc)
+                on_message(f"[{done}/{total}] trial {candidate.number}, seed {seed}: validation {result.best_val_acc:.2%}")
+            else:
+                row.failures.append(f"seed {seed}: {result.outcome} ({result.reason})")
+                on_message(f"[{done}/{total}] trial {candidate.number}, seed {seed}: {result.outcome} ({result.reason})")
+        on_message(row.line())
+        rows.append(row)
+    # A candidate that failed any retraining ranks after every one that never failed.
+    rows.sort(key=lambda row: (bool(row.failures) or row.mean is None, -(row.mean or 0.0), row.trial))
+    if rows[0].mean is None:
+        raise RuntimeError(f"every confirmation retraining failed: {'; '.join(f for row in rows for f in row.failures)}")
+    return rows

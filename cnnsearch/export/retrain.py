@@ -1,0 +1,307 @@
+"""export.retrain: TODO docstring."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from cnnsearch.data.dataset import Dataset, dataset_fingerprint
+from cnnsearch.data.device import (
+    DeviceData,
+    full_train_device_data,
+    normalization_stats,
+)
+from cnnsearch.data.load import load_dataset_cached
+from cnnsearch.data.split import load_split, subsample
+from cnnsearch.errors import UserError
+from cnnsearch.export.choose import (
+    ConfirmationRow,
+    _Candidate,
+    _candidate,
+    _candidates,
+    _confirm,
+    _parse_trial,
+)
+from cnnsearch.export.formats import FORMATS, VERIFY_IMAGES, _check_formats
+from cnnsearch.export.model_dir import (
+    _check_out,
+    _cpu_eval,
+    _model_meta,
+    _write_model_folder,
+)
+from cnnsearch.model.build import build_model
+from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
+from cnnsearch.train.evaluate import evaluate
+from cnnsearch.train.loop import resolve_device, train_candidate
+from cnnsearch.train.result import TrialControl
+
+EXPORTS_FILE = "exports.json"  # in the run folder: one entry per export, for the report
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+@dataclass
+class ExportResult:
+    """What an export (or a fine-tune) wrote and measured."""
+
+    out: Path
+    files: list[Path]  # in the order written, model.json last
+    compact: str
+    test_accuracy: float
+    test_size: int
+    verification: dict[str, float]  # format -> largest |logit difference| from the PyTorch model
+    trial: int | None = None  # None for a fine-tuned model
+    run: str | None = None
+    val_accuracy: float | None = None
+    retrain_epochs: int | None = None  # None: the search's weights were exported as they were
+    train_images: int = 0
+    seed: int = 0
+    confirmation: list[ConfirmationRow] = field(default_factory=list)
+    finetuned_from: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # model.json as written
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        if self.finetuned_from is not None:
+            lines.append(f"fine-tuned {self.finetuned_from} on {self.meta.get('data')}: {self.compact}")
+        else:
+            lines.append(f"trial {self.trial} {self.compact}")
+        if self.confirmation:
+            lines.append(f"chosen by mean validation accuracy over {len(self.confirmation)} candidate(s):")
+            lines += [f"  {row.line()}" for row in self.confirmation]
+        if self.finetuned_from is not None:
+            lines.append(f"fine-tuned {self.retrain_epochs} epochs on {self.train_images} images, seed {self.seed}"
+                         + (f"; validation accuracy {self.val_accuracy:.2%}" if self.val_accuracy is not None else ""))
+        elif self.retrain_epochs is not None:
+            lines.append(f"retrained {self.retrain_epochs} epochs on train+validation ({self.train_images} images), "
+                         f"seed {self.seed}")
+        else:
+            lines.append(f"the search's weights, not retrained ({self.train_images} training images, seed {self.seed})")
+        lines.append(f"test accuracy {self.test_accuracy:.2%} on {self.test_size} images (evaluated once)")
+        for name, diff in self.verification.items():
+            lines.append(f"{name}: max |diff| {diff:.2g} ✓")
+        lines.append("wrote " + ", ".join(str(path) for path in self.files))
+        return lines
+
+
+def export_run(
+    run: RunDir,
+    *,
+    out: Path,
+    trial: str = "best",
+    retrain_epochs: int | None = None,
+    formats: tuple[str, ...] = FORMATS,
+    top: int | None = None,
+    seeds: int = 3,
+    no_retrain: bool = False,
+    force: bool = False,
+    device: str = "auto",
+    on_message: Callable[[str], None] = _quiet,
+) -> ExportResult:
+    """Retrain the chosen trial on train+validation, test it once, write and verify model files.
+
+    `trial` is "best" (highest validation accuracy) or a trial number. `top` first retrains the
+    `top` best candidates `seeds` times each on the training split and picks the best mean
+    validation accuracy. `no_retrain` exports the weights the search kept instead.
+    Raises UserError for every bad argument before anything trains or is written.
+    """
+    info = run.read_info()
+    out = Path(out)
+    chosen_formats = _check_formats(formats)
+    number = _parse_trial(trial)
+    _check_export_options(number, retrain_epochs=retrain_epochs, top=top, seeds=seeds, no_retrain=no_retrain)
+    _check_out(out, force=force)
+
+    study = run.load_study(info)
+    trials = study.get_trials(deepcopy=False)
+    candidates = _candidates(trials)
+    if number is None:
+        if not candidates:
+            raise UserError(
+                f"run {run.name!r} has no finished trial to export yet; let the search finish at least one "
+                f"(cnnsearch search --name {run.name})"
+            )
+        chosen = candidates[0]
+    else:
+        chosen = _candidate(run, trials, number)
+    if no_retrain:
+        _check_weights(run, info, chosen)
+    torch_device = resolve_device(device)
+
+    dataset = _run_dataset(info, consequence="export would test on images the search may have seen")
+    confirmation: list[ConfirmationRow] = []
+    if top is not None:
+        confirmation = _confirm(run, info, dataset, candidates, top=top, seeds=seeds, device=torch_device,
+                                on_message=on_message)
+        by_number = {candidate.number: candidate for candidate in candidates}
+        chosen = by_number[confirmation[0].trial]
+        on_message(f"chose trial {chosen.number} by mean validation accuracy")
+
+    if no_retrain:
+        net, mean, std, train_images, weights_epoch = _search_weights(run, dataset, chosen)
+        arch, epochs = chosen.arch, None
+        on_message(f"loaded the search's weights of trial {chosen.number} (after epoch {weights_epoch})")
+    else:
+        epochs = retrain_epochs or chosen.best_epoch or chosen.arch.train.epochs
+        arch = chosen.arch.with_epochs(epochs)
+        full = full_train_device_data(dataset, torch_device)
+        train_images = len(full.train_y)
+        on_message(f"retraining trial {chosen.number} for {epochs} epochs on train+validation "
+                   f"({train_images} images), seed {chosen.seed}")
+        # validate=False: full.val_x is the TEST split, which nothing may look at during training.
+        result = train_candidate(arch, full, control=TrialControl(seed=chosen.seed, validate=False))
+        if result.outcome != "complete" or result.model is None:
+            raise RuntimeError(
+                f"the final retrain of trial {chosen.number} ended {result.outcome}: {result.reason}; "
+                f"export the search's weights with --no-retrain, or try another --retrain-epochs"
+            )
+        net, weights_epoch = result.model, epochs
+        mean, std = full.mean.cpu().tolist(), full.std.cpu().tolist()
+        del full
+
+    net = _cpu_eval(net)
+    test_accuracy = _test_accuracy(net, dataset, mean, std)
+    on_message(f"test accuracy {test_accuracy:.2%} on {len(dataset.test_labels)} images (evaluated once)")
+
+    meta = {
+        **_model_meta(arch, dataset, mean=mean, std=std, test_accuracy=test_accuracy),
+        "val_accuracy": chosen.val_acc,
+        # The kept weights are those of the trial's best epoch.
+        "weights_val_accuracy": chosen.val_acc if no_retrain else None,
+        "run": run.name,
+        "data": info.data,
+        "trial": chosen.number,
+        "retrained": not no_retrain,
+        "retrain_epochs": epochs,
+        "weights_epoch": weights_epoch,
+        "train_images": train_images,
+        "seed": chosen.seed,
+        "confirmation": [row.to_dict() for row in confirmation],
+    }
+    files, verification = _write_model_folder(
+        out, net=net, arch=arch, input_shape=dataset.input_shape, class_names=dataset.class_names,
+        mean=mean, std=std, verify_images=dataset.test_images[:VERIFY_IMAGES], formats=chosen_formats,
+        meta=meta, on_message=on_message,
+    )
+    _append_export_record(run, {
+        "out": str(out.resolve()), "trial": chosen.number, "compact": arch.compact(),
+        "test_accuracy": test_accuracy, "test_size": len(dataset.test_labels), "val_accuracy": chosen.val_acc,
+        "retrained": not no_retrain, "retrain_epochs": epochs, "formats": list(chosen_formats),
+        "created": meta["created"],
+    })
+    return ExportResult(
+        out=out, files=files, compact=arch.compact(), test_accuracy=test_accuracy,
+        test_size=len(dataset.test_labels), verification=verification, trial=chosen.number, run=run.name,
+        val_accuracy=chosen.val_acc, retrain_epochs=epochs, train_images=train_images, seed=chosen.seed,
+        confirmation=confirmation, meta=meta,
+    )
+
+
+def _check_export_options(number: int | None, *, retrain_epochs: int | None, top: int | None, seeds: int,
+                          no_retrain: bool) -> None:
+    if retrain_epochs is not None and retrain_epochs < 1:
+        raise UserError(f"--retrain-epochs must be at least 1, but got {retrain_epochs}")
+    if top is not None and top < 1:
+        raise UserError(f"--top must be at least 1, but got {top}")
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, but got {seeds}")
+    if top is not None and number is not None:
+        raise UserError(
+            f"--top chooses among the best trials, so it cannot be combined with --trial {number}; drop one of them"
+        )
+    if top is not None and no_retrain:
+        raise UserError(
+            "--top retrains candidates to choose one and --no-retrain exports saved weights; pass only one of them"
+        )
+    if no_retrain and retrain_epochs is not None:
+        raise UserError("--retrain-epochs has no effect with --no-retrain; drop one of them")
+
+
+def _check_weights(run: RunDir, info: RunInfo, candidate: _Candidate) -> None:
+    if not run.weights_file(candidate.weights_trial).is_file():
+        raise UserError(
+            f"trial {candidate.number} of run {run.name!r} has no saved weights (the search keeps those of the "
+            f"best {info.keep_weights} trials only); drop --no-retrain to retrain it"
+        )
+
+
+def _run_dataset(info: RunInfo, *, consequence: str) -> Dataset:
+    """The dataset exactly as the run loaded it: same source, size, test share and subset.
+
+    Refuses data that differs from the search's (`consequence` says what would go wrong); the
+    fingerprint in run.json is that of the dataset as loaded, before any subset is taken.
+    """
+    dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
+    if info.input_shape and list(dataset.input_shape) != list(info.input_shape):
+        raise UserError(
+            f"{info.data} now gives {'x'.join(map(str, dataset.input_shape))} images but run {info.name!r} used "
+            f"{'x'.join(map(str, info.input_shape))}; restore the data the run was searched on"
+        )
+    recorded = getattr(info, "data_fingerprint", None)  # None for runs made before fingerprints
+    if recorded and recorded != dataset_fingerprint(dataset):
+        raise UserError(
+            f"the data for run {info.name!r} changed since the search ({info.data} now holds different images); "
+            f"{consequence}; restore the data or start a new run"
+        )
+    if info.subset:
+        dataset = subsample(dataset, info.subset, seed=info.split_seed)
+    return dataset
+
+
+def _search_weights(
+    run: RunDir, dataset: Dataset, candidate: _Candidate
+) -> tuple[nn.Module, list[float], list[float], int, int]:
+    """The weights the search kept, with the normalisation of the training split they were trained on.
+
+    Returns (net, mean, std, training images, epoch after which the weights were saved).
+    """
+    path = run.weights_file(candidate.weights_trial)
+    split = load_split(run.split_file)
+    train_images = dataset.train_images[torch.from_numpy(split.train_indices)]
+    mean, std = normalization_stats(train_images)
+    net = build_model(candidate.arch, dataset.input_shape, dataset.num_classes)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(saved["state_dict"])
+    except (OSError, RuntimeError, KeyError, TypeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"{path} does not hold the weights of trial {candidate.number} ({first}); drop --no-retrain to retrain it"
+        ) from None
+    return net, mean, std, len(split.train_indices), int(saved.get("epoch", 0))
+
+
+def _cpu_data(images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+              class_names: Sequence[str]) -> DeviceData:
+    """A CPU DeviceData whose val split is `images`, for `evaluate` with a given normalisation."""
+    return DeviceData(
+        train_x=images[:0], train_y=labels[:0], val_x=images.cpu(), val_y=labels.cpu(),
+        mean=torch.tensor(list(mean), dtype=torch.float32), std=torch.tensor(list(std), dtype=torch.float32),
+        class_names=tuple(class_names),
+    )
+
+
+def _test_accuracy(net: nn.Module, dataset: Dataset, mean: Sequence[float], std: Sequence[float]) -> float:
+    # float32 on the CPU: the accuracy of exactly the network the files hold (no bf16 autocast).
+    data = _cpu_data(dataset.test_images, dataset.test_labels, mean, std, dataset.class_names)
+    return evaluate(net, data, images=data.val_x, labels=data.val_y)
+
+
+def _append_export_record(run: RunDir, record: dict[str, Any]) -> None:
+    """Add one entry to runs/<name>/exports.json, so the report can show exported models."""
+    path = run.path / EXPORTS_FILE
+    records: list[Any] = []
+    if path.is_file():
+        try:
+            loaded = json.loads(path.read_text())
+            records = loaded if isinstance(loaded, list) else []
+        except (OSError, json.JSONDecodeError):
+            records = []  # a damaged log must not fail an export that has already succeeded
+    records.append(record)
+    write_atomic(path, json.dumps(records, indent=2) + "\n")

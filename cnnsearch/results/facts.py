@@ -1,0 +1,144 @@
+"""Owns reading a study's trials once, into the plain facts every table, view and plot shows.
+
+`TrialFacts` is what the leaderboard, `show`, the watch view and the report need of one trial:
+its outcome (from the one vocabulary in `cnnsearch.outcomes`), its label, its numbers, and its
+`TrialRecord`. A RUNNING trial whose worker is gone (`run.liveness.worker_alive`) reads as
+"stopped".
+
+Must not import torch or Lightning: it reads runs through `run` and `outcomes` only.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnnsearch.outcomes import (
+    RANKED,
+    TRAINED_TO_THE_END,
+    TrialRecord,
+    _integer,
+    _number,
+    group_of,
+    trial_outcome,
+)
+from cnnsearch.run.folder import RunDir, RunInfo
+from cnnsearch.run.liveness import worker_alive
+
+# A RUNNING trial whose worker is gone (e.g. SIGKILL): Optuna still says RUNNING until a search resumes it.
+STOPPED_NOTE = "worker gone; resumes on the next search"
+
+
+@dataclass
+class TrialFacts:
+    """What the report needs from one Optuna trial, read from its user attributes."""
+
+    number: int
+    outcome: str  # "complete", "pruned", ..., or "running"
+    state: str  # label for tables: "failed: nan", "duplicate of #3"
+    val_acc: float | None  # best validation accuracy, fraction 0..1
+    params: int | None
+    flops: int | None
+    latency_ms: float | None
+    train_s: float | None
+    epochs: int | None  # epochs run (where a pruned trial stopped)
+    arch: str  # the compact one-line form
+    reason: str
+    curve: list[float] = field(default_factory=list)  # validation accuracy per epoch
+    values: tuple[float, ...] | None = None  # Optuna's objective values
+    started: datetime.datetime | None = None
+    finished: datetime.datetime | None = None
+    record: TrialRecord = field(default_factory=TrialRecord)  # every attribute of the trial
+
+    @property
+    def ranked(self) -> bool:
+        return self.outcome in RANKED and self.val_acc is not None
+
+
+def trial_facts(
+    trial: Any, *, accuracy_index: int = 0, epochs_budget: int | None = None, alive: bool = True
+) -> TrialFacts:
+    """Read one `optuna.trial.FrozenTrial` (or anything shaped like it) into `TrialFacts`.
+
+    `alive=False` says the worker of a RUNNING trial is gone: its outcome becomes "stopped".
+    """
+    record = TrialRecord.of(trial)
+    outcome = trial_outcome(trial)
+    if outcome == "running" and not alive:
+        outcome = "stopped"
+    curve = list(record.val_acc)
+    if not curve and trial.intermediate_values:
+        curve = [_number(trial.intermediate_values[step]) or math.nan for step in sorted(trial.intermediate_values)]
+    val_acc = record.best_val_acc
+    if val_acc is None and any(math.isfinite(value) for value in curve):
+        val_acc = max(value for value in curve if math.isfinite(value))
+    values = tuple(trial.values) if trial.values is not None else None
+    if val_acc is None and values is not None and outcome in TRAINED_TO_THE_END and accuracy_index < len(values):
+        val_acc = float(values[accuracy_index])
+    reason = record.reason
+    if outcome in ("running", "stopped"):
+        current = record.current_epoch if record.current_epoch is not None else len(curve)
+        total = arch_epochs(record) or epochs_budget
+        epoch = f"epoch {current} of {total}" if total else f"epoch {current}"
+        reason = f"training, {epoch}" if outcome == "running" else f"{STOPPED_NOTE} (it was at {epoch})"
+    epochs = record.epochs_run if record.epochs_run is not None else record.current_epoch
+    if epochs is None and curve:
+        epochs = len(curve)
+    return TrialFacts(
+        number=trial.number,
+        outcome=outcome,
+        state=state_label(outcome, record),
+        val_acc=val_acc,
+        params=record.params,
+        flops=record.flops,
+        latency_ms=record.latency_ms,
+        train_s=record.train_seconds,
+        epochs=epochs,
+        arch=record.compact,
+        reason=reason,
+        curve=curve,
+        values=values,
+        started=trial.datetime_start,
+        finished=trial.datetime_complete,
+        record=record,
+    )
+
+
+def state_label(outcome: str, record: TrialRecord) -> str:
+    """How tables name an outcome: "duplicate of #3", "failed: nan", "over budget"."""
+    if outcome == "duplicate":
+        return f"duplicate of #{record.duplicate_of}" if record.duplicate_of is not None else "duplicate"
+    if group_of(outcome) == "failed" and outcome not in ("failed", "interrupted", "stopped"):
+        return f"failed: {outcome}"
+    return outcome.replace("_", " ")
+
+
+def arch_epochs(record: TrialRecord) -> int | None:
+    """The epochs budget written in the trial's architecture."""
+    if isinstance(record.arch, dict):
+        train = record.arch.get("train")
+        return _integer(train.get("epochs")) if isinstance(train, dict) else None
+    return None
+
+
+def study_facts(study: Any, info: RunInfo, *, run: RunDir | None = None, now: float | None = None) -> list[TrialFacts]:
+    """Facts of every trial; with `run`, RUNNING trials whose worker is gone become "stopped"."""
+    accuracy_index = info.objective.index("accuracy") if "accuracy" in info.objective else 0
+    return [
+        trial_facts(
+            trial, accuracy_index=accuracy_index, epochs_budget=info.epochs,
+            alive=run is None or trial.state.name != "RUNNING" or worker_alive(run, trial, now),
+        )
+        for trial in study.get_trials(deepcopy=False)
+    ]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _number_or_nan(value: Any) -> float:
+    number = _number(value)
+    return math.nan if number is None else number

@@ -1,0 +1,238 @@
+"""results.render: TODO docstring."""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from cnnsearch.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
+    import pandas as pd
+
+from cnnsearch.results.facts import _number
+from cnnsearch.results.leaderboard import (
+    EMPTY_MESSAGE,
+    Board,
+    Leaderboard,
+    _is_pandas_na,
+    _missing,
+)
+
+FORMATS = ("csv", "json", "markdown")
+
+
+def humanise(number: Any) -> str:
+    """12345 -> '12.3K', 4_500_000 -> '4.5M', 999 -> '999'; missing -> '-'."""
+    value = _number(number)
+    if value is None:
+        return "-"
+    units = (("G", 1e9), ("M", 1e6), ("K", 1e3))
+    for position, (unit, scale) in enumerate(units):
+        if abs(value) >= scale:
+            text = f"{value / scale:.1f}"
+            if text.startswith("1000") and position > 0:  # 999_960 reads 1.0M, not 1000.0K
+                unit, scale = units[position - 1]
+                text = f"{value / scale:.1f}"
+            return f"{text}{unit}"
+    rounded = round(value)
+    return str(rounded) if abs(value - rounded) < 1e-9 else f"{value:.3g}"
+
+
+def _percent(value: Any) -> str:
+    number = _number(value)
+    return "-" if number is None else f"{number * 100:.2f}%"
+
+
+def _fixed(digits: int):
+    def format_value(value: Any) -> str:
+        number = _number(value)
+        return "-" if number is None else f"{number:.{digits}f}"
+
+    return format_value
+
+
+def _plain_text(value: Any) -> str:
+    if _missing(value):
+        return "-"
+    return str(value)
+
+
+# Display form of each column (terminal, markdown, HTML); csv and json keep raw values.
+DISPLAY = {
+    "val_acc": _percent,
+    "params": humanise,
+    "flops": humanise,
+    "latency_ms": _fixed(2),
+    "train_s": _fixed(1),
+    "front": lambda value: "yes" if bool(value) else "",
+}
+
+
+HEADERS = {"rank": "#", "val_acc": "val acc", "latency_ms": "latency ms", "train_s": "train s"}
+
+
+NUMERIC_COLUMNS = frozenset({"rank", "trial", "val_acc", "params", "flops", "latency_ms", "train_s", "epochs"})
+
+
+WRAPPING_COLUMNS = frozenset({"arch", "reason"})
+
+
+# Left out of the tables (terminal, HTML) when no row shown has a value: accuracy-only
+# searches do not measure latency.
+HIDDEN_WHEN_EMPTY = ("latency_ms",)
+
+
+def _column_values(frame: Leaderboard) -> tuple[list[Any], list[list[Any]]]:
+    """The column names and each column's raw values, of a DataFrame or a `Board`."""
+    if isinstance(frame, Board):
+        return list(frame.columns), [frame.column(column) for column in frame.columns]
+    return list(frame.columns), [frame[column].tolist() for column in frame.columns]
+
+
+def _display_columns(columns: Sequence[Any], values: Sequence[list[Any]]) -> list[list[str]]:
+    return [[DISPLAY.get(column, _plain_text)(value) for value in column_values]
+            for column, column_values in zip(columns, values)]
+
+
+def _rows_of(cells_by_column: list[list[str]]) -> list[list[str]]:
+    return [list(row) for row in zip(*cells_by_column)] if cells_by_column else []
+
+
+def display_cells(frame: Leaderboard) -> list[list[str]]:
+    """Every cell of the frame as the text people read (percent, 12.3K, '-' when missing)."""
+    return _rows_of(_display_columns(*_column_values(frame)))
+
+
+def _table_columns(frame: Leaderboard) -> tuple[list[Any], list[list[str]]]:
+    """The columns a table shows, and its rows of display cells: like `display_cells`, less
+    the HIDDEN_WHEN_EMPTY columns that no row has a value in."""
+    columns, values = _column_values(frame)
+    keep = [index for index, column in enumerate(columns)
+            if not (column in HIDDEN_WHEN_EMPTY and all(_number(value) is None for value in values[index]))]
+    columns = [columns[index] for index in keep]
+    return columns, _rows_of(_display_columns(columns, [values[index] for index in keep]))
+
+
+def frame_to_text(frame: pd.DataFrame, fmt: str) -> str:
+    """The frame as csv, json (one list of records) or a markdown pipe table."""
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return json.dumps(_records(frame), indent=2) + "\n"
+    if fmt == "markdown":
+        if frame.empty:
+            return f"_{EMPTY_MESSAGE}_\n"
+        header = "| " + " | ".join(_markdown_cell(str(column)) for column in frame.columns) + " |"
+        separator = "| " + " | ".join("---:" if column in NUMERIC_COLUMNS else "---" for column in frame.columns) + " |"
+        rows = ["| " + " | ".join(_markdown_cell(cell) for cell in row) + " |" for row in display_cells(frame)]
+        return "\n".join([header, separator, *rows]) + "\n"
+    raise UserError(f"unknown output format {fmt!r}; use one of: {', '.join(FORMATS)}")
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Plain-Python records: numpy numbers become int/float, missing values None."""
+    records = []
+    for row in frame.to_dict(orient="records"):
+        records.append({key: _plain(value) for key, value in row.items()})
+    return records
+
+
+def _plain(value: Any) -> Any:
+    import numpy as np
+
+    if value is None or _is_pandas_na(value):
+        return None
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+STATE_STYLES = {"complete": "green", "pruned": "yellow", "running": "cyan"}
+
+
+def _state_style(state: str) -> str:
+    if state.startswith("failed") or state in ("interrupted", "stopped"):
+        return "red"
+    if state.startswith("duplicate") or state in ("infeasible", "over budget"):
+        return "dim"
+    return STATE_STYLES.get(state, "")
+
+
+# Columns left out, in this order, when a table must fit a narrow terminal.
+OPTIONAL_COLUMNS = ("flops", "train_s", "latency_ms", "epochs", "front")
+
+
+MIN_ARCH_WIDTH = 24  # characters of the arch column worth keeping before dropping columns
+
+
+def leaderboard_table(frame: Leaderboard, *, title: str = "", width: int | None = None) -> RenderableType:
+    """The frame (or `Board`) as a rich Table for the terminal; the text "No finished trials
+    yet." when empty.
+
+    The latency column is left out when no row shown has a latency. With `width` (the
+    console's), less important columns (flops, train s, latency, epochs) are left out until
+    the arch column has room to be read.
+    """
+    if frame.empty:
+        return Text(EMPTY_MESSAGE)
+    columns, rows = _table_columns(frame)
+    if width is not None:
+        columns, rows = _fit_columns(columns, rows, width)
+    table = Table(title=Text(title) if title else None, header_style="bold")
+    for column in columns:
+        # Numbers and states never wrap; long arch strings and reasons fold when space runs out.
+        wraps = column in WRAPPING_COLUMNS
+        table.add_column(
+            HEADERS.get(column, column),
+            justify="right" if column in NUMERIC_COLUMNS else "left",
+            no_wrap=not wraps,
+            overflow="fold" if wraps else "ellipsis",
+            min_width=None if wraps else len(HEADERS.get(column, column)),
+        )
+    state_index = columns.index("state") if "state" in columns else -1
+    for row in rows:
+        cells = []
+        for index, cell in enumerate(row):
+            if columns[index] == "front":
+                cells.append(Text("●" if cell else "", style="bold magenta"))
+            elif index == state_index:
+                cells.append(Text(cell, style=_state_style(cell)))
+            else:
+                cells.append(Text(cell))  # user strings: never read as markup
+        table.add_row(*cells)
+    return table
+
+
+def _fit_columns(columns: list[Any], cells: list[list[str]], width: int) -> tuple[list[Any], list[list[str]]]:
+    natural = {
+        column: max([len(HEADERS.get(column, column))] + [len(row[index]) for row in cells])
+        for index, column in enumerate(columns)
+    }
+
+    def needed(columns: list[str]) -> int:
+        fixed = sum(natural[column] for column in columns if column not in WRAPPING_COLUMNS)
+        wrapping = sum(min(natural[column], MIN_ARCH_WIDTH) for column in columns if column in WRAPPING_COLUMNS)
+        return fixed + wrapping + 3 * len(columns) + 1  # borders and padding
+
+    shown = list(columns)
+    for column in OPTIONAL_COLUMNS:
+        if needed(shown) <= width:
+            break
+        if column in shown:
+            shown.remove(column)
+    keep = [columns.index(column) for column in shown]
+    return shown, [[row[index] for index in keep] for row in cells]

@@ -1,0 +1,48 @@
+"""The run folder and its study: paths, run.json and atomic writes (`folder`), storages
+(`storage`), the local journal (`journal`), worker liveness, heartbeats and the ask lock
+(`liveness`), and the one module that touches private Optuna names (`optuna_private`).
+
+Importable from anywhere; imports nothing above it, and never torch or Lightning.
+
+Public names are re-exported here and imported on first use (PEP 562), so importing the
+package costs nothing until a name is needed.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "RunInfo": "folder",
+    "package_versions": "folder",
+    "write_atomic": "folder",
+    "RunDir": "folder",
+    "find_trial": "folder",
+    "unknown_run_message": "folder",
+    "list_run_names": "folder",
+    "check_run_name": "folder",
+    "needs_fsync": "journal",
+    "RunJournal": "journal",
+    "ask_lock": "liveness",
+    "advisory_lock_key": "liveness",
+    "Heartbeat": "liveness",
+    "uses_rdb_heartbeat": "liveness",
+    "process_alive": "liveness",
+    "recover_dead_trials": "liveness",
+    "on_stale_trial": "liveness",
+    "requeue": "liveness",
+    "heartbeat_age": "liveness",
+    "worker_alive": "liveness",
+    "open_storage": "storage",
+    "rdb_storage": "storage",
+    "engine_url": "storage",
+    "describe_storage": "storage",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -1,0 +1,220 @@
+"""Owns telling live workers from dead ones, and what follows from it.
+
+A worker beats a heartbeat while it trains (a file in the run folder, plus the database's
+heartbeat for shared RDB studies); the ask lock serialises "count, then ask" among workers so
+a run's total is exact. A RUNNING trial is judged by ONE rule everywhere (`worker_alive`): by
+process id when its worker runs on this machine, else by a heartbeat older than
+`HEARTBEAT_GRACE_S`. `recover_dead_trials` ends a dead worker's trial as `interrupted` and
+queues it again, to resume from its checkpoint.
+
+Optuna's private names are reached through `run.optuna_private` only.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from cnnsearch.outcomes import TrialRecord
+from cnnsearch.run.folder import RunDir
+from cnnsearch.run.optuna_private import (
+    rdb_heartbeat_backend,
+    stale_trial_ids,
+    storage_of,
+    trial_id,
+)
+
+HEARTBEAT_INTERVAL_S = 5  # seconds between two beats of a training worker
+# Seconds of silence after which a RUNNING trial's worker is taken for dead: six missed beats.
+# The one threshold of the search, the leaderboard, `runs`, `show` and the watch view.
+HEARTBEAT_GRACE_S = 30
+
+
+@contextmanager
+def ask_lock(run: RunDir, storage_url: str) -> Iterator[None]:
+    """Serialise "count, then ask" among workers so the requested total is exact.
+
+    Local workers share the run folder, so a file lock serialises them. Workers on several
+    machines share only the database: a PostgreSQL run takes an advisory lock there instead,
+    keyed by the study name. A worker that dies holding it loses its connection, and with it
+    the lock.
+    """
+    if storage_url.startswith("postgresql"):
+        from sqlalchemy import text
+
+        connection = _lock_connection(storage_url)
+        key = {"key": advisory_lock_key(run.name)}
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+        return
+    run.path.mkdir(parents=True, exist_ok=True)
+    with open(run.path / ".ask.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_LOCK_CONNECTIONS: dict[str, Any] = {}  # storage URL -> this process's connection for ask_lock
+
+
+def _lock_connection(storage_url: str) -> Any:
+    """One database connection per worker process, opened on first use, kept for its lifetime."""
+    if storage_url not in _LOCK_CONNECTIONS:
+        import sqlalchemy
+
+        from cnnsearch.run.storage import engine_url
+
+        engine = sqlalchemy.create_engine(engine_url(storage_url), poolclass=sqlalchemy.pool.NullPool,
+                                          connect_args={"connect_timeout": 5})
+        # Autocommit: an advisory lock belongs to the session, and no transaction is left open.
+        _LOCK_CONNECTIONS[storage_url] = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return _LOCK_CONNECTIONS[storage_url]
+
+
+def advisory_lock_key(study_name: str) -> int:
+    """A signed 64-bit key, the same on every machine (Python's hash() is salted per process)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+
+
+class Heartbeat:
+    """A thread that marks a trial alive; a RUNNING trial without one belongs to a dead worker."""
+
+    def __init__(self, run: RunDir, study: Any, trial: Any) -> None:
+        self.path = run.heartbeat_file(trial.number)
+        self.storage = storage_of(study)
+        self.trial_id = trial_id(trial)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
+            if uses_rdb_heartbeat(self.storage):
+                try:
+                    self.storage.record_heartbeat(self.trial_id)
+                except Exception:  # a missed beat is retried; the grace period absorbs it
+                    pass
+            if self.stop_event.wait(HEARTBEAT_INTERVAL_S):
+                return
+
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join()
+        self.path.unlink(missing_ok=True)
+
+
+def uses_rdb_heartbeat(storage: Any) -> bool:
+    """True for an RDB storage opened with a heartbeat interval (a shared multi-machine search)."""
+    inner = rdb_heartbeat_backend(storage)
+    return hasattr(inner, "record_heartbeat") and getattr(inner, "heartbeat_interval", None) is not None
+
+
+def process_alive(worker: str) -> bool | None:
+    """True/False for a worker process ("host:pid") on this machine; None when it runs elsewhere."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) <= 0:
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
+    """Fail RUNNING trials whose worker is gone, and queue them to resume from their checkpoint.
+
+    A worker on this machine is checked by its process id (a SIGKILL is seen at once); one
+    elsewhere by its heartbeat (through the shared database, after a grace period).
+    """
+    import optuna
+
+    now = time.time()
+    recovered = []
+    storage = storage_of(study)
+    rdb_heartbeat = uses_rdb_heartbeat(storage)
+    # Judged here rather than left to fail_stale_trials: that one sets FAIL first, after which
+    # the trial's attributes (outcome, reason) can no longer be written.
+    stale = set(stale_trial_ids(storage, study)) if rdb_heartbeat else set()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = TrialRecord.of(trial).worker
+        alive = process_alive(worker) if worker else True  # not yet claimed: judged by age alone
+        beat = run.heartbeat_file(trial.number)
+        if alive is None or (worker and alive and rdb_heartbeat and not beat.exists()):
+            # Another machine's worker, or one here using another run folder (its heartbeat
+            # file is not in ours): only the database heartbeat can tell.
+            if trial_id(trial) not in stale:
+                continue
+        else:
+            started = trial.datetime_start.timestamp() if trial.datetime_start else now
+            last_sign = beat.stat().st_mtime if beat.exists() else started
+            if alive and now - last_sign < HEARTBEAT_GRACE_S:
+                continue
+        try:
+            number = trial_id(trial)
+            storage.set_trial_user_attr(number, "outcome", "interrupted")
+            storage.set_trial_user_attr(number, "reason", "its worker stopped (killed or machine lost); re-run from its checkpoint")
+            storage.set_trial_state_values(number, optuna.trial.TrialState.FAIL)
+        except Exception:  # another worker recovered it first
+            continue
+        requeue(study, trial)
+        beat.unlink(missing_ok=True)
+        recovered.append(trial.number)
+    return recovered
+
+
+def on_stale_trial(study: Any, trial: Any) -> None:
+    """Optuna's RDB heartbeat failed a dead worker's trial: queue it again.
+
+    Optuna sets FAIL before calling this, so the trial can no longer take attributes; the
+    stale trials `recover_dead_trials` sees first also get outcome "interrupted" and a reason.
+    """
+    requeue(study, trial)
+
+
+def requeue(study: Any, trial: Any) -> None:
+    """Queue a trial's parameters again, to resume from the checkpoint of its origin."""
+    origin = TrialRecord.of(trial).origin
+    origin = trial.number if origin is None else origin
+    study.enqueue_trial(dict(trial.params), user_attrs={"origin": origin, "resume_of": trial.number})
+
+
+def heartbeat_age(run: RunDir, number: int, now: float) -> float | None:
+    """Seconds since the worker training trial `number` last touched its heartbeat file."""
+    try:
+        return now - run.heartbeat_file(number).stat().st_mtime
+    except OSError:
+        return None
+
+
+def worker_alive(run: RunDir, trial: Any, now: float | None = None) -> bool:
+    """Whether the worker of a RUNNING trial still runs: by process id when it runs on this
+    machine (a SIGKILL shows at once), else by its heartbeat file (fresh: younger than
+    HEARTBEAT_GRACE_S).
+
+    A worker elsewhere whose heartbeat file this run folder lacks (one using another run folder
+    and a shared database) cannot be judged from here and counts as alive.
+    """
+    alive = process_alive(TrialRecord.of(trial).worker)
+    if alive is not None:
+        return alive
+    age = heartbeat_age(run, trial.number, time.time() if now is None else now)
+    return age is None or age < HEARTBEAT_GRACE_S

@@ -1,0 +1,55 @@
+"""A search: settings and their parsing (`settings`), the sampler and pruner tables
+(`strategies`), creating, resuming, forking and joining a run (`setup`), warm start
+(`warm_start`), the worker loop (`worker`) and several worker processes (`parallel`).
+
+Knows space, train, data and run. Never prints: progress leaves as events.
+
+Public names are re-exported here and imported on first use (PEP 562), so importing the
+package costs nothing until a name is needed.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "worker_devices": "parallel",
+    "spawn_workers": "parallel",
+    "run_workers": "parallel",
+    "SearchSettings": "settings",
+    "parse_duration": "settings",
+    "parse_checkpoint_every": "settings",
+    "parse_objective": "settings",
+    "versions": "settings",
+    "default_run_name": "settings",
+    "command_line": "settings",
+    "OpenedSearch": "setup",
+    "open_search": "setup",
+    "prepare_run": "setup",
+    "fork_settings": "setup",
+    "check_same_data": "setup",
+    "resolve_target": "setup",
+    "publish_run": "setup",
+    "join_run": "setup",
+    "quiet_optuna": "strategies",
+    "make_sampler": "strategies",
+    "make_pruner": "strategies",
+    "pareto_prune": "strategies",
+    "warm_start_params": "warm_start",
+    "read_warm_start": "warm_start",
+    "enqueue_warm_start": "warm_start",
+    "enqueue_warm_start_for": "warm_start",
+    "SearchEvent": "worker",
+    "SearchSummary": "worker",
+    "counted_trials": "worker",
+    "WorkerLoop": "worker",
+    "summarize": "worker",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -1,0 +1,86 @@
+"""search.strategies: TODO docstring."""
+from __future__ import annotations
+
+from typing import Any
+
+from cnnsearch.errors import UserError
+from cnnsearch.outcomes import TrialRecord
+
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsga2")
+
+
+PRUNERS = ("hyperband", "asha", "median", "none")
+
+
+def quiet_optuna() -> None:
+    """Optuna's info logs and experimental-feature warnings are noise in our own progress view."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    # Our workers beat themselves (`Heartbeat`) around ask/tell; Optuna's hint is for optimize().
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def make_sampler(name: str, seed: int, *, multi_objective: bool, worker_index: int = 0) -> Any:
+    import optuna
+
+    # Each worker gets its own stream: equal seeds would make all workers propose the same points.
+    seed = seed + 7919 * worker_index
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8,
+        )
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    raise UserError(f"--sampler {name!r} is not valid; choose one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, epochs: int) -> Any:
+    import optuna
+
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    if name == "asha":  # one bracket of successive halving: TPE learns from every trial, not a bracket's share
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise UserError(f"--pruner {name!r} is not valid; choose one of {', '.join(PRUNERS)}")
+
+
+COST_ATTRS = {"params": "params", "flops": "flops", "latency": "latency_ms"}  # objective -> trial attr
+
+
+def pareto_prune(study: Any, number: int, epoch: int, accuracy: float, cost_key: str, cost: float | None) -> str | None:
+    """Multi-objective pruning: stop a trial that is dominated at the same epoch.
+
+    Optuna refuses pruning in multi-objective studies because it compares whole value
+    vectors. Here only accuracy is still being learned: the cost (params, FLOPs, latency)
+    is known before epoch 1. So a trial can be judged like a single-objective one, against
+    the finished trials that cost no more: if one of them was more accurate at this same
+    epoch, this trial cannot join the front by the same route, and it is stopped.
+    """
+    import optuna
+
+    if cost is None:
+        return None
+    for other in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        record = TrialRecord.of(other)
+        curve = record.val_acc
+        other_cost = getattr(record, cost_key)
+        if other.number == number or other_cost is None or len(curve) < epoch:
+            continue
+        if other_cost <= cost and curve[epoch - 1] > accuracy:
+            return f"dominated at epoch {epoch} by trial {other.number} ({curve[epoch - 1]:.2%} at {cost_key} {other_cost:,.4g} <= {cost:,.4g})"
+    return None

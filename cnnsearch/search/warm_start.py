@@ -1,0 +1,73 @@
+"""search.warm_start: TODO docstring."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cnnsearch.errors import UserError
+from cnnsearch.outcomes import TrialRecord
+from cnnsearch.run.folder import RunDir
+from cnnsearch.search.settings import SearchSettings
+from cnnsearch.space.parse import SearchSpace
+from cnnsearch.space.sample import params_for
+
+
+def warm_start_params(space: SearchSpace, arch_dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Optuna params that make `space.sample` give each architecture, where the space allows it."""
+    from cnnsearch.spec import Architecture
+
+    found = []
+    for raw in arch_dicts:
+        arch = Architecture.from_dict(raw)
+        params = params_for(space, arch)
+        if params is not None:
+            found.append(params)
+    return found
+
+
+def read_warm_start(settings: SearchSettings) -> list[dict[str, Any]]:
+    """Architectures to train first, from --enqueue files and --from-run; bad input is refused."""
+    import optuna
+
+    arch_dicts: list[dict[str, Any]] = []
+    for path in settings.enqueue:
+        file = Path(path)
+        if not file.is_file():
+            raise UserError(f"--enqueue {path}: file not found; pass an architecture JSON (runs/NAME/trials/N.json or an export's model.json)")
+        try:
+            raw = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserError(f"--enqueue {path}: not valid JSON ({error})") from None
+        # A trial record keeps it under "arch", an export's model.json under "architecture".
+        found = next((raw[key] for key in ("arch", "architecture") if isinstance(raw, dict) and isinstance(raw.get(key), dict)), raw)
+        if not isinstance(found, dict) or not isinstance(found.get("layers"), list):
+            raise UserError(f"--enqueue {path}: no architecture in it; pass runs/NAME/trials/N.json or an export's model.json")
+        arch_dicts.append(found)
+    if settings.from_run:
+        source = RunDir(settings.runs_dir, settings.from_run)
+        source_study = source.load_study()
+        ranked = [t for t in source_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                  if TrialRecord.of(t).arch is not None and TrialRecord.of(t).outcome == "complete"]
+        ranked.sort(key=lambda t: t.values[0], reverse=True)
+        arch_dicts += [TrialRecord.of(t).arch for t in ranked[:10]]
+    return arch_dicts
+
+
+def enqueue_warm_start(study: Any, space: SearchSpace, settings: SearchSettings) -> list[str]:
+    """Queue known candidates (from --enqueue files or --from-run) to be trained first."""
+    arch_dicts = read_warm_start(settings)
+    if not arch_dicts:
+        return []
+    params_list = warm_start_params(space, arch_dicts)
+    for params in params_list:
+        study.enqueue_trial(params, user_attrs={"warm_start": True}, skip_if_exists=True)
+    skipped = len(arch_dicts) - len(params_list)
+    return [f"queued {len(params_list)} known candidate(s) to train first"
+            + (f"; {skipped} do not fit this space and were skipped" if skipped else "")]
+
+
+def enqueue_warm_start_for(run: RunDir, space: SearchSpace, settings: SearchSettings) -> list[str]:
+    if not settings.enqueue and not settings.from_run:
+        return []
+    return enqueue_warm_start(run.load_study(), space, settings)

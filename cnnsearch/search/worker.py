@@ -1,0 +1,341 @@
+"""Owns one worker of a search: ask the study for a candidate, train it, record its outcome.
+
+Every finished trial is told to the study before the next one starts, and its record is
+written atomically, so a run killed at any moment stays readable. A trial stopped by Ctrl-C,
+the search deadline or a dead worker is re-run from its last finished epoch. A candidate
+identical to an earlier one (same canonical hash) is a `duplicate` and is not trained again.
+
+Never prints: progress reaches the caller as `SearchEvent`s through a callback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cnnsearch.outcomes import (
+    OUTCOMES,
+    TrialRecord,
+    best_so_far,
+    optuna_state,
+    trial_outcome,
+    write_attrs,
+)
+from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
+from cnnsearch.run.liveness import (
+    HEARTBEAT_GRACE_S,
+    HEARTBEAT_INTERVAL_S,
+    Heartbeat,
+    ask_lock,
+    on_stale_trial,
+    recover_dead_trials,
+    requeue,
+    uses_rdb_heartbeat,
+)
+from cnnsearch.run.optuna_private import storage_of, stored_user_attrs, trial_id
+from cnnsearch.run.storage import rdb_storage
+from cnnsearch.search.settings import DEFAULT_CHECKPOINT_EVERY_S
+from cnnsearch.search.setup import check_same_data
+from cnnsearch.search.strategies import (
+    COST_ATTRS,
+    make_pruner,
+    make_sampler,
+    pareto_prune,
+    quiet_optuna,
+)
+from cnnsearch.space.parse import SearchSpace
+
+
+@dataclass
+class SearchEvent:
+    """One thing that happened, for the live view: `kind` says which fields are set."""
+
+    kind: str  # "trial_start", "epoch", "trial_end", "message"
+    trial: int = -1
+    compact: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    val_acc: float | None = None
+    outcome: str = ""
+    reason: str = ""
+    best_val_acc: float | None = None
+    params: int = 0
+    seconds: float = 0.0
+    worker: str = ""
+    device: str = ""
+    text: str = ""
+    finished_total: int | None = None  # trials counted toward --trials, all workers included
+
+
+@dataclass
+class SearchSummary:
+    name: str
+    counts: dict[str, int] = field(default_factory=dict)  # outcome -> trials
+    best_trial: int | None = None
+    best_val_acc: float | None = None
+    best_compact: str = ""
+    interrupted: bool = False
+    elapsed_s: float = 0.0
+
+
+def counted_trials(study: Any) -> list[Any]:
+    """Trials that count toward --trials: finished ones, but not those that will be re-run."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state in (states.COMPLETE, states.PRUNED)
+            or (t.state == states.FAIL and trial_outcome(t) in OUTCOMES and OUTCOMES[trial_outcome(t)].counted)]
+
+
+class WorkerLoop:
+    """One worker: asks for trials and trains them until the total, the deadline or a stop."""
+
+    def __init__(self, run: RunDir, info: RunInfo, space: SearchSpace, *, target: int,
+                 deadline: float | None = None, device: str = "auto", worker_index: int = 0,
+                 on_event: Callable[[SearchEvent], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> None:
+        self.run = run
+        self.info = info
+        self.space = space
+        self.target = target
+        self.deadline = deadline
+        self.device_name = device
+        self.worker_index = worker_index
+        self.on_event = on_event or (lambda event: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.interrupted = False
+        self.checkpoint_every_s = checkpoint_every_s  # training seconds a kill may lose at most
+
+    def _emit(self, **fields: Any) -> None:
+        self.on_event(SearchEvent(worker=self.worker, **fields))
+
+    def open_study(self) -> Any:
+        import optuna
+
+        quiet_optuna()
+        info = self.info
+        if info.storage == "journal":
+            storage = self.run.open_storage(info)
+        else:
+            storage = rdb_storage(info.storage, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
+                                  failed_trial_callback=on_stale_trial)
+        epochs = info.epochs or self.space.dimension("train", "epochs").value or 10
+        # A resumed run must not replay the first session's random proposals (they would all
+        # be duplicates): the sampler's seed also depends on how many trials exist already.
+        history = len(optuna.load_study(study_name=info.name, storage=storage).get_trials(deepcopy=False))
+        return optuna.load_study(
+            study_name=info.name,
+            storage=storage,
+            sampler=make_sampler(info.sampler, info.seed + 104729 * history, multi_objective=len(info.objective) > 1,
+                                 worker_index=self.worker_index),
+            pruner=make_pruner(info.pruner, epochs if isinstance(epochs, int) else 10),
+        )
+
+    def load_data(self) -> Any:
+        from cnnsearch.data.device import to_device
+        from cnnsearch.data.load import load_dataset_cached
+        from cnnsearch.data.split import load_split, subsample
+        from cnnsearch.train.loop import resolve_device
+
+        info = self.info
+        dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
+        check_same_data(info, dataset)
+        if info.subset:
+            dataset = subsample(dataset, info.subset, seed=info.split_seed)
+        split = load_split(self.run.split_file)
+        self.device = resolve_device(self.device_name)
+        return to_device(dataset, split, self.device)
+
+    def run_loop(self) -> None:
+        import optuna
+
+        study = self.open_study()
+        data = self.load_data()
+        while not self.should_stop():
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                break
+            with ask_lock(self.run, self.info.storage):
+                recover_dead_trials(self.run, study)
+                if uses_rdb_heartbeat(study._storage):
+                    optuna.storages.fail_stale_trials(study)
+                running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+                if len(counted_trials(study)) + running >= self.target:
+                    if running == 0:
+                        break
+                    trial = None
+                else:
+                    trial = study.ask()
+            if trial is None:  # others are finishing the last trials; wait for them
+                time.sleep(1.0)
+                continue
+            self.run_trial(study, trial, data)
+            if self.interrupted:
+                break
+
+    def run_trial(self, study: Any, trial: Any, data: Any) -> None:
+        from cnnsearch.train.loop import train_candidate
+        from cnnsearch.train.result import TrialControl
+
+        try:
+            arch = self.space.sample(trial, epochs=self.info.epochs)
+        except Exception as error:  # a sampler bug must not stop the search
+            self._finish(study, trial, "error", f"sampling failed: {error}", {})
+            return
+        origin = TrialRecord.of(trial).origin
+        origin = trial.number if origin is None else origin
+        seed = self.info.seed + origin
+        write_attrs(trial, {"arch": arch.to_dict(), "compact": arch.compact(), "hash": arch.canonical_hash(),
+                            "seed": seed, "origin": origin, "worker": self.worker, "device": str(self.device)})
+        self._emit(kind="trial_start", trial=trial.number, compact=arch.compact(), epochs=arch.train.epochs, device=str(self.device))
+
+        earlier = self._duplicate_of(study, trial, arch.canonical_hash())
+        if earlier is not None:
+            self._finish_duplicate(study, trial, earlier)
+            return
+
+        costs: dict[str, float] = {}
+
+        def on_measured(measured: dict[str, float]) -> None:
+            costs.update(measured)
+            write_attrs(trial, measured)
+
+        def on_epoch(epoch: int, accuracy: float) -> bool | str:
+            self._emit(kind="epoch", trial=trial.number, compact=arch.compact(), epoch=epoch, epochs=arch.train.epochs, val_acc=accuracy)
+            write_attrs(trial, {"current_epoch": epoch, "current_val_acc": accuracy})
+            if len(self.info.objective) > 1:
+                if self.info.pruner == "none":
+                    return False
+                cost_key = COST_ATTRS[self.info.objective[1]]
+                return pareto_prune(study, trial.number, epoch, accuracy, cost_key, costs.get(cost_key)) or False
+            trial.report(accuracy, epoch)
+            return trial.should_prune()
+
+        checkpoint = self.run.checkpoint_file(f"trial_{origin}")
+        control = TrialControl(
+            seed=seed,
+            time_limit_s=self.info.trial_timeout,
+            deadline=self.deadline,
+            should_stop=self.should_stop,
+            epoch_callback=on_epoch,
+            on_measured=on_measured,
+            checkpoint_path=checkpoint,
+            checkpoint_every_s=self.checkpoint_every_s,
+            measure_latency="latency" in self.info.objective,  # else ~3% of a short trial for a column
+        )
+        with Heartbeat(self.run, study, trial):
+            try:
+                result = train_candidate(arch, data, control=control, max_params=self.space.max_params,
+                                         max_flops=self.space.max_flops)
+            except Exception as error:  # a real bug: FAIL, recorded, and the search goes on
+                import traceback
+
+                self._finish(study, trial, "error", f"{type(error).__name__}: {error}",
+                             {"traceback": traceback.format_exc(limit=6)})
+                return
+        metrics = result.metrics()
+        if result.outcome == "interrupted":
+            # Ctrl-C ends the command with 130; the search deadline is a normal end.
+            self.interrupted = self.should_stop()
+            self._finish(study, trial, "interrupted", result.reason, metrics)
+            requeue(study, storage_of(study).get_trial(trial_id(trial)))
+            return
+        self._save_weights(study, trial, result)
+        checkpoint.unlink(missing_ok=True)
+        self._finish(study, trial, result.outcome, result.reason, metrics)
+
+    def _duplicate_of(self, study: Any, trial: Any, arch_hash: str) -> Any:
+        import optuna
+
+        for other in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)):
+            record = TrialRecord.of(other)
+            if other.number != trial.number and record.hash == arch_hash and record.outcome != "duplicate":
+                return other
+        return None
+
+    def _finish_duplicate(self, study: Any, trial: Any, earlier: Any) -> None:
+        import optuna
+
+        record = TrialRecord.of(earlier)
+        copied = record.to_attrs(keys=("val_acc", "train_loss", "best_val_acc", "final_val_acc", "best_epoch",
+                                       "epochs_run", "params", "flops", "latency_ms"))
+        copied.update(train_seconds=0.0, images_per_sec=0.0, duplicate_of=earlier.number)
+        reason = f"same network and training as trial {earlier.number}; not retrained"
+        if earlier.state == optuna.trial.TrialState.COMPLETE:
+            write_attrs(trial, {**copied, "outcome": "duplicate", "reason": reason})
+            study.tell(trial, earlier.values if len(earlier.values) > 1 else earlier.value)
+            self._emit(kind="trial_end", trial=trial.number, outcome="duplicate", reason=reason,
+                       best_val_acc=copied["best_val_acc"], compact=record.compact,
+                       finished_total=len(counted_trials(study)))
+        else:
+            self._finish(study, trial, record.outcome or "pruned", reason + f" ({record.reason})", copied)
+
+    def _save_weights(self, study: Any, trial: Any, result: Any) -> None:
+        """Keep the weights of the best `keep_weights` trials only, so long searches fit on disk."""
+        import torch
+
+        if result.outcome != "complete" or result.model is None or self.info.keep_weights <= 0:
+            return
+        accuracy = result.best_val_acc or 0.0
+        kept = sorted(self.run.path.glob("weights/trial_*.pt"))
+        scores = []
+        for path in kept:
+            number = int(path.stem.split("_")[1])
+            record = self.run.read_trial_record(number)
+            scores.append(((record or {}).get("best_val_acc") or 0.0, path))
+        scores.sort(key=lambda item: item[0], reverse=True)
+        if len(scores) >= self.info.keep_weights and accuracy <= scores[self.info.keep_weights - 1][0]:
+            return
+        target = self.run.weights_file(trial.number)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_suffix(".tmp")
+        state = result.best_state if result.best_state is not None else result.model.state_dict()
+        torch.save({"state_dict": state, "epoch": result.best_epoch or result.epochs_run}, temp)
+        temp.replace(target)
+        for _, path in scores[self.info.keep_weights - 1:]:
+            path.unlink(missing_ok=True)
+
+    def _finish(self, study: Any, trial: Any, outcome: str, reason: str, metrics: dict[str, Any]) -> None:
+        """Record the outcome on the trial and in trials/<n>.json, then tell the study."""
+        import optuna
+
+        metrics = {**metrics, "outcome": outcome, "reason": reason}
+        stored = stored_user_attrs(trial)  # read-only peek: no deep copy per key
+        write_attrs(trial, metrics, stored=stored)  # only what changed: each write is a journal record
+        record = {"trial": trial.number, "arch": stored.get("arch"), "params_sampled": trial.params, **metrics}
+        write_atomic(self.run.trial_file(trial.number), json.dumps(record, indent=2, default=str) + "\n")
+        best = metrics.get("best_val_acc")
+        state = optuna_state(outcome)
+        if state == "PRUNED":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif state == "FAIL" or best is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, self._objective_values(metrics))
+        self._emit(kind="trial_end", trial=trial.number, outcome=outcome, reason=reason, best_val_acc=best,
+                   params=metrics.get("params") or 0, seconds=metrics.get("train_seconds") or 0.0,
+                   compact=str(stored.get("compact", "")), finished_total=len(counted_trials(study)))
+
+    def _objective_values(self, metrics: dict[str, Any]) -> float | list[float]:
+        if len(self.info.objective) == 1:
+            return float(metrics["best_val_acc"])
+        return [float(metrics["best_val_acc"]), float(metrics[COST_ATTRS[self.info.objective[1]]])]
+
+
+def summarize(run: RunDir, *, interrupted: bool = False, elapsed_s: float = 0.0) -> SearchSummary:
+    """Counts per outcome and the best trial so far."""
+    study = run.load_study()
+    summary = SearchSummary(name=run.name, interrupted=interrupted, elapsed_s=elapsed_s)
+    trials = study.get_trials(deepcopy=False)
+    for trial in trials:
+        outcome = trial_outcome(trial)
+        summary.counts[outcome] = summary.counts.get(outcome, 0) + 1
+    best = best_so_far(trials)
+    if best is not None:
+        summary.best_trial, summary.best_val_acc, summary.best_compact = best
+    return summary

@@ -1,0 +1,37 @@
+"""Search spaces: reading and validating a space file (`parse`), sampling a candidate from it and
+the inverse, the parameters that sample to a given candidate (`sample`), and looking at a space
+outside a search (`inspect`).
+
+Knows `spec` and `errors`. Must not import torch, Lightning or Optuna at import time.
+
+Public names are re-exported here and imported on first use (PEP 562), so importing the
+package costs nothing until a name is needed.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Feasibility": "inspect",
+    "feasibility": "inspect",
+    "sample_candidates": "inspect",
+    "KeyRule": "parse",
+    "Dimension": "parse",
+    "SearchSpace": "parse",
+    "resolve_space_path": "parse",
+    "load_space": "parse",
+    "parse_space": "parse",
+    "space_differences": "parse",
+    "SuggestingTrial": "sample",
+    "sample_architecture": "sample",
+    "params_for": "sample",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -1,0 +1,44 @@
+"""train.checkpoint: TODO docstring."""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+
+from cnnsearch.train.result import TrialResult
+
+
+def checkpoint_state(module, result: TrialResult) -> dict:
+    """Everything a resume needs after a finished epoch, copied: training goes on changing it."""
+    return {
+        "epoch": result.epochs_run,
+        "model": {key: value.detach().clone() for key, value in module.net.state_dict().items()},
+        "optimizer": copy.deepcopy(module.trainer.optimizers[0].state_dict()),
+        "scheduler": copy.deepcopy(module.trainer.lr_scheduler_configs[0].scheduler.state_dict()),
+        "generator": module.generator.get_state() if module.generator is not None else None,
+        "torch_rng": torch.get_rng_state(),  # dropout masks come from the global generator
+        "cuda_rng": torch.cuda.get_rng_state(module.data.train_y.device) if module.data.train_y.device.type == "cuda" else None,
+        "val_acc": list(result.val_acc),
+        "train_loss": list(result.train_loss),
+        "train_seconds": result.train_seconds + (time.monotonic() - module.started),
+        "seed": module.control.seed,
+    }
+
+
+def write_checkpoint(path: Path, state: dict) -> None:
+    """Written atomically: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    torch.save(state, temp)
+    temp.replace(path)
+
+
+def load_checkpoint(path: Path | None) -> dict | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged checkpoint only costs the epochs it held
+        return None

@@ -1,0 +1,60 @@
+"""train.evaluate: TODO docstring."""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from cnnsearch.data.device import DeviceData
+
+
+def evaluate(net: nn.Module, data: DeviceData, *, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 1024, channels_last: bool = False) -> float:
+    """Accuracy on a whole resident split (one host sync at the end)."""
+    if len(labels) == 0:
+        return float("nan")
+    was_training = net.training
+    net.eval()
+    correct = torch.zeros((), dtype=torch.long, device=labels.device)
+    autocast = _autocast(labels.device)
+    with torch.no_grad(), autocast:
+        for start in range(0, len(labels), batch_size):
+            batch = data.normalize(images[start : start + batch_size])
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            correct += (net(batch).argmax(dim=1) == labels[start : start + batch_size]).sum()
+    net.train(was_training)
+    return correct.item() / len(labels)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def measure_latency(net: nn.Module, input_shape: tuple[int, int, int], *, batch_size: int,
+                    device: torch.device, channels_last: bool = False, repeats: int = 3) -> float:
+    """Fastest of a few timed inference batches on the device, in ms (after a warm-up).
+
+    The minimum, not the median: on a shared machine the other runs only ever add time.
+    """
+    was_training = net.training
+    net.eval()
+    batch = torch.zeros(batch_size, *input_shape, device=device)
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    timings = []
+    with torch.no_grad(), _autocast(device):
+        for attempt in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            net(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if attempt:  # the first run warms caches up
+                timings.append((time.perf_counter() - start) * 1000)
+    net.train(was_training)
+    return min(timings)

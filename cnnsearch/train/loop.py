@@ -1,0 +1,180 @@
+"""train.loop: TODO docstring."""
+from __future__ import annotations
+
+import gc
+import time
+
+import torch
+from torch import nn
+
+from cnnsearch.data.augment import make_generator
+from cnnsearch.data.device import DeviceData
+from cnnsearch.errors import InfeasibleArchitecture
+from cnnsearch.model.build import build_model
+from cnnsearch.spec import Architecture, forward_flops
+from cnnsearch.train.checkpoint import load_checkpoint, write_checkpoint
+from cnnsearch.train.evaluate import measure_latency
+from cnnsearch.train.lightning_private import _lightning
+from cnnsearch.train.module import ResidentBatches, _module_class
+from cnnsearch.train.result import StopTrial, TrialControl, TrialResult
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else CPU; anything else must exist here."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from cnnsearch.errors import UserError
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+def check_candidate(arch: Architecture, input_shape: tuple[int, int, int], num_classes: int, *,
+                    max_params: int | None = None, max_flops: float | None = None) -> TrialResult | None:
+    """Params and FLOPs before any training; a result only when the candidate must not train."""
+    return _build_checked(arch, input_shape, num_classes, max_params=max_params, max_flops=max_flops)[1]
+
+
+def _build_checked(arch: Architecture, input_shape: tuple[int, int, int], num_classes: int, *,
+                   max_params: int | None, max_flops: float | None) -> tuple[nn.Module | None, TrialResult | None]:
+    """The built network when it may train, else the result that says why not."""
+    try:
+        net = build_model(arch, input_shape, num_classes)
+    except InfeasibleArchitecture as error:
+        return None, TrialResult("infeasible", f"cannot fit {'x'.join(map(str, input_shape))} input: {error}")
+    params = sum(parameter.numel() for parameter in net.parameters())
+    flops = forward_flops(arch, input_shape, num_classes)
+    if max_params is not None and params > max_params:
+        return None, TrialResult("over_budget", f"{params:,} parameters exceed max_params={max_params:,}", params=params, flops=flops)
+    if max_flops is not None and flops > max_flops:
+        return None, TrialResult("over_budget", f"{flops:,} FLOPs exceed max_flops={max_flops:,.0f}", params=params, flops=flops)
+    return net, None
+
+
+def train_candidate(arch: Architecture, data: DeviceData, *, control: TrialControl | None = None,
+                    max_params: int | None = None, max_flops: float | None = None,
+                    net: nn.Module | None = None) -> TrialResult:
+    """Train one candidate on resident data and score it on the whole validation split.
+
+    Never raises for a bad candidate: infeasible shapes, budgets, OOM (after retrying with
+    gradient accumulation at the same effective batch), NaN losses and timeouts come back
+    as a result with an outcome and a reason. `net` trains a given network instead of
+    building one (fine-tuning).
+    """
+    control = control or TrialControl()
+    input_shape, num_classes = data.input_shape, data.num_classes
+    given = net is not None
+    if not given:
+        torch.manual_seed(control.seed)  # weights: reproducible from the trial's seed
+        net, rejected = _build_checked(arch, input_shape, num_classes, max_params=max_params, max_flops=max_flops)
+        if rejected is not None:
+            return rejected
+    micro_batch = arch.train.batch_size
+    while True:
+        try:
+            return _train_once(arch, data, control, micro_batch=micro_batch, net=net)
+        except torch.OutOfMemoryError:
+            _release_memory()
+            if micro_batch <= 1:
+                return TrialResult("oom", f"out of device memory even with micro-batches of 1 image (batch {arch.train.batch_size})")
+            micro_batch //= 2  # same effective batch: gradients accumulate over the micro-batches
+            if not given:  # the failed attempt changed the weights: start again from the seed
+                torch.manual_seed(control.seed)
+                net = build_model(arch, input_shape, num_classes)
+        finally:
+            _release_memory()
+
+
+def _train_once(arch: Architecture, data: DeviceData, control: TrialControl, *, micro_batch: int,
+                net: nn.Module) -> TrialResult:
+    pl = _lightning()
+    device = data.train_y.device
+    channels_last = device.type == "cuda"
+    net = net.to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    result = TrialResult("complete", params=sum(p.numel() for p in net.parameters()), micro_batch=micro_batch)
+    result.flops = forward_flops(arch, data.input_shape, data.num_classes)
+    measured = {"params": result.params, "flops": result.flops}
+    if control.measure_latency:
+        result.latency_ms = measure_latency(net, data.input_shape, batch_size=min(arch.train.batch_size, 256),
+                                            device=device, channels_last=channels_last)
+        measured["latency_ms"] = result.latency_ms
+    if control.on_measured is not None:
+        control.on_measured(measured)
+
+    resume_state = load_checkpoint(control.checkpoint_path)
+    start_epoch = 0
+    generator = make_generator(control.seed, device)
+    if resume_state is not None:
+        net.load_state_dict(resume_state["model"])
+        start_epoch = int(resume_state["epoch"])
+        result.val_acc = list(resume_state["val_acc"])
+        result.train_loss = list(resume_state["train_loss"])
+        result.epochs_run = start_epoch
+        result.train_seconds = float(resume_state["train_seconds"])
+        if resume_state.get("generator") is not None:
+            generator.set_state(resume_state["generator"])
+        if resume_state.get("torch_rng") is not None:
+            torch.set_rng_state(resume_state["torch_rng"])
+        if resume_state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(resume_state["cuda_rng"], device)
+    epochs_left = arch.train.epochs - start_epoch
+    batches = ResidentBatches(data, batch_size=arch.train.batch_size, micro_batch=micro_batch,
+                              augment_settings=arch.augment, generator=generator, channels_last=channels_last)
+    if epochs_left <= 0:
+        result.model = net.cpu()
+        return result
+
+    started = time.monotonic()
+    module = _module_class()(net, arch, data, control, total_steps=batches.steps * arch.train.epochs,
+                             start_epoch=start_epoch, resume_state=resume_state, channels_last=channels_last,
+                             result=result, started=started)
+    module.generator = generator
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=[device.index or 0] if device.type == "cuda" else 1,
+        max_epochs=epochs_left,
+        accumulate_grad_batches=batches.micro_per_step,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        deterministic=False,
+        benchmark=device.type == "cuda",
+    )
+    try:
+        trainer.fit(module, train_dataloaders=batches)
+    except StopTrial as stop:
+        result.outcome, result.reason = stop.outcome, stop.reason
+        if stop.outcome == "interrupted" and module.unsaved_checkpoint is not None:
+            write_checkpoint(control.checkpoint_path, module.unsaved_checkpoint)  # resume loses no epoch
+    except torch.OutOfMemoryError:
+        raise
+    finally:
+        elapsed = time.monotonic() - started
+        result.train_seconds += elapsed
+        images_seen = (result.epochs_run - start_epoch) * batches.images_per_epoch
+        result.images_per_sec = images_seen / elapsed if elapsed > 0 else 0.0
+        del trainer, module
+    result.model = net.cpu()
+    if result.outcome == "complete" and control.validate and not result.val_acc:
+        result.outcome, result.reason = "error", "training ended without a finished epoch"
+    return result
+
+
+def _release_memory() -> None:
+    """Return a finished trial's device memory. On CPU, reference counting already freed the
+    tensors and a full gc pass costs more than a small trial's epoch (bench/overhead.py)."""
+    if torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.empty_cache()
