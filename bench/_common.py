@@ -5,6 +5,7 @@ Every script appends its rows to `bench/results/<name>.csv` and a summary sectio
 can always be traced to what produced it. Nothing here imports torch: `startup.py` and
 `scale.py` must measure processes that do not load it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,9 +16,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-from datetime import datetime, timezone
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 # What `cnnsearch` (cli.main) sets before torch loads: idle OpenMP threads sleep instead of
 # spinning. The benchmarks call the library directly, so they set it too, before any torch import.
@@ -52,8 +54,9 @@ def gpu_name() -> str:
         return ""
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10)
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+            )
             return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
         except (OSError, subprocess.SubprocessError):
             return ""
@@ -97,10 +100,12 @@ def versions() -> dict[str, str]:
 def git_commit() -> str:
     """The repo's commit, with `+dirty` when cnnsearch/ has uncommitted changes (others edit it too)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "cnnsearch"], cwd=REPO, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "cnnsearch"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "?"
     return (head or "?") + ("+dirty" if dirty else "")
@@ -124,7 +129,7 @@ def command() -> str:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def append_rows(name: str, rows: Iterable[dict[str, Any]]) -> Path:
@@ -132,8 +137,13 @@ def append_rows(name: str, rows: Iterable[dict[str, Any]]) -> Path:
     rows = list(rows)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.csv"
-    stamp = {"timestamp": now(), "machine": machine(), "load_avg": load_avg(),
-             "versions": versions_text(), "command": command()}
+    stamp = {
+        "timestamp": now(),
+        "machine": machine(),
+        "load_avg": load_avg(),
+        "versions": versions_text(),
+        "command": command(),
+    }
     rows = [{**stamp, **row} for row in rows]
     old_rows: list[dict[str, Any]] = []
     old_columns: list[str] = []
@@ -173,7 +183,9 @@ def append_section(title: str, body: str, *, note: str = "") -> None:
         lines.append(f"- note: {note}")
     lines += ["", body.rstrip(), "", ""]
     if not RESULTS_MD.is_file():
-        RESULTS_MD.write_text("# Benchmark results\n\nSections are appended by the scripts in bench/ (newest last).\n\n")
+        RESULTS_MD.write_text(
+            "# Benchmark results\n\nSections are appended by the scripts in bench/ (newest last).\n\n"
+        )
     with RESULTS_MD.open("a") as handle:
         handle.write("\n".join(lines))
 

@@ -29,6 +29,7 @@ rather than estimated.
     .venv/bin/python bench/overhead.py                  # 16 trials of each variant
     .venv/bin/python bench/overhead.py --variants baseline --trials 30 --profile
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,10 @@ PHASES = ("ask", "prepare", "setup", "steps", "between", "epoch_end", "finish")
 # What the `before` variant puts back: name -> what cnnsearch did before (commit fb008eb).
 BEFORE = {
     "journal": "Optuna's JournalFileBackend: a symlink lock and an fsync for each of the ~50 journal "
-               "records of a trial (now cnnsearch.journal.RunJournal: flock, fsync only for a trial's end)",
+    "records of a trial (now cnnsearch.journal.RunJournal: flock, fsync only for a trial's end)",
     "latency": "measure_latency on every trial (now only when the objective includes latency)",
     "flops": "FLOPs from torch's FlopCounterMode on a second build of the network (now spec.forward_flops, "
-             "arithmetic, and the checked network is the one trained)",
+    "arithmetic, and the checked network is the one trained)",
     "checkpoint": "a resume checkpoint after every epoch but the last (now at most one per 30 s of training)",
 }
 
@@ -140,8 +141,16 @@ def instrument() -> None:
     space.SearchSpace.sample = timed("space.sample", space.SearchSpace.sample)
     time_journal()
 
-    for name in ("_build_checked", "build_model", "load_checkpoint", "evaluate", "_release_memory",
-                 "measure_latency", "checkpoint_state", "write_checkpoint"):
+    for name in (
+        "_build_checked",
+        "build_model",
+        "load_checkpoint",
+        "evaluate",
+        "_release_memory",
+        "measure_latency",
+        "checkpoint_state",
+        "write_checkpoint",
+    ):
         setattr(train, name, timed(name, getattr(train, name)))
     original_flops = train.forward_flops
 
@@ -194,7 +203,9 @@ def time_journal() -> None:
     from cnnsearch.run.journal import RunJournal
 
     RunJournal.append_logs = timed("journal append (RunJournal)", RunJournal.append_logs)
-    JournalFileBackend.append_logs = timed("journal append + fsync (Optuna file backend)", JournalFileBackend.append_logs)
+    JournalFileBackend.append_logs = timed(
+        "journal append + fsync (Optuna file backend)", JournalFileBackend.append_logs
+    )
     original = rundir.open_storage
 
     def open_storage(url, *, journal_path):
@@ -242,8 +253,9 @@ def trial_phases(timeline: Timeline, number: int) -> dict[str, float]:
     # counting): the same work a continuous loop does before its next ask.
     # Validation, checkpoint and pruning callback of every epoch but the last run between the first
     # and the last batch; they are taken out of "steps" into "between".
-    between = sum(seconds for started, seconds in timeline.events[number]
-                  if marks["first_batch"] <= started < marks["last_batch"])
+    between = sum(
+        seconds for started, seconds in timeline.events[number] if marks["first_batch"] <= started < marks["last_batch"]
+    )
     return {
         "ask": ask_end - ask_start,
         "prepare": marks["train_start"] - ask_end,
@@ -269,10 +281,19 @@ def summarize(variant: str, trials: list) -> dict:
         validation = spans.get("evaluate", 0.0)
         overhead = phases["period"] - phases["steps"] - validation
         pct = 100 * overhead / phases["period"]
-        rows.append({"variant": variant, "trial": number, "warmup": number == 0, "outcome": attrs.get("outcome", ""),
-                     "compact": attrs.get("compact", ""), **{f"{k}_ms": round(1000 * v, 2) for k, v in phases.items()},
-                     "validation_ms": round(1000 * validation, 2), "overhead_ms": round(1000 * overhead, 2),
-                     "overhead_pct": round(pct, 2)})
+        rows.append(
+            {
+                "variant": variant,
+                "trial": number,
+                "warmup": number == 0,
+                "outcome": attrs.get("outcome", ""),
+                "compact": attrs.get("compact", ""),
+                **{f"{k}_ms": round(1000 * v, 2) for k, v in phases.items()},
+                "validation_ms": round(1000 * validation, 2),
+                "overhead_ms": round(1000 * overhead, 2),
+                "overhead_pct": round(pct, 2),
+            }
+        )
         if number > 0:
             per_trial.append((number, phases, spans, overhead, validation, pct))
     if not per_trial:
@@ -280,7 +301,9 @@ def summarize(variant: str, trials: list) -> dict:
     med = {key: _common.median([p[key] for _, p, *_ in per_trial]) for key in (*PHASES, "period")}
     names = sorted({name for _, _, spans, *_ in per_trial for name in spans})
     return {
-        "rows": rows, "n": len(per_trial), "phases": med,
+        "rows": rows,
+        "n": len(per_trial),
+        "phases": med,
         "overhead": _common.median([o for _, _, _, o, _, _ in per_trial]),
         "validation": _common.median([v for _, _, _, _, v, _ in per_trial]),
         "pct": _common.median([pct for *_, pct in per_trial]),
@@ -311,8 +334,8 @@ def main() -> None:
     import torch
 
     from cnnsearch.search.settings import SearchSettings
-    from cnnsearch.search.worker import WorkerLoop
     from cnnsearch.search.setup import prepare_run
+    from cnnsearch.search.worker import WorkerLoop
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -323,8 +346,16 @@ def main() -> None:
         for variant in variants:
             State.variant = variant
             State.before = frozenset(BEFORE) if variant == "before" else frozenset()
-            settings = SearchSettings(name=f"overhead-{variant}", space=str(SPACE), data=args.data, runs_dir=runs_dir,
-                                      trials=args.trials, epochs=args.epochs, seed=args.seed, device=args.device)
+            settings = SearchSettings(
+                name=f"overhead-{variant}",
+                space=str(SPACE),
+                data=args.data,
+                runs_dir=runs_dir,
+                trials=args.trials,
+                epochs=args.epochs,
+                seed=args.seed,
+                device=args.device,
+            )
             run, info, space = prepare_run(settings)
             loop = WorkerLoop(run, info, space, target=0, device=args.device)
             study, data = loop.open_study(), loop.load_data()
@@ -347,8 +378,10 @@ def main() -> None:
                 timeline.call_end[timeline.trial] = time.perf_counter()
                 row = trial_phases(timeline, timeline.trial)
                 if row:
-                    _common.echo(f"{variant:8s} trial {timeline.trial:2d} period {1000 * row['period']:6.0f} ms, "
-                                 f"steps {1000 * row['steps']:6.0f} ms")
+                    _common.echo(
+                        f"{variant:8s} trial {timeline.trial:2d} period {1000 * row['period']:6.0f} ms, "
+                        f"steps {1000 * row['steps']:6.0f} ms"
+                    )
         if profiler is not None:
             profiler.disable()
         results = {v: summarize(v, studies[v].get_trials(deepcopy=False)) for v in variants}
@@ -357,16 +390,33 @@ def main() -> None:
     summary_rows = []
     for variant in variants:
         r = results[variant]
-        summary_rows.append({
-            "variant": variant, "fixes": " ".join(sorted(BEFORE)) if variant == "before" else "",
-            "data": args.data, "epochs": args.epochs, "threads": torch.get_num_threads(), "trials": r["n"],
-            **{f"{phase}_ms": round(1000 * r["phases"][phase], 2) for phase in (*PHASES, "period")},
-            "validation_ms": round(1000 * r["validation"], 2), "overhead_ms": round(1000 * r["overhead"], 2),
-            "overhead_pct": round(r["pct"], 2), "target_met": r["pct"] <= TARGET_PCT,
-            **{f"{name}_ms": round(1000 * r["spans"].get(name, 0.0), 2) for name in (
-                "_release_memory", "journal append (RunJournal)", "journal append + fsync (Optuna file backend)",
-                "measure_latency", "flops", "space.sample", "trial.set_user_attr")},
-        })
+        summary_rows.append(
+            {
+                "variant": variant,
+                "fixes": " ".join(sorted(BEFORE)) if variant == "before" else "",
+                "data": args.data,
+                "epochs": args.epochs,
+                "threads": torch.get_num_threads(),
+                "trials": r["n"],
+                **{f"{phase}_ms": round(1000 * r["phases"][phase], 2) for phase in (*PHASES, "period")},
+                "validation_ms": round(1000 * r["validation"], 2),
+                "overhead_ms": round(1000 * r["overhead"], 2),
+                "overhead_pct": round(r["pct"], 2),
+                "target_met": r["pct"] <= TARGET_PCT,
+                **{
+                    f"{name}_ms": round(1000 * r["spans"].get(name, 0.0), 2)
+                    for name in (
+                        "_release_memory",
+                        "journal append (RunJournal)",
+                        "journal append + fsync (Optuna file backend)",
+                        "measure_latency",
+                        "flops",
+                        "space.sample",
+                        "trial.set_user_attr",
+                    )
+                },
+            }
+        )
     _common.append_rows(NAME, summary_rows)
     base = results[variants[0]]
     lines = [
@@ -378,40 +428,66 @@ def main() -> None:
     header = ["phase"] + [f"{v} ms" for v in variants] + [f"{v} % of trial" for v in variants]
     phase_rows = []
     for phase in PHASES:
-        phase_rows.append([phase] + [1000 * results[v]["phases"][phase] for v in variants]
-                          + [100 * results[v]["phases"][phase] / results[v]["phases"]["period"] for v in variants])
-    phase_rows.append(["validation, all epochs (in between and epoch_end; work)"] + [1000 * results[v]["validation"] for v in variants]
-                      + [100 * results[v]["validation"] / results[v]["phases"]["period"] for v in variants])
-    phase_rows.append(["**overhead**"] + [1000 * results[v]["overhead"] for v in variants]
-                      + [results[v]["pct"] for v in variants])
-    phase_rows.append(["period (ask to next ask)"] + [1000 * results[v]["phases"]["period"] for v in variants]
-                      + [100.0 for _ in variants])
+        phase_rows.append(
+            [phase]
+            + [1000 * results[v]["phases"][phase] for v in variants]
+            + [100 * results[v]["phases"][phase] / results[v]["phases"]["period"] for v in variants]
+        )
+    phase_rows.append(
+        ["validation, all epochs (in between and epoch_end; work)"]
+        + [1000 * results[v]["validation"] for v in variants]
+        + [100 * results[v]["validation"] / results[v]["phases"]["period"] for v in variants]
+    )
+    phase_rows.append(
+        ["**overhead**"] + [1000 * results[v]["overhead"] for v in variants] + [results[v]["pct"] for v in variants]
+    )
+    phase_rows.append(
+        ["period (ask to next ask)"]
+        + [1000 * results[v]["phases"]["period"] for v in variants]
+        + [100.0 for _ in variants]
+    )
     lines += [_common.markdown_table(header, phase_rows), ""]
     names = sorted({n for v in variants for n in results[v]["spans"]}, key=lambda n: -base["spans"].get(n, 0.0))
-    lines += ["Timed calls (median per trial; nested spans overlap: _build_checked holds a build_model and the "
-              "flops; _finish holds set_user_attr, write_atomic and tell):", ""]
-    lines.append(_common.markdown_table(
-        ["call"] + [f"{v} calls" for v in variants] + [f"{v} ms" for v in variants]
-        + [f"{variants[0]} % of trial"],
-        [[n] + [results[v]["calls"].get(n, 0) for v in variants] + [1000 * results[v]["spans"].get(n, 0.0) for v in variants]
-         + [100 * base["spans"].get(n, 0.0) / base["phases"]["period"]] for n in names]))
+    lines += [
+        "Timed calls (median per trial; nested spans overlap: _build_checked holds a build_model and the "
+        "flops; _finish holds set_user_attr, write_atomic and tell):",
+        "",
+    ]
+    lines.append(
+        _common.markdown_table(
+            ["call"] + [f"{v} calls" for v in variants] + [f"{v} ms" for v in variants] + [f"{variants[0]} % of trial"],
+            [
+                [n]
+                + [results[v]["calls"].get(n, 0) for v in variants]
+                + [1000 * results[v]["spans"].get(n, 0.0) for v in variants]
+                + [100 * base["spans"].get(n, 0.0) / base["phases"]["period"]]
+                for n in names
+            ],
+        )
+    )
     lines.append("")
     for variant in variants:
-        lines.append(f"- {variant}: overhead {results[variant]['pct']:.1f}% of the trial "
-                     f"(target <= {TARGET_PCT:g}%: {_common.verdict(results[variant]['pct'] <= TARGET_PCT)})")
+        lines.append(
+            f"- {variant}: overhead {results[variant]['pct']:.1f}% of the trial "
+            f"(target <= {TARGET_PCT:g}%: {_common.verdict(results[variant]['pct'] <= TARGET_PCT)})"
+        )
     if len(variants) == 2:
         a, b = (results[v] for v in variants)
         common = sorted(set(a["pairs"]) & set(b["pairs"]))
         saved = _common.median([a["pairs"][n][0] - b["pairs"][n][0] for n in common])
         ratio = _common.median([a["pairs"][n][1] / b["pairs"][n][1] for n in common])
-        lines.append(f"- {variants[0]} against {variants[1]}, paired by trial number (same seed, same candidates): "
-                     f"overhead {1000 * saved:+.0f} ms per trial (median), trial period x{ratio:.2f}")
+        lines.append(
+            f"- {variants[0]} against {variants[1]}, paired by trial number (same seed, same candidates): "
+            f"overhead {1000 * saved:+.0f} ms per trial (median), trial period x{ratio:.2f}"
+        )
         lines.append("- `before` puts back: " + "; ".join(f"**{k}**: {v}" for k, v in BEFORE.items()))
     full_ms, frozen_ms, tracked, frozen_before, all_ms = gc_cost()
-    lines.append(f"- gc.collect(), which train._release_memory runs after every trial on a CUDA machine: here "
-                 f"(torch, Lightning, Optuna imported) {frozen_before:,} objects were frozen by cnnsearch and "
-                 f"{tracked:,} are tracked; a collection takes {full_ms:.1f} ms as things stand, {frozen_ms:.1f} ms "
-                 f"with everything frozen, {all_ms:.0f} ms with nothing frozen")
+    lines.append(
+        f"- gc.collect(), which train._release_memory runs after every trial on a CUDA machine: here "
+        f"(torch, Lightning, Optuna imported) {frozen_before:,} objects were frozen by cnnsearch and "
+        f"{tracked:,} are tracked; a collection takes {full_ms:.1f} ms as things stand, {frozen_ms:.1f} ms "
+        f"with everything frozen, {all_ms:.0f} ms with nothing frozen"
+    )
     body = "\n".join(lines)
     if profiler is not None:
         import io

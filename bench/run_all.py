@@ -8,6 +8,7 @@ A script that fails is reported and the others still run; the exit status is 1 i
     .venv/bin/python bench/run_all.py --full        # larger settings (an hour or more on CPU)
     .venv/bin/python bench/run_all.py --quick --only startup,scale
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,12 @@ def main() -> None:
     group.add_argument("--quick", action="store_true", help="small settings for every script")
     group.add_argument("--full", action="store_true", help="larger settings for every script")
     parser.add_argument("--only", default="", help="comma list of scripts to run (default: all)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="pass --threads N to the scripts that train (throughput, overhead, search_efficiency)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="pass --threads N to the scripts that train (throughput, overhead, search_efficiency)",
+    )
     args = parser.parse_args()
     mode = "quick" if args.quick else "full" if args.full else "default"
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(SCRIPTS)

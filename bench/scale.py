@@ -18,9 +18,11 @@ reported with its exponent log10(factor) (1.0 = linear, 2.0 = quadratic).
     .venv/bin/python bench/scale.py --sizes 100,1000 --quick
     .venv/bin/python bench/scale.py --multi-objective        # Pareto ranks: O(n^2) by design
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import subprocess
@@ -42,17 +44,19 @@ LINEAR_TOLERANCE = 1.2  # a factor up to 12 per 10x still counts as linear (nois
 def child(function: str, runs_dir: str, name: str, mode: str) -> None:
     """Measure one call in this (fresh) process; print one JSON line."""
 
+    import matplotlib  # write_report imports it lazily; loaded here so the baseline holds it too
+
     from cnnsearch import report
     from cnnsearch.run.folder import RunDir
-
-    import matplotlib  # write_report imports it lazily; loaded here so the baseline holds it too
 
     matplotlib.use("Agg")
     run = RunDir(runs_dir, name)
     base_rss = _reset_peak_rss()
     out: dict[str, float] = {"base_rss_mb": base_rss / 1024}
-    call = {"leaderboard_frame": lambda: report.leaderboard_frame(run),
-            "write_report": lambda: report.write_report(run)}[function]
+    call = {
+        "leaderboard_frame": lambda: report.leaderboard_frame(run),
+        "write_report": lambda: report.write_report(run),
+    }[function]
     if mode == "time":
         started = time.perf_counter()
         call()
@@ -84,10 +88,8 @@ def _reset_peak_rss() -> int:
     """The current RSS in KiB, after resetting the kernel's peak (VmHWM) to it where Linux allows."""
     import resource
 
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS (Linux >= 4.0)
-    except OSError:
-        pass
     current = _status_kib("VmRSS")
     return current if current is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -101,8 +103,9 @@ def _peak_rss() -> int:
 
 
 def measure(function: str, runs_dir: str, name: str, mode: str) -> dict[str, float]:
-    done = subprocess.run([sys.executable, __file__, "--child", function, runs_dir, name, mode],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", function, runs_dir, name, mode], capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{function} on {name} ({mode}) failed: {done.stderr.strip()[-800:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -122,8 +125,8 @@ def main() -> None:
         args.repeats = 1
     sizes = sorted(int(size) for size in args.sizes.split(","))
 
-    from synthetic import make_synthetic_run
     import optuna
+    from synthetic import make_synthetic_run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" lines
 
@@ -147,8 +150,10 @@ def main() -> None:
                     "journal_mb": journal,
                 }
                 r = results[(function, size)]
-                _common.echo(f"  {function:17s} {r['seconds']:7.3f} s, +{r['added_rss_mb']:.0f} MiB RSS, "
-                             f"tracemalloc peak {r['tracemalloc_peak_mb']:.1f} MiB")
+                _common.echo(
+                    f"  {function:17s} {r['seconds']:7.3f} s, +{r['added_rss_mb']:.0f} MiB RSS, "
+                    f"tracemalloc peak {r['tracemalloc_peak_mb']:.1f} MiB"
+                )
 
     rows, table, verdicts = [], [], []
     for function in FUNCTIONS:
@@ -160,35 +165,68 @@ def main() -> None:
                 per_10x = math.log(10) / math.log(size / sizes[index - 1])  # normalise to a 10x step
                 for key in ("seconds", "added_rss_mb", "tracemalloc_peak_mb"):
                     ratio = r[key] / previous[key] if previous[key] > 0 else float("nan")
-                    growth[key] = ratio ** per_10x if ratio == ratio and ratio > 0 else float("nan")
-            rows.append({"function": function, "trials": size, "multi_objective": args.multi_objective,
-                         "repeats": args.repeats, **r, **{f"growth_{k}": v for k, v in growth.items()}})
-            table.append([function, f"{size:,}", r["seconds"], r["added_rss_mb"], r["tracemalloc_peak_mb"],
-                          _growth(growth.get("seconds")), _growth(growth.get("added_rss_mb")),
-                          _growth(growth.get("tracemalloc_peak_mb"))])
+                    growth[key] = ratio**per_10x if ratio == ratio and ratio > 0 else float("nan")
+            rows.append(
+                {
+                    "function": function,
+                    "trials": size,
+                    "multi_objective": args.multi_objective,
+                    "repeats": args.repeats,
+                    **r,
+                    **{f"growth_{k}": v for k, v in growth.items()},
+                }
+            )
+            table.append(
+                [
+                    function,
+                    f"{size:,}",
+                    r["seconds"],
+                    r["added_rss_mb"],
+                    r["tracemalloc_peak_mb"],
+                    _growth(growth.get("seconds")),
+                    _growth(growth.get("added_rss_mb")),
+                    _growth(growth.get("tracemalloc_peak_mb")),
+                ]
+            )
         last = [row for row in rows if row["function"] == function][1:]
         worst_time = max((row["growth_seconds"] for row in last), default=float("nan"))
         worst_memory = max((row["growth_tracemalloc_peak_mb"] for row in last), default=float("nan"))
         met = worst_time <= 10 * LINEAR_TOLERANCE and worst_memory <= 10 * LINEAR_TOLERANCE
-        verdicts.append(f"- {function}: worst growth per 10x: time x{worst_time:.1f}, Python memory "
-                        f"x{worst_memory:.1f}; linear or better (<= x{10 * LINEAR_TOLERANCE:g}): {_common.verdict(met)}")
+        verdicts.append(
+            f"- {function}: worst growth per 10x: time x{worst_time:.1f}, Python memory "
+            f"x{worst_memory:.1f}; linear or better (<= x{10 * LINEAR_TOLERANCE:g}): {_common.verdict(met)}"
+        )
     _common.append_rows(NAME, rows)
     body = (
         f"Synthetic {'multi-objective (accuracy,params) ' if args.multi_objective else ''}runs; each figure from fresh "
         f"subprocesses (time: median of {args.repeats}; +RSS: peak RSS during the call minus RSS before it; "
         f"tracemalloc: Python allocations, separate run). Growth = the factor per 10x more trials "
         f"(exponent in brackets: 1.0 linear, 2.0 quadratic).\n\n"
-        + _common.markdown_table(["function", "trials", "s", "+RSS MiB", "tracemalloc MiB", "time growth",
-                                  "RSS growth", "tracemalloc growth"], table)
-        + "\n\n" + "\n".join(verdicts)
+        + _common.markdown_table(
+            [
+                "function",
+                "trials",
+                "s",
+                "+RSS MiB",
+                "tracemalloc MiB",
+                "time growth",
+                "RSS growth",
+                "tracemalloc growth",
+            ],
+            table,
+        )
+        + "\n\n"
+        + "\n".join(verdicts)
     )
     if args.multi_objective:
         table, same = compare_pareto(sizes)
-        body += ("\n\nPareto ranks, the O(n^2)-memory core of multi-objective leaderboards: report.pareto_ranks "
-                 "(pairwise, O(n^2)) against the two-objective sweep it now uses (O(n log n)) on "
-                 f"random (accuracy, params) points; ranks identical (and on 200 small cases with ties and NaN): "
-                 f"{'yes' if same else '**NO**'}\n\n"
-                 + _common.markdown_table(["function", "points", "s", "tracemalloc MiB"], table))
+        body += (
+            "\n\nPareto ranks, the O(n^2)-memory core of multi-objective leaderboards: report.pareto_ranks "
+            "(pairwise, O(n^2)) against the two-objective sweep it now uses (O(n log n)) on "
+            f"random (accuracy, params) points; ranks identical (and on 200 small cases with ties and NaN): "
+            f"{'yes' if same else '**NO**'}\n\n"
+            + _common.markdown_table(["function", "points", "s", "tracemalloc MiB"], table)
+        )
     _common.append_section(f"scale: leaderboard_frame and write_report vs trials ({', '.join(map(str, sizes))})", body)
     print(body)
 

@@ -24,6 +24,7 @@ shared machine fall on all of them.
     .venv/bin/python bench/search_efficiency.py --full                   # both datasets, 90 s / 240 s
     .venv/bin/python bench/search_efficiency.py --pareto --budget 60
 """
+
 from __future__ import annotations
 
 import argparse
@@ -115,19 +116,32 @@ def first_time(curve: list[tuple[float, float]], level: float) -> float:
     return math.inf
 
 
-def run_search(method: str, data: str, seed: int, budget: float, runs_dir: str, *, device: str,
-               epochs: int | None) -> SearchRun:
+def run_search(
+    method: str, data: str, seed: int, budget: float, runs_dir: str, *, device: str, epochs: int | None
+) -> SearchRun:
     import optuna
 
     from cnnsearch.search.settings import SearchSettings
-    from cnnsearch.search.worker import WorkerLoop
     from cnnsearch.search.setup import prepare_run
+    from cnnsearch.search.worker import WorkerLoop
 
     sampler, pruner, objective = METHODS[method]
     name = f"{method.replace('+', '-')}-{data}-s{seed}"
-    settings = SearchSettings(name=name, space=str(SPACE), data=data, subset=SUBSETS.get(data), runs_dir=runs_dir,
-                              trials=100_000, seed=seed, sampler=sampler, pruner=pruner, device=device,
-                              objective=objective, epochs=epochs, command=_common.command())
+    settings = SearchSettings(
+        name=name,
+        space=str(SPACE),
+        data=data,
+        subset=SUBSETS.get(data),
+        runs_dir=runs_dir,
+        trials=100_000,
+        seed=seed,
+        sampler=sampler,
+        pruner=pruner,
+        device=device,
+        objective=objective,
+        epochs=epochs,
+        command=_common.command(),
+    )
     run, info, space = prepare_run(settings)  # data loading and the split: outside the budget
     started = time.time()
     loop = WorkerLoop(run, info, space, target=100_000, deadline=time.monotonic() + budget, device=device)
@@ -140,13 +154,25 @@ def run_search(method: str, data: str, seed: int, budget: float, runs_dir: str, 
         if trial.state == optuna.trial.TrialState.COMPLETE and accuracy is not None and trial.datetime_complete:
             seconds = trial.datetime_complete.timestamp() - started
             result.events.append((seconds, float(accuracy), int(trial.user_attrs.get("params") or 0)))
-    _common.echo(f"{method:17s} {data:13s} seed {seed}: best {result.final_best:.4f} after "
-                 f"{result.finished} trials {dict(sorted(result.counts.items()))}")
+    _common.echo(
+        f"{method:17s} {data:13s} seed {seed}: best {result.final_best:.4f} after "
+        f"{result.finished} trials {dict(sorted(result.counts.items()))}"
+    )
     return result
 
 
-def compare(a: str, b: str, data: str, results: dict, seeds: int, budget: float, *, pareto: bool,
-            ref_log_params: float, threads: int) -> tuple[str, list[dict]]:
+def compare(
+    a: str,
+    b: str,
+    data: str,
+    results: dict,
+    seeds: int,
+    budget: float,
+    *,
+    pareto: bool,
+    ref_log_params: float,
+    threads: int,
+) -> tuple[str, list[dict]]:
     """Method a against baseline b: a markdown section and CSV rows, one per seed."""
     table, ratios, rows = [], [], []
     for seed in range(seeds):
@@ -164,23 +190,52 @@ def compare(a: str, b: str, data: str, results: dict, seeds: int, budget: float,
         ratios.append(ratio)
         trials = (ra.finished, rb.finished)
         table.append([seed, finals[0], finals[1], trials[0], trials[1], ra.counts.get("pruned", 0), ta, tb, ratio])
-        rows.append({"mode": "pareto" if pareto else "accuracy", "data": data, "seed": seed, "budget_s": budget,
-                     "method_a": a, "method_b": b, "final_a": finals[0], "final_b": finals[1],
-                     "trials_a": trials[0], "trials_b": trials[1], "pruned_a": ra.counts.get("pruned", 0),
-                     "time_a_to_b_final_s": ta, "time_b_to_b_final_s": tb, "ratio": ratio, "threads": threads})
+        rows.append(
+            {
+                "mode": "pareto" if pareto else "accuracy",
+                "data": data,
+                "seed": seed,
+                "budget_s": budget,
+                "method_a": a,
+                "method_b": b,
+                "final_a": finals[0],
+                "final_b": finals[1],
+                "trials_a": trials[0],
+                "trials_b": trials[1],
+                "pruned_a": ra.counts.get("pruned", 0),
+                "time_a_to_b_final_s": ta,
+                "time_b_to_b_final_s": tb,
+                "ratio": ratio,
+                "threads": threads,
+            }
+        )
     median_ratio = _common.median([r if math.isfinite(r) else 1e9 for r in ratios])
     # The 1/3 target is set for TPE vs random; the Pareto comparison has none.
-    verdict = (f"target <= {TARGET_RATIO:.2f}: {_common.verdict(median_ratio <= TARGET_RATIO)}" if not pareto
-               else "no target is set for this comparison")
+    verdict = (
+        f"target <= {TARGET_RATIO:.2f}: {_common.verdict(median_ratio <= TARGET_RATIO)}"
+        if not pareto
+        else "no target is set for this comparison"
+    )
     metric = "hypervolume" if pareto else "best val acc"
     section = (
         f"**{data}**{f' (subset {SUBSETS[data]})' if SUBSETS.get(data) else ''}, {budget:g} s per search, "
         f"{seeds} seeds, {a} against {b}:\n\n"
         + _common.markdown_table(
-            ["seed", f"{a} final {metric}", f"{b} final {metric}", f"{a} trials", f"{b} trials",
-             f"{a} pruned", f"{a} s to {b}'s final", f"{b} s to its final", "ratio"], table)
+            [
+                "seed",
+                f"{a} final {metric}",
+                f"{b} final {metric}",
+                f"{a} trials",
+                f"{b} trials",
+                f"{a} pruned",
+                f"{a} s to {b}'s final",
+                f"{b} s to its final",
+                "ratio",
+            ],
+            table,
+        )
         + f"\n\nMedian ratio {median_ratio if median_ratio < 1e8 else math.inf:.2f} (never reached counts as "
-          f"infinite); {verdict}."
+        f"infinite); {verdict}."
     )
     return section, rows
 
@@ -196,29 +251,37 @@ def try_export(run: SearchRun, out: Path, device: str) -> tuple[str, float | Non
         seconds = time.perf_counter() - started
     except Exception as error:  # a benchmark reports what happened; it never hides it behind a score
         return f"failed: {type(error).__name__}: {error}", None
-    return (f"trial {result.trial} {result.compact}: validation {result.val_accuracy:.2%}, retrained "
-            f"{result.retrain_epochs} epochs on {result.train_images} images, test accuracy "
-            f"{result.test_accuracy:.2%} on {result.test_size} images ({seconds:.0f} s)"), result.test_accuracy
+    return (
+        f"trial {result.trial} {result.compact}: validation {result.val_accuracy:.2%}, retrained "
+        f"{result.retrain_epochs} epochs on {result.train_images} images, test accuracy "
+        f"{result.test_accuracy:.2%} on {result.test_size} images ({seconds:.0f} s)"
+    ), result.test_accuracy
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="digits", help="comma list: digits, fashion-mnist (a 3000-image subset)")
     parser.add_argument("--budget", type=float, default=60.0, help="wall-clock seconds per search (digits)")
-    parser.add_argument("--budget-fashion", type=float, default=None,
-                        help="seconds per Fashion-MNIST search (default: 4 x --budget)")
+    parser.add_argument(
+        "--budget-fashion", type=float, default=None, help="seconds per Fashion-MNIST search (default: 4 x --budget)"
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the space's, 8)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--pareto", action="store_true", help="accuracy,params: Pareto pruning vs NSGA-II")
-    parser.add_argument("--export", action="store_true", help="export the best Fashion-MNIST TPE model, report test accuracy")
+    parser.add_argument(
+        "--export", action="store_true", help="export the best Fashion-MNIST TPE model, report test accuracy"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep the run folders here instead of a temp folder")
     parser.add_argument("--quick", action="store_true", help="30 s per search")
     parser.add_argument("--full", action="store_true", help="digits and fashion-mnist, 90 s and 240 s per search")
-    parser.add_argument("--methods", default=None,
-                        help=f"comma list, the baseline last (default: tpe+asha,random; --pareto: "
-                             f"tpe+pareto-prune,nsga2); known: {', '.join(METHODS)}")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma list, the baseline last (default: tpe+asha,random; --pareto: "
+        f"tpe+pareto-prune,nsga2); known: {', '.join(METHODS)}",
+    )
     args = parser.parse_args()
     if args.quick:
         args.budget = min(args.budget, 30.0)
@@ -251,32 +314,62 @@ def main() -> None:
                 shift = seed % len(methods)  # each method goes first in turn
                 order = methods[shift:] + methods[:shift]
                 for method in order:
-                    results[(method, seed)] = run_search(method, data, seed, budgets[data], runs_dir,
-                                                         device=args.device, epochs=args.epochs)
+                    results[(method, seed)] = run_search(
+                        method, data, seed, budgets[data], runs_dir, device=args.device, epochs=args.epochs
+                    )
             b = methods[-1]  # the baseline each of the others must beat
             for a in methods[:-1]:
-                section, pair_rows = compare(a, b, data, results, args.seeds, budgets[data], pareto=args.pareto,
-                                             ref_log_params=ref_log_params, threads=torch.get_num_threads())
+                section, pair_rows = compare(
+                    a,
+                    b,
+                    data,
+                    results,
+                    args.seeds,
+                    budgets[data],
+                    pareto=args.pareto,
+                    ref_log_params=ref_log_params,
+                    threads=torch.get_num_threads(),
+                )
                 sections.append(section)
                 rows += pair_rows
             if args.export and data == "fashion-mnist":
-                export_line, test_acc = try_export(results[(methods[0], 0)], Path(runs_dir) / "export-fashion", args.device)
-                rows.append({"mode": "export", "data": data, "seed": 0, "budget_s": budgets[data],
-                             "method_a": methods[0], "export": export_line, "test_accuracy": test_acc})
+                export_line, test_acc = try_export(
+                    results[(methods[0], 0)], Path(runs_dir) / "export-fashion", args.device
+                )
+                rows.append(
+                    {
+                        "mode": "export",
+                        "data": data,
+                        "seed": 0,
+                        "budget_s": budgets[data],
+                        "method_a": methods[0],
+                        "export": export_line,
+                        "test_accuracy": test_acc,
+                    }
+                )
     finally:
         if holder is not None:
             holder.cleanup()
 
     _common.append_rows(NAME, rows)
-    what = (f"accuracy,params: {', '.join(methods)}; hypervolume of (accuracy, "
-            f"log10 params) against (0, log10 {10 ** ref_log_params:,.0f})") if args.pareto else \
-        f"{', '.join(methods)} (the last is the baseline); best validation accuracy of COMPLETE trials"
-    body = (f"{what}. Default space, the space's epochs per trial unless --epochs, journal storage, device "
-            f"{args.device}, {torch.get_num_threads()} torch thread(s). Time is wall-clock from the start of "
-            f"the worker loop to each trial's completion.\n\n" + "\n\n".join(sections))
+    what = (
+        (
+            f"accuracy,params: {', '.join(methods)}; hypervolume of (accuracy, "
+            f"log10 params) against (0, log10 {10**ref_log_params:,.0f})"
+        )
+        if args.pareto
+        else f"{', '.join(methods)} (the last is the baseline); best validation accuracy of COMPLETE trials"
+    )
+    body = (
+        f"{what}. Default space, the space's epochs per trial unless --epochs, journal storage, device "
+        f"{args.device}, {torch.get_num_threads()} torch thread(s). Time is wall-clock from the start of "
+        f"the worker loop to each trial's completion.\n\n" + "\n\n".join(sections)
+    )
     if export_line:
         body += f"\n\nExport of the best Fashion-MNIST TPE search (seed 0): {export_line}"
-    _common.append_section(f"search efficiency: {'Pareto' if args.pareto else 'TPE vs random'} ({', '.join(datasets)})", body)
+    _common.append_section(
+        f"search efficiency: {'Pareto' if args.pareto else 'TPE vs random'} ({', '.join(datasets)})", body
+    )
     print(body)
 
 

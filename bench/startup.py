@@ -12,6 +12,7 @@ slowest imports. The breakdown times the steps of the table path the command tak
     .venv/bin/python bench/startup.py               # 1,000 trials, 5 rounds
     .venv/bin/python bench/startup.py --trials 5000 --rounds 9
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,9 +68,14 @@ console.print(leaderboard_table(sort_and_cut(board, top=int(sys.argv[3])), title
 t6 = time.perf_counter()
 print(f"{t1 - t0} {t2 - t1} {t3 - t2} {t4 - t3} {t5 - t4} {t6 - t5} {len(board)}")
 """
-STEPS = ("import cnnsearch.report (rich; no pandas, no numpy)", "import optuna (numpy, tqdm)",
-         "open the journal + replay the study", "leaderboard_rows", "render the table (all rows)",
-         "render the table (the rows a terminal gets)")
+STEPS = (
+    "import cnnsearch.report (rich; no pandas, no numpy)",
+    "import optuna (numpy, tqdm)",
+    "open the journal + replay the study",
+    "leaderboard_rows",
+    "render the table (all rows)",
+    "render the table (the rows a terminal gets)",
+)
 # cnnsearch's own modules the leaderboard process imports: compiled at every start when
 # PYTHONDONTWRITEBYTECODE is set (site-packages come with their .pyc files).
 OWN_MODULES = ("__init__", "__main__", "cli", "errors", "report", "rundir", "spec", "journal")
@@ -80,8 +86,13 @@ def breakdown(name: str, runs_dir: str, env: dict[str, str], repeats: int, shown
     samples: list[list[float]] = []
     rows = 0
     for _ in range(repeats):
-        done = subprocess.run([sys.executable, "-c", BREAKDOWN, name, runs_dir, str(shown)], capture_output=True,
-                              text=True, env=env, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", BREAKDOWN, name, runs_dir, str(shown)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"the breakdown failed: {done.stderr.strip()[-500:]}")
         *values, rows = done.stdout.split()
@@ -107,8 +118,7 @@ def cnnsearch_command() -> list[str]:
 
 def wall(command: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
-                          check=False)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True, check=False)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
@@ -116,24 +126,35 @@ def wall(command: list[str], env: dict[str, str]) -> float:
 
 
 def imported_modules(args: list[str], env: dict[str, str]) -> list[str]:
-    done = subprocess.run([sys.executable, "-c", WRAPPER.format(heavy=HEAVY), *args], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, env=env, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", WRAPPER.format(heavy=HEAVY), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        check=False,
+    )
     for line in done.stderr.splitlines():
         if line.startswith("MODULES "):
-            return [name for name in line[len("MODULES "):].split(",") if name]
+            return [name for name in line[len("MODULES ") :].split(",") if name]
     raise RuntimeError(f"the import check failed: {done.stderr.strip()[-500:]}")
 
 
 def slowest_imports(args: list[str], env: dict[str, str], count: int = 8) -> list[tuple[str, float]]:
     """Top-level packages by cumulative import time (-X importtime), in seconds."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", WRAPPER.format(heavy=HEAVY), *args],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", WRAPPER.format(heavy=HEAVY), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        check=False,
+    )
     totals: dict[str, float] = {}
     for line in done.stderr.splitlines():
         if not line.startswith("import time:") or line.count("|") != 2:
             continue
-        _, cumulative, name = line[len("import time:"):].split("|")
+        _, cumulative, name = line[len("import time:") :].split("|")
         # A top-level import has one space before its name (nested ones two more per level); its
         # cumulative time covers its children, which are not counted again.
         if not cumulative.strip().isdigit() or not name.startswith(" ") or name.startswith("  "):
@@ -176,8 +197,10 @@ def main() -> None:
             for key, command in commands.items():
                 times[key].append(wall(command, env))
             _common.echo(f"round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()))
-        modules = {"help": imported_modules(["--help"], env),
-                   "leaderboard": imported_modules(["leaderboard", name, "--runs-dir", runs_dir], env)}
+        modules = {
+            "help": imported_modules(["--help"], env),
+            "leaderboard": imported_modules(["leaderboard", name, "--runs-dir", runs_dir], env),
+        }
         imports = slowest_imports(["leaderboard", name, "--runs-dir", runs_dir], env)
         steps, shown_rows = breakdown(name, runs_dir, env, args.rounds, TABLE_ROWS)
         top20 = [*cli, "leaderboard", name, "--runs-dir", runs_dir, "--top", "20"]
@@ -192,38 +215,76 @@ def main() -> None:
     for key in commands:
         target = TARGETS.get(key)
         met = medians[key] < target if target else None
-        rows.append({"what": key, "trials": args.trials if key == "leaderboard" else "", "rounds": args.rounds,
-                     "median_s": medians[key], "min_s": min(times[key]), "max_s": max(times[key]),
-                     "target_s": target or "", "met": "" if met is None else met,
-                     "heavy_modules": " ".join(modules.get(key, []))})
+        rows.append(
+            {
+                "what": key,
+                "trials": args.trials if key == "leaderboard" else "",
+                "rounds": args.rounds,
+                "median_s": medians[key],
+                "min_s": min(times[key]),
+                "max_s": max(times[key]),
+                "target_s": target or "",
+                "met": "" if met is None else met,
+                "heavy_modules": " ".join(modules.get(key, [])),
+            }
+        )
         shown = {"help": "`cnnsearch --help`", "leaderboard": f"`cnnsearch leaderboard` ({args.trials:,} trials)"}
-        table.append([shown.get(key, f"`{key}`"), medians[key], f"{min(times[key]):.3f} .. {max(times[key]):.3f}",
-                      f"< {target:g} s" if target else "", "" if met is None else _common.verdict(met),
-                      ", ".join(modules.get(key, [])) if key in modules else ""])
+        table.append(
+            [
+                shown.get(key, f"`{key}`"),
+                medians[key],
+                f"{min(times[key]):.3f} .. {max(times[key]):.3f}",
+                f"< {target:g} s" if target else "",
+                "" if met is None else _common.verdict(met),
+                ", ".join(modules.get(key, [])) if key in modules else "",
+            ]
+        )
     torch_free = "torch" not in modules["leaderboard"] and "pytorch_lightning" not in modules["leaderboard"]
     body = (
         f"Whole-process wall time, median of {args.rounds} rounds (the three commands alternate), after one "
         f"warm-up run of each:\n\n"
-        + _common.markdown_table(["command", "median s", "range s", "target", "verdict", "heavy modules imported"], table)
+        + _common.markdown_table(
+            ["command", "median s", "range s", "target", "verdict", "heavy modules imported"], table
+        )
         + f"\n\n`cnnsearch leaderboard` imports torch: {'no' if torch_free else '**yes**'} "
-          f"({'met' if torch_free else 'missed'}: the report must not import torch). "
-          f"Slowest top-level imports of the leaderboard process (-X importtime, cumulative, inflated by the "
-          f"tracing): " + ", ".join(f"{module} {seconds:.2f} s" for module, seconds in imports) + "."
+        f"({'met' if torch_free else 'missed'}: the report must not import torch). "
+        f"Slowest top-level imports of the leaderboard process (-X importtime, cumulative, inflated by the "
+        f"tracing): "
+        + ", ".join(f"{module} {seconds:.2f} s" for module, seconds in imports)
+        + "."
         + f"\n\nWhere the leaderboard's time goes (one process, steps timed inside it, median of {args.rounds}; "
-          f"the table has {shown_rows:,} ranked rows, a terminal gets the best {TABLE_ROWS}; interpreter start, "
-          f"typer and the pydantic adapters typer builds for the command's options come on top):\n\n"
+        f"the table has {shown_rows:,} ranked rows, a terminal gets the best {TABLE_ROWS}; interpreter start, "
+        f"typer and the pydantic adapters typer builds for the command's options come on top):\n\n"
         + _common.markdown_table(["step", "s"], [[step, seconds] for step, seconds in steps.items()])
         + f"\n\n`cnnsearch leaderboard NAME --top 20` as a whole process: {top20_s:.3f} s (median of {args.rounds}). "
-          f"`--format csv` (all {shown_rows:,} rows through pandas): {csv_s:.3f} s, heavy modules: "
-          f"{', '.join(csv_modules) or 'none'}."
-        + (f"\n\nPYTHONDONTWRITEBYTECODE is set here, so every process compiles cnnsearch's own modules "
-           f"({', '.join(OWN_MODULES)}): {compiling:.3f} s of each leaderboard run that a normal install, with "
-           f".pyc files, does not spend." if compiling else "")
+        f"`--format csv` (all {shown_rows:,} rows through pandas): {csv_s:.3f} s, heavy modules: "
+        f"{', '.join(csv_modules) or 'none'}."
+        + (
+            f"\n\nPYTHONDONTWRITEBYTECODE is set here, so every process compiles cnnsearch's own modules "
+            f"({', '.join(OWN_MODULES)}): {compiling:.3f} s of each leaderboard run that a normal install, with "
+            f".pyc files, does not spend."
+            if compiling
+            else ""
+        )
     )
-    rows.append({"what": "leaderboard --top 20", "trials": args.trials, "rounds": args.rounds, "median_s": top20_s,
-                 **{f"step {step}": seconds for step, seconds in steps.items()}})
-    rows.append({"what": "leaderboard --format csv", "trials": args.trials, "rounds": args.rounds, "median_s": csv_s,
-                 "heavy_modules": " ".join(csv_modules)})
+    rows.append(
+        {
+            "what": "leaderboard --top 20",
+            "trials": args.trials,
+            "rounds": args.rounds,
+            "median_s": top20_s,
+            **{f"step {step}": seconds for step, seconds in steps.items()},
+        }
+    )
+    rows.append(
+        {
+            "what": "leaderboard --format csv",
+            "trials": args.trials,
+            "rounds": args.rounds,
+            "median_s": csv_s,
+            "heavy_modules": " ".join(csv_modules),
+        }
+    )
     _common.append_rows(NAME, rows)
     _common.append_section(f"startup: --help and leaderboard of {args.trials:,} trials", body)
     print(body)

@@ -20,6 +20,7 @@ count_flops x 3 (forward + backward) x images/s, against a float32 matmul timed 
     .venv/bin/python bench/throughput.py --data digits
     .venv/bin/python bench/throughput.py --device cuda --train 20000 --epochs 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,44 +38,86 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from cnnsearch.data import to_device  # noqa: E402
 from cnnsearch.data.augment import augment_batch, make_generator  # noqa: E402
 from cnnsearch.data.device import DeviceData
 from cnnsearch.data.load import load_dataset
 from cnnsearch.data.split import make_split, subsample
-from cnnsearch.data import to_device  # noqa: E402
-from cnnsearch.model.build import build_model
 from cnnsearch.model import count_flops  # noqa: E402
+from cnnsearch.model.build import build_model
 from cnnsearch.spec import Architecture  # noqa: E402
-from cnnsearch.train.result import TrialControl
-from cnnsearch.train.module import lr_factor
-from cnnsearch.train.loop import resolve_device
 from cnnsearch.train import train_candidate  # noqa: E402
+from cnnsearch.train.loop import resolve_device
+from cnnsearch.train.module import lr_factor
+from cnnsearch.train.result import TrialControl
 
 NAME = "throughput"
 SPACE = _common.REPO / "search_spaces" / "default.toml"
 VAL_SHARE = 0.1  # of the subsample; only the training images are used here
 # Default-space answers shared by every architecture, then each one's own (FixedTrial params).
 COMMON_PARAMS = {
-    "network.batch_norm": True, "network.pool_type": "max", "head.dropout": 0.0,
-    "train.lr": 3e-3, "train.weight_decay": 5e-4, "train.label_smoothing": 0.0,
-    "augment.translate": 2, "augment.cutout": 4,
+    "network.batch_norm": True,
+    "network.pool_type": "max",
+    "head.dropout": 0.0,
+    "train.lr": 3e-3,
+    "train.weight_decay": 5e-4,
+    "train.label_smoothing": 0.0,
+    "augment.translate": 2,
+    "augment.cutout": 4,
 }
 ARCHITECTURES = {
     # ~1 MFLOP at 28x28: around the 10th percentile of default-space candidates
-    "small": {"network.stages": 1, "network.filters": 24, "network.width_multiplier": 1.0,
-              "network.activation": "relu", "stage1.convs": 1, "stage1.kernel_size": 5, "stage1.pool": True,
-              "head.pooling": "gap", "head.dense_layers": 0, "train.optimizer": "adamw", "train.batch_size": 128},
+    "small": {
+        "network.stages": 1,
+        "network.filters": 24,
+        "network.width_multiplier": 1.0,
+        "network.activation": "relu",
+        "stage1.convs": 1,
+        "stage1.kernel_size": 5,
+        "stage1.pool": True,
+        "head.pooling": "gap",
+        "head.dense_layers": 0,
+        "train.optimizer": "adamw",
+        "train.batch_size": 128,
+    },
     # ~20 MFLOP: around the median
-    "medium": {"network.stages": 2, "network.filters": 32, "network.width_multiplier": 1.5,
-               "network.activation": "silu", "stage1.convs": 2, "stage1.kernel_size": 3, "stage1.pool": True,
-               "stage2.convs": 1, "stage2.kernel_size": 3, "stage2.pool": True, "head.pooling": "gap",
-               "head.dense_layers": 1, "head.dense_units": 128, "train.optimizer": "sgd", "train.batch_size": 64},
+    "medium": {
+        "network.stages": 2,
+        "network.filters": 32,
+        "network.width_multiplier": 1.5,
+        "network.activation": "silu",
+        "stage1.convs": 2,
+        "stage1.kernel_size": 3,
+        "stage1.pool": True,
+        "stage2.convs": 1,
+        "stage2.kernel_size": 3,
+        "stage2.pool": True,
+        "head.pooling": "gap",
+        "head.dense_layers": 1,
+        "head.dense_units": 128,
+        "train.optimizer": "sgd",
+        "train.batch_size": 64,
+    },
     # ~58 MFLOP: around the 75th percentile (the 90th is ~125 MFLOP)
-    "large": {"network.stages": 3, "network.filters": 32, "network.width_multiplier": 2.0,
-              "network.activation": "relu", "stage1.convs": 2, "stage1.kernel_size": 3, "stage1.pool": True,
-              "stage2.convs": 2, "stage2.kernel_size": 3, "stage2.pool": True, "stage3.convs": 2,
-              "stage3.kernel_size": 3, "stage3.pool": False, "head.pooling": "gap", "head.dense_layers": 0,
-              "train.optimizer": "adamw", "train.batch_size": 64},
+    "large": {
+        "network.stages": 3,
+        "network.filters": 32,
+        "network.width_multiplier": 2.0,
+        "network.activation": "relu",
+        "stage1.convs": 2,
+        "stage1.kernel_size": 3,
+        "stage1.pool": True,
+        "stage2.convs": 2,
+        "stage2.kernel_size": 3,
+        "stage2.pool": True,
+        "stage3.convs": 2,
+        "stage3.kernel_size": 3,
+        "stage3.pool": False,
+        "head.pooling": "gap",
+        "head.dense_layers": 0,
+        "train.optimizer": "adamw",
+        "train.batch_size": 64,
+    },
 }
 CONTENDERS = ("trainer", "plain", "loader0", "loader2")
 
@@ -85,8 +128,10 @@ def architectures(names: list[str], epochs: int) -> dict[str, Architecture]:
     from cnnsearch.space.parse import load_space
 
     space = load_space(SPACE)
-    return {name: space.sample(optuna.trial.FixedTrial({**COMMON_PARAMS, **ARCHITECTURES[name]}), epochs=epochs)
-            for name in names}
+    return {
+        name: space.sample(optuna.trial.FixedTrial({**COMMON_PARAMS, **ARCHITECTURES[name]}), epochs=epochs)
+        for name in names
+    }
 
 
 def load_data(spec: str, train_images: int, *, seed: int, device: torch.device) -> DeviceData:
@@ -108,8 +153,12 @@ def run_trainer(arch: Architecture, data: DeviceData, *, seed: int) -> dict[str,
     wall = time.perf_counter() - started
     if result.outcome != "complete":
         raise RuntimeError(f"the trainer ended {result.outcome}: {result.reason}")
-    return {"images_per_sec": result.images_per_sec, "seconds": result.train_seconds, "call_seconds": wall,
-            "final_loss": result.train_loss[-1]}
+    return {
+        "images_per_sec": result.images_per_sec,
+        "seconds": result.train_seconds,
+        "call_seconds": wall,
+        "final_loss": result.train_loss[-1],
+    }
 
 
 # ---- b and c: one hand-written loop, two sources of batches ----------------------------------------
@@ -133,8 +182,9 @@ def _optimizer(net: torch.nn.Module, arch: Architecture, total_steps: int):
     return optimizer, schedule
 
 
-def plain_fit(arch: Architecture, data: DeviceData, batches, *, steps_per_epoch: int, seed: int,
-              device: torch.device) -> dict[str, float]:
+def plain_fit(
+    arch: Architecture, data: DeviceData, batches, *, steps_per_epoch: int, seed: int, device: torch.device
+) -> dict[str, float]:
     """Train `arch` for arch.train.epochs over `batches(epoch)`; time the loop only."""
     channels_last = device.type == "cuda"
     torch.manual_seed(seed)  # the trainer's initialisation for the same seed
@@ -163,7 +213,12 @@ def plain_fit(arch: Architecture, data: DeviceData, batches, *, steps_per_epoch:
         final_loss = (loss_sum / steps_per_epoch).item()  # one sync per epoch, as the trainer does
     sync(device)
     seconds = time.perf_counter() - started
-    return {"images_per_sec": images_seen / seconds, "seconds": seconds, "call_seconds": seconds, "final_loss": final_loss}
+    return {
+        "images_per_sec": images_seen / seconds,
+        "seconds": seconds,
+        "call_seconds": seconds,
+        "final_loss": final_loss,
+    }
 
 
 def resident_batches(arch: Architecture, data: DeviceData, *, seed: int, device: torch.device):
@@ -178,9 +233,14 @@ def resident_batches(arch: Architecture, data: DeviceData, *, seed: int, device:
     def batches(epoch: int):
         order = torch.randperm(count, generator=generator, device=device)
         for start in range(0, steps * batch, batch):
-            index = order[start:start + batch]
-            images = augment_batch(data.normalize(data.train_x[index]), translate=augment.translate,
-                                   flip=augment.flip, cutout=augment.cutout, generator=generator)
+            index = order[start : start + batch]
+            images = augment_batch(
+                data.normalize(data.train_x[index]),
+                translate=augment.translate,
+                flip=augment.flip,
+                cutout=augment.cutout,
+                generator=generator,
+            )
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, data.train_y[index]
@@ -191,8 +251,18 @@ def resident_batches(arch: Architecture, data: DeviceData, *, seed: int, device:
 class PerSampleDataset(torch.utils.data.Dataset):
     """c: the textbook Dataset: one image at a time, normalised and augmented in __getitem__."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: np.ndarray, std: np.ndarray, *,
-                 translate: int, flip: bool, cutout: int, seed: int) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        mean: np.ndarray,
+        std: np.ndarray,
+        *,
+        translate: int,
+        flip: bool,
+        cutout: int,
+        seed: int,
+    ) -> None:
         self.images = images  # uint8 (N, C, H, W), on the host
         self.labels = labels
         self.mean = mean.reshape(-1, 1, 1).astype(np.float32)
@@ -215,25 +285,36 @@ class PerSampleDataset(torch.utils.data.Dataset):
             t = self.translate
             dy, dx = rng.integers(-t, t + 1, size=2)
             padded = np.pad(image, ((0, 0), (t, t), (t, t)))  # 0 = the mean colour after normalising
-            image = padded[:, t - dy:t - dy + height, t - dx:t - dx + width]
+            image = padded[:, t - dy : t - dy + height, t - dx : t - dx + width]
         if self.flip and rng.random() < 0.5:
             image = image[:, :, ::-1]
         if self.cutout:
             cy, cx = rng.integers(0, height), rng.integers(0, width)
             top, left = max(0, cy - self.cutout // 2), max(0, cx - self.cutout // 2)
             image = image.copy()
-            image[:, top:cy - self.cutout // 2 + self.cutout, left:cx - self.cutout // 2 + self.cutout] = 0.0
+            image[:, top : cy - self.cutout // 2 + self.cutout, left : cx - self.cutout // 2 + self.cutout] = 0.0
         return torch.from_numpy(np.ascontiguousarray(image)), int(self.labels[index])
 
 
 def loader_batches(arch: Architecture, data: DeviceData, *, workers: int, seed: int, device: torch.device):
     dataset = PerSampleDataset(
-        data.train_x.cpu().numpy(), data.train_y.cpu().numpy(), data.mean.cpu().numpy(), data.std.cpu().numpy(),
-        translate=arch.augment.translate, flip=arch.augment.flip, cutout=arch.augment.cutout, seed=seed,
+        data.train_x.cpu().numpy(),
+        data.train_y.cpu().numpy(),
+        data.mean.cpu().numpy(),
+        data.std.cpu().numpy(),
+        translate=arch.augment.translate,
+        flip=arch.augment.flip,
+        cutout=arch.augment.cutout,
+        seed=seed,
     )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=arch.train.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed),
+        dataset,
+        batch_size=arch.train.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed),
     )
     channels_last = device.type == "cuda"
 
@@ -247,7 +328,9 @@ def loader_batches(arch: Architecture, data: DeviceData, *, workers: int, seed: 
     return batches, len(loader)
 
 
-def run_contender(name: str, arch: Architecture, data: DeviceData, *, seed: int, device: torch.device) -> dict[str, float]:
+def run_contender(
+    name: str, arch: Architecture, data: DeviceData, *, seed: int, device: torch.device
+) -> dict[str, float]:
     if name == "trainer":
         return run_trainer(arch, data, seed=seed)
     if name == "plain":
@@ -285,8 +368,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; every contender runs once per round")
     parser.add_argument("--archs", default="small,medium,large", help="comma list of: " + ", ".join(ARCHITECTURES))
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads on CPU (default: torch's own choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads on CPU (default: torch's own choice)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2000 images, small and medium only")
     parser.add_argument("--full", action="store_true", help="20000 images, 2 epochs, 5 rounds")
@@ -305,10 +389,14 @@ def main() -> None:
     device = resolve_device(args.device)
     data = load_data(args.data, args.train, seed=args.seed, device=device)
     archs = architectures(names, args.epochs)
-    flops = {name: count_flops(build_model(arch, data.input_shape, data.num_classes), data.input_shape)
-             for name, arch in archs.items()}
-    _common.echo(f"{args.data} {tuple(data.train_x.shape)} on {device}, {torch.get_num_threads()} threads; "
-                 + ", ".join(f"{name} {arch.compact()} {flops[name] / 1e6:.1f} MFLOP" for name, arch in archs.items()))
+    flops = {
+        name: count_flops(build_model(arch, data.input_shape, data.num_classes), data.input_shape)
+        for name, arch in archs.items()
+    }
+    _common.echo(
+        f"{args.data} {tuple(data.train_x.shape)} on {device}, {torch.get_num_threads()} threads; "
+        + ", ".join(f"{name} {arch.compact()} {flops[name] / 1e6:.1f} MFLOP" for name, arch in archs.items())
+    )
 
     # Warm-up (discarded): imports, allocator and kernel caches, DataLoader workers' first fork.
     warm = archs[names[0]]
@@ -322,8 +410,10 @@ def main() -> None:
             for contender in CONTENDERS:
                 result = run_contender(contender, arch, data, seed=args.seed + round_index, device=device)
                 measured.setdefault((name, contender), []).append(result)
-                _common.echo(f"round {round_index + 1} {name:6s} {contender:8s} {result['images_per_sec']:9.0f} img/s "
-                             f"({result['seconds']:.2f} s, loss {result['final_loss']:.3f})")
+                _common.echo(
+                    f"round {round_index + 1} {name:6s} {contender:8s} {result['images_per_sec']:9.0f} img/s "
+                    f"({result['seconds']:.2f} s, loss {result['final_loss']:.3f})"
+                )
         peak = max(peak, matmul_peak(device))  # the best seen: the least disturbed by other load
 
     rows, table = [], []
@@ -333,21 +423,44 @@ def main() -> None:
         ratio = {c: _common.median([a / o for a, o in zip(speed["trainer"], speed[c])]) for c in CONTENDERS[1:]}
         call = _common.median([r["call_seconds"] for r in measured[(name, "trainer")]])
         achieved = flops[name] * 3 * med["trainer"]
-        rows.append({
-            "data": args.data, "device": str(device), "threads": torch.get_num_threads(), "train_images": len(data.train_y),
-            "epochs": args.epochs, "rounds": args.rounds, "arch": name, "compact": arch.compact(),
-            "batch_size": arch.train.batch_size, "mflops": flops[name] / 1e6,
-            **{f"{c}_img_s": med[c] for c in CONTENDERS},
-            "trainer_call_s": call,
-            "ratio_trainer_plain": ratio["plain"], "ratio_trainer_loader0": ratio["loader0"],
-            "ratio_trainer_loader2": ratio["loader2"],
-            "trainer_gflops": achieved / 1e9, "plain_gflops": flops[name] * 3 * med["plain"] / 1e9,
-            "peak_gflops": peak / 1e9, "trainer_pct_peak": 100 * achieved / peak,
-        })
-        table.append([name, f"{arch.compact()} (batch {arch.train.batch_size})", flops[name] / 1e6,
-                      med["trainer"], med["plain"], med["loader0"], med["loader2"],
-                      ratio["plain"], ratio["loader0"], ratio["loader2"],
-                      f"{achieved / 1e9:.2f} ({100 * achieved / peak:.1f}%)"])
+        rows.append(
+            {
+                "data": args.data,
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "train_images": len(data.train_y),
+                "epochs": args.epochs,
+                "rounds": args.rounds,
+                "arch": name,
+                "compact": arch.compact(),
+                "batch_size": arch.train.batch_size,
+                "mflops": flops[name] / 1e6,
+                **{f"{c}_img_s": med[c] for c in CONTENDERS},
+                "trainer_call_s": call,
+                "ratio_trainer_plain": ratio["plain"],
+                "ratio_trainer_loader0": ratio["loader0"],
+                "ratio_trainer_loader2": ratio["loader2"],
+                "trainer_gflops": achieved / 1e9,
+                "plain_gflops": flops[name] * 3 * med["plain"] / 1e9,
+                "peak_gflops": peak / 1e9,
+                "trainer_pct_peak": 100 * achieved / peak,
+            }
+        )
+        table.append(
+            [
+                name,
+                f"{arch.compact()} (batch {arch.train.batch_size})",
+                flops[name] / 1e6,
+                med["trainer"],
+                med["plain"],
+                med["loader0"],
+                med["loader2"],
+                ratio["plain"],
+                ratio["loader0"],
+                ratio["loader2"],
+                f"{achieved / 1e9:.2f} ({100 * achieved / peak:.1f}%)",
+            ]
+        )
     _common.append_rows(NAME, rows)
     body = (
         f"{args.data}, {len(data.train_y)} training images {tuple(data.train_x.shape[1:])}, {args.epochs} epoch(s) per fit, "
@@ -355,10 +468,23 @@ def main() -> None:
         f"pairs), device {device}, {torch.get_num_threads()} torch thread(s). Measured matmul peak "
         f"{peak / 1e9:.1f} GFLOP/s float32.\n\n"
         + _common.markdown_table(
-            ["arch", "candidate", "MFLOP/img", "a trainer img/s", "b plain img/s", "c loader w=0", "c loader w=2",
-             "a/b", "a/c0", "a/c2", "trainer GFLOP/s (% peak)"], table)
+            [
+                "arch",
+                "candidate",
+                "MFLOP/img",
+                "a trainer img/s",
+                "b plain img/s",
+                "c loader w=0",
+                "c loader w=2",
+                "a/b",
+                "a/c0",
+                "a/c2",
+                "trainer GFLOP/s (% peak)",
+            ],
+            table,
+        )
         + "\n\na/b < 1 is the trainer's overhead over the plain loop; a/c > 1 is what resident batches "
-          "gain over a per-sample DataLoader."
+        "gain over a per-sample DataLoader."
     )
     _common.append_section(f"throughput: trainer vs plain loop vs DataLoader ({args.data}, {device})", body)
     print(body)

@@ -13,6 +13,7 @@ measurement"). On a CPU it shows whether processes beat intra-op threads on this
     .venv/bin/python bench/workers.py                                  # CPU: N = 1, 2; 60 s each
     .venv/bin/python bench/workers.py --device cuda --workers 1,2,3,4,6,8 --budget 120 --data fashion-mnist
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,36 @@ def run_search(workers: int, args: argparse.Namespace, runs_dir: str, index: int
     from cnnsearch.run.folder import RunDir
 
     name = f"w{workers}-r{index}"
-    command = [sys.executable, "-m", "cnnsearch", "search", "--space", str(SPACE), "--data", args.data,
-               "--name", name, "--runs-dir", runs_dir, "--workers", str(workers), "--device", args.device,
-               "--timeout", f"{args.budget}s", "--trials", "100000", "--sampler", "random", "--pruner", "none",
-               "--epochs", str(args.epochs), "--seed", str(index)]
+    command = [
+        sys.executable,
+        "-m",
+        "cnnsearch",
+        "search",
+        "--space",
+        str(SPACE),
+        "--data",
+        args.data,
+        "--name",
+        name,
+        "--runs-dir",
+        runs_dir,
+        "--workers",
+        str(workers),
+        "--device",
+        args.device,
+        "--timeout",
+        f"{args.budget}s",
+        "--trials",
+        "100000",
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(index),
+    ]
     if args.subset:
         command += ["--subset", str(args.subset)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -62,14 +89,26 @@ def run_search(workers: int, args: argparse.Namespace, runs_dir: str, index: int
     last = max((t.datetime_complete for t in finished if t.datetime_complete), default=None)
     # The search's own window (first trial start to last finish), not the process's start-up.
     window = (last - first).total_seconds() if first and last else float("nan")
-    _common.echo(f"N={workers} round {index}: {len(trained)} trained trials, {epochs} epochs in {window:.0f} s "
-                 f"(process {wall:.0f} s)")
-    return {"workers": workers, "round": index, "trained_trials": len(trained), "epochs": epochs,
-            "window_s": round(window, 2), "process_s": round(wall, 2),
-            "trials_per_hour": 3600 * len(trained) / window if window > 0 else float("nan"),
-            "epochs_per_hour": 3600 * epochs / window if window > 0 else float("nan"),
-            "outcomes": json.dumps({o: sum(1 for t in trials if t.user_attrs.get("outcome") == o)
-                                    for o in sorted({t.user_attrs.get("outcome") or "" for t in trials})})}
+    _common.echo(
+        f"N={workers} round {index}: {len(trained)} trained trials, {epochs} epochs in {window:.0f} s "
+        f"(process {wall:.0f} s)"
+    )
+    return {
+        "workers": workers,
+        "round": index,
+        "trained_trials": len(trained),
+        "epochs": epochs,
+        "window_s": round(window, 2),
+        "process_s": round(wall, 2),
+        "trials_per_hour": 3600 * len(trained) / window if window > 0 else float("nan"),
+        "epochs_per_hour": 3600 * epochs / window if window > 0 else float("nan"),
+        "outcomes": json.dumps(
+            {
+                o: sum(1 for t in trials if t.user_attrs.get("outcome") == o)
+                for o in sorted({t.user_attrs.get("outcome") or "" for t in trials})
+            }
+        ),
+    }
 
 
 def main() -> None:
@@ -92,23 +131,39 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="cnnsearch-workers-") as runs_dir:
         for index in range(args.rounds):
-            for workers in (counts if index % 2 == 0 else counts[::-1]):
+            for workers in counts if index % 2 == 0 else counts[::-1]:
                 rows.append(run_search(workers, args, runs_dir, index))
     by_n = {n: [r for r in rows if r["workers"] == n] for n in counts}
-    summary = {n: (_common.median([r["trials_per_hour"] for r in rs]), _common.median([r["epochs_per_hour"] for r in rs]))
-               for n, rs in by_n.items()}
+    summary = {
+        n: (_common.median([r["trials_per_hour"] for r in rs]), _common.median([r["epochs_per_hour"] for r in rs]))
+        for n, rs in by_n.items()
+    }
     base = summary[counts[0]][1]
     best = max(counts, key=lambda n: summary[n][1])
-    _common.append_rows(NAME, [{**row, "device": args.device, "data": args.data, "epochs_per_trial": args.epochs,
-                                "budget_s": args.budget, "cpu_count": os.cpu_count()} for row in rows])
+    _common.append_rows(
+        NAME,
+        [
+            {
+                **row,
+                "device": args.device,
+                "data": args.data,
+                "epochs_per_trial": args.epochs,
+                "budget_s": args.budget,
+                "cpu_count": os.cpu_count(),
+            }
+            for row in rows
+        ],
+    )
     device = _common.gpu_name() if args.device.startswith("cuda") else f"cpu ({os.cpu_count()} cores)"
     table = [[n, summary[n][0], summary[n][1], summary[n][1] / base if base else float("nan")] for n in counts]
-    body = (f"`cnnsearch search --workers N` on {device}, {args.data}"
-            f"{f' (subset {args.subset})' if args.subset else ''}, default space, random sampling, no pruning, "
-            f"{args.epochs} epochs per trial, {args.budget:g} s per search, {args.rounds} round(s) (medians); "
-            f"CPU workers get cores / N torch threads each.\n\n"
-            + _common.markdown_table(["workers", "trained trials / h", "epochs / h", f"epochs / h vs N={counts[0]}"], table)
-            + f"\n\nMost epochs per hour: N = {best}.")
+    body = (
+        f"`cnnsearch search --workers N` on {device}, {args.data}"
+        f"{f' (subset {args.subset})' if args.subset else ''}, default space, random sampling, no pruning, "
+        f"{args.epochs} epochs per trial, {args.budget:g} s per search, {args.rounds} round(s) (medians); "
+        f"CPU workers get cores / N torch threads each.\n\n"
+        + _common.markdown_table(["workers", "trained trials / h", "epochs / h", f"epochs / h vs N={counts[0]}"], table)
+        + f"\n\nMost epochs per hour: N = {best}."
+    )
     _common.append_section(f"workers: concurrent workers on one device ({args.device})", body)
     print(body)
 

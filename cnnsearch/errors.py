@@ -8,6 +8,7 @@ built for the data; the search records it as the outcome `infeasible` (PRUNED), 
 
 Imports nothing: importable from anywhere.
 """
+
 from __future__ import annotations
 
 

@@ -13,6 +13,7 @@ a trial whose worker died half way, still shows.
 
 Imports nothing above it: pure Python, no Optuna, no torch.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,26 +33,39 @@ class Outcome:
 
 
 # Every recorded outcome, in the order tables list them.
-OUTCOMES: dict[str, Outcome] = {outcome.name: outcome for outcome in (
-    Outcome("complete", "COMPLETE", "trained", "trained to the end"),
-    Outcome("duplicate", "COMPLETE", "trained", "repeats an earlier trial and was not retrained"),
-    Outcome("pruned", "PRUNED", "trained", "was pruned"),
-    Outcome("infeasible", "PRUNED", "skipped", "could not be built for the data"),
-    Outcome("over_budget", "PRUNED", "skipped", "was over the budget"),
-    Outcome("oom", "PRUNED", "failed", "ran out of device memory"),
-    Outcome("nan", "PRUNED", "failed", "diverged (NaN loss)"),
-    Outcome("timeout", "PRUNED", "failed", "timed out"),
-    Outcome("error", "FAIL", "failed", "failed with an error"),
-    Outcome("interrupted", "FAIL", "failed", "was interrupted", counted=False),
-)}
+OUTCOMES: dict[str, Outcome] = {
+    outcome.name: outcome
+    for outcome in (
+        Outcome("complete", "COMPLETE", "trained", "trained to the end"),
+        Outcome("duplicate", "COMPLETE", "trained", "repeats an earlier trial and was not retrained"),
+        Outcome("pruned", "PRUNED", "trained", "was pruned"),
+        Outcome("infeasible", "PRUNED", "skipped", "could not be built for the data"),
+        Outcome("over_budget", "PRUNED", "skipped", "was over the budget"),
+        Outcome("oom", "PRUNED", "failed", "ran out of device memory"),
+        Outcome("nan", "PRUNED", "failed", "diverged (NaN loss)"),
+        Outcome("timeout", "PRUNED", "failed", "timed out"),
+        Outcome("error", "FAIL", "failed", "failed with an error"),
+        Outcome("interrupted", "FAIL", "failed", "was interrupted", counted=False),
+    )
+}
 GROUPS = ("trained", "skipped", "failed")
 TRAINED_TO_THE_END = ("complete", "duplicate")  # full schedule: may be exported, sits on Pareto fronts
 RANKED = ("complete", "duplicate", "pruned")  # have a validation accuracy worth ranking
 # What a trial shows when it has no outcome of its own: it is still running or waiting, its
 # worker is gone ("stopped"), or Optuna failed it without cnnsearch's word ("failed").
-STATE_OUTCOMES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
-UNRECORDED_PHRASES = {"failed": "failed", "running": "is still running", "waiting": "is waiting to run",
-                      "stopped": "was stopped when its worker died"}
+STATE_OUTCOMES = {
+    "COMPLETE": "complete",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+    "RUNNING": "running",
+    "WAITING": "waiting",
+}
+UNRECORDED_PHRASES = {
+    "failed": "failed",
+    "running": "is still running",
+    "waiting": "is waiting to run",
+    "stopped": "was stopped when its worker died",
+}
 PRUNED_OUTCOMES = tuple(name for name, outcome in OUTCOMES.items() if outcome.state == "PRUNED")
 FAILED_OUTCOMES = tuple(name for name, outcome in OUTCOMES.items() if outcome.state == "FAIL")
 
@@ -165,9 +179,15 @@ class TrialRecord:
     @classmethod
     def _readers(cls) -> dict[str, Any]:
         if not cls._READERS:
-            kinds = {"str | None": lambda v: v if isinstance(v, str) else None, "str": _text,
-                     "int | None": _integer, "float | None": _number, "list[float]": _floats,
-                     "bool": bool, "dict[str, Any] | None": lambda v: v if isinstance(v, dict) else None}
+            kinds = {
+                "str | None": lambda v: v if isinstance(v, str) else None,
+                "str": _text,
+                "int | None": _integer,
+                "float | None": _number,
+                "list[float]": _floats,
+                "bool": bool,
+                "dict[str, Any] | None": lambda v: v if isinstance(v, dict) else None,
+            }
             cls._READERS.update({item.name: kinds[str(item.type)] for item in fields(cls)})
         return cls._READERS
 
@@ -177,8 +197,20 @@ class TrialRecord:
 
 
 # The trial attributes a finished training writes (TrialResult.metrics()); a duplicate copies them.
-METRIC_KEYS = ("val_acc", "train_loss", "best_val_acc", "final_val_acc", "best_epoch", "epochs_run",
-               "train_seconds", "images_per_sec", "params", "flops", "latency_ms", "micro_batch")
+METRIC_KEYS = (
+    "val_acc",
+    "train_loss",
+    "best_val_acc",
+    "final_val_acc",
+    "best_epoch",
+    "epochs_run",
+    "train_seconds",
+    "images_per_sec",
+    "params",
+    "flops",
+    "latency_ms",
+    "micro_batch",
+)
 RECORD_KEYS = tuple(item.name for item in fields(TrialRecord))
 
 

@@ -7,14 +7,16 @@ and Pillow: it must never import torch, so a deployment can leave torch out.
 
 Must not know: training, runs, Optuna. Imports torch only inside the torch runtime.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from cnnsearch.errors import UserError
 
@@ -55,14 +57,15 @@ def predict_paths(model_dir: Path, paths: Sequence[Path], *, runtime: str = "tor
 
     predictions: list[Prediction] = []
     for start in range(0, len(files), BATCH_SIZE):
-        chunk = files[start:start + BATCH_SIZE]
+        chunk = files[start : start + BATCH_SIZE]
         images = np.stack([read_image(path, channels=channels, height=height, width=width) for path in chunk])
         logits = np.asarray(run_batch(normalise(images, mean, std)), dtype=np.float64)
         probabilities = _softmax(logits)
         for path, row in zip(chunk, probabilities):
             index = int(row.argmax())
-            predictions.append(Prediction(path=path, class_name=class_names[index], probability=float(row[index]),
-                                          class_index=index))
+            predictions.append(
+                Prediction(path=path, class_name=class_names[index], probability=float(row[index]), class_index=index)
+            )
     return predictions
 
 
@@ -84,8 +87,13 @@ def read_meta(model_dir: Path) -> dict[str, Any]:
             f"{path} lacks {', '.join(missing)}; it was not written by `cnnsearch export`, export the model again"
         )
     shape = meta["input_shape"]
-    if (not isinstance(shape, list) or len(shape) != 3 or int(shape[0]) not in (1, 3)
-            or len(meta["mean"]) != int(shape[0]) or len(meta["std"]) != int(shape[0])):
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 3
+        or int(shape[0]) not in (1, 3)
+        or len(meta["mean"]) != int(shape[0])
+        or len(meta["std"]) != int(shape[0])
+    ):
         raise UserError(
             f"{path} has an input shape {shape!r} that prediction cannot feed (1 or 3 channels); export the model again"
         )
@@ -101,12 +109,16 @@ def expand_paths(paths: Sequence[Path]) -> list[Path]:
         path = Path(raw)
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_SUFFIXES
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not found:
-                raise UserError(f"folder {path} holds no images ({_suffix_list()}); pass image files or folders of images")
+                raise UserError(
+                    f"folder {path} holds no images ({_suffix_list()}); pass image files or folders of images"
+                )
             files += found
         elif path.is_file():
             if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -255,13 +267,17 @@ def predictions_text(predictions: Sequence[Prediction], fmt: str) -> str:
             writer.writerow([str(prediction.path), prediction.class_name, f"{prediction.probability:.6f}"])
         return buffer.getvalue()
     if fmt == "json":
-        rows = [{"path": str(p.path), "class": p.class_name, "class_index": p.class_index, "probability": p.probability}
-                for p in predictions]
+        rows = [
+            {"path": str(p.path), "class": p.class_name, "class_index": p.class_index, "probability": p.probability}
+            for p in predictions
+        ]
         return json.dumps(rows, indent=2) + "\n"
     if fmt == "markdown":
         lines = ["| path | class | probability |", "| --- | --- | ---: |"]
-        lines += [f"| {_markdown_cell(str(p.path))} | {_markdown_cell(p.class_name)} | {p.probability:.2%} |"
-                  for p in predictions]
+        lines += [
+            f"| {_markdown_cell(str(p.path))} | {_markdown_cell(p.class_name)} | {p.probability:.2%} |"
+            for p in predictions
+        ]
         return "\n".join(lines) + "\n"
     raise UserError(f"--format {fmt!r} is not available for predictions; use table, {', '.join(TEXT_FORMATS)}")
 

@@ -7,12 +7,13 @@ parameter counts are known before anything is built.
 
 Pure Python: must not import torch or Optuna (the leaderboard reads specs without them).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from cnnsearch.errors import InfeasibleArchitecture
 
@@ -57,7 +58,7 @@ class PoolLayer:
         return text
 
 
-Layer = Union[ConvLayer, PoolLayer]
+Layer = ConvLayer | PoolLayer
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class Architecture:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Architecture":
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
         layers: list[Layer] = []
         for raw in data["layers"]:
             layer_type = {"conv": ConvLayer, "pool": PoolLayer}[raw.get("kind", "conv")]
@@ -137,14 +138,14 @@ class Architecture:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "Architecture":
+    def from_json(cls, text: str) -> Architecture:
         return cls.from_dict(json.loads(text))
 
     def canonical_hash(self) -> str:
         """Identity of what training would do: equal hashes train the same network the same way."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
-    def with_epochs(self, epochs: int) -> "Architecture":
+    def with_epochs(self, epochs: int) -> Architecture:
         from dataclasses import replace
 
         return replace(self, train=replace(self.train, epochs=epochs))
@@ -194,8 +195,7 @@ def layer_table(arch: Architecture, input_shape: tuple[int, int, int], num_class
             name = f"conv{conv_index}"
             if layer.padding == "valid" and (layer.kernel_size > height or layer.kernel_size > width):
                 raise InfeasibleArchitecture(
-                    f"{name}: kernel {layer.kernel_size}x{layer.kernel_size} is larger than its "
-                    f"{height}x{width} input"
+                    f"{name}: kernel {layer.kernel_size}x{layer.kernel_size} is larger than its {height}x{width} input"
                 )
             height = _conv_out(height, layer.kernel_size, layer.stride, layer.padding)
             width = _conv_out(width, layer.kernel_size, layer.stride, layer.padding)
@@ -256,7 +256,7 @@ def forward_flops(arch: Architecture, input_shape: tuple[int, int, int], num_cla
             flops += 2 * out_channels * height * width * channels * layer.kernel_size**2
         channels = row.output_shape[0]
     features = rows[len(arch.layers)].output_shape[0]  # after gap or flatten
-    for row in rows[len(arch.layers) + 1:]:
+    for row in rows[len(arch.layers) + 1 :]:
         flops += 2 * features * row.output_shape[0]
         features = row.output_shape[0]
     return flops

@@ -1,4 +1,5 @@
 """Shared test helpers: run the real CLI in a subprocess, read a run's study."""
+
 from __future__ import annotations
 
 import os
@@ -29,14 +30,22 @@ def run_cli(*args: str, timeout: float = 240, cwd: Path | None = None) -> subpro
     """`cnnsearch ARGS` as a user would run it; stdout and stderr captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "cnnsearch", *args],
-        capture_output=True, text=True, timeout=timeout, env=cli_env(), cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(),
+        cwd=cwd or ROOT,
     )
 
 
 def start_cli(*args: str, cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "cnnsearch", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=cwd or ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=cwd or ROOT,
     )
 
 

@@ -11,6 +11,7 @@ PostgreSQL refuses to run as root: as root, the server runs as the package's `po
 user (or a system user `cnnsearch-pg`, created when neither exists). When something is
 missing, every test that uses the server is skipped with the reason, visible under `-ra`.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -74,10 +75,15 @@ def service_user() -> str | None:
             return name
         except KeyError:
             continue
-    created = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USERS[-1]],
-                             capture_output=True, text=True)
+    created = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USERS[-1]],
+        capture_output=True,
+        text=True,
+    )
     if created.returncode != 0:
-        raise _Unavailable(f"running as root and cannot create the user {SERVICE_USERS[-1]!r}: {created.stderr.strip()}")
+        raise _Unavailable(
+            f"running as root and cannot create the user {SERVICE_USERS[-1]!r}: {created.stderr.strip()}"
+        )
     return SERVICE_USERS[-1]
 
 
@@ -122,21 +128,54 @@ def start_server(folder: Path, binaries: Path, user: str | None) -> PostgresServ
         entry = pwd.getpwnam(user)
         os.chown(password_file, entry.pw_uid, entry.pw_gid)
     data = folder / "data"
-    _run(user, [str(binaries / "initdb"), "-D", str(data), "-U", SUPERUSER, "-E", "UTF8", "--no-sync",
-                "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={password_file}"], "initdb")
+    _run(
+        user,
+        [
+            str(binaries / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={password_file}",
+        ],
+        "initdb",
+    )
     port = free_port()
     # Durability is of no use in a throw-away cluster: fsync off makes every commit cheap.
     options = f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    _run(user, [str(binaries / "pg_ctl"), "start", "-D", str(data), "-l", str(folder / "server.log"), "-w",
-                "-t", str(START_TIMEOUT_S), "-o", options], "pg_ctl start")
+    _run(
+        user,
+        [
+            str(binaries / "pg_ctl"),
+            "start",
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "server.log"),
+            "-w",
+            "-t",
+            str(START_TIMEOUT_S),
+            "-o",
+            options,
+        ],
+        "pg_ctl start",
+    )
     createdb = binaries / "createdb"
     _run(user, [str(createdb), "-h", str(folder), "-p", str(port), "-U", SUPERUSER, DATABASE], "createdb")
     return PostgresServer(host="127.0.0.1", port=port, user=SUPERUSER, password=password, database=DATABASE)
 
 
 def stop_server(folder: Path, binaries: Path, user: str | None) -> None:
-    subprocess.run(_as_user(user, [str(binaries / "pg_ctl"), "stop", "-D", str(folder / "data"), "-m", "immediate", "-w"]),
-                   capture_output=True, timeout=START_TIMEOUT_S)
+    subprocess.run(
+        _as_user(user, [str(binaries / "pg_ctl"), "stop", "-D", str(folder / "data"), "-m", "immediate", "-w"]),
+        capture_output=True,
+        timeout=START_TIMEOUT_S,
+    )
     shutil.rmtree(folder, ignore_errors=True)
 
 

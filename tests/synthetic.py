@@ -5,6 +5,7 @@ API (no training, no torch), so the leaderboard and report can be tested in mill
 The trials follow the contract the search module writes: every outcome the report knows,
 realistic user attributes, learning curves as intermediate values. Deterministic for a seed.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -36,9 +37,7 @@ DISTRIBUTIONS = {
 
 # One block of outcomes, shuffled per block: any run of 25+ trials holds every kind.
 OUTCOME_BLOCK = (
-    ["complete"] * 15
-    + ["pruned"] * 4
-    + ["infeasible", "over_budget", "nan", "duplicate", "error", "timeout"]
+    ["complete"] * 15 + ["pruned"] * 4 + ["infeasible", "over_budget", "nan", "duplicate", "error", "timeout"]
 )
 PRUNED_OUTCOMES = {"pruned", "infeasible", "over_budget", "oom", "nan", "timeout"}
 
@@ -271,7 +270,7 @@ def _finished_trial(
         train_seconds=round(seconds_per_epoch * len(curve), 3),
         images_per_sec=round(1222 / seconds_per_epoch, 1),
     )
-    intermediate = {epoch: value for epoch, value in enumerate(curve)}
+    intermediate = dict(enumerate(curve))
     if outcome != "complete":
         return _create(TrialState.PRUNED, params, attrs, intermediate)
     values = [best, float(n_params)] if multi_objective else [best]
@@ -311,5 +310,5 @@ def _running_trial(rng: random.Random, number: int) -> optuna.trial.FrozenTrial:
         params=params,
         distributions=dict(DISTRIBUTIONS),
         user_attrs=attrs,
-        intermediate_values={epoch: value for epoch, value in enumerate(curve)},
+        intermediate_values=dict(enumerate(curve)),
     )

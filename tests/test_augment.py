@@ -1,4 +1,5 @@
 """Tests for cnnsearch.augment: shapes, per-sample randomness, seeding, and what each op may do."""
+
 from __future__ import annotations
 
 import pytest

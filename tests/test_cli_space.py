@@ -3,6 +3,7 @@
 Each run costs one Python start (and `sample` seconds of torch import), so independent runs go
 in parallel, and the every-space-times-every-size matrix of `sample` runs in process (CliRunner).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 def cnnsearch_many(*commands: list[str]) -> list[subprocess.CompletedProcess]:
     """Run `python -m cnnsearch ARGS` for each ARGS at once; results in the same order."""
     processes = [
-        subprocess.Popen([sys.executable, "-m", "cnnsearch", *args], cwd=REPO, env=ENV, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-m", "cnnsearch", *args],
+            cwd=REPO,
+            env=ENV,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for args in commands
     ]
     results = []
@@ -54,7 +61,9 @@ def test_check_with_sample_prints_the_infeasible_share_and_reasons(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"{path}: valid (1 searched key)"
-    share = re.fullmatch(r"50 candidates at 1x28x28: (\d+\.\d)% cannot fit the image size, 0\.0% exceed max_params/max_flops", lines[1])
+    share = re.fullmatch(
+        r"50 candidates at 1x28x28: (\d+\.\d)% cannot fit the image size, 0\.0% exceed max_params/max_flops", lines[1]
+    )
     assert share and 0 < float(share[1]) < 100
     assert re.fullmatch(r" +\d+ × convN: kernel NxN is larger than its NxN input", lines[2])
 
@@ -76,8 +85,9 @@ def assert_sampled(output: str, shape: str, where: str) -> None:
 
 def test_sample_subprocess_prints_candidates() -> None:
     # One real run (a subprocess pays seconds for the torch import); every space and size below.
-    result = cnnsearch("space", "sample", str(REPO / "search_spaces" / "cifar.toml"),
-                       "--n", "3", "--input", "1x8x8", "--classes", "10")
+    result = cnnsearch(
+        "space", "sample", str(REPO / "search_spaces" / "cifar.toml"), "--n", "3", "--input", "1x8x8", "--classes", "10"
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert_sampled(result.stdout, "1x8x8", result.stderr)
@@ -90,7 +100,9 @@ def test_sample_command_for_every_space_and_input_size(shape: str) -> None:
     from cnnsearch.cli import app
 
     for path in SPACES:  # in process: the same command, without paying for a torch import each time
-        result = CliRunner().invoke(app, ["space", "sample", str(path), "--n", "3", "--input", shape, "--classes", "10"])
+        result = CliRunner().invoke(
+            app, ["space", "sample", str(path), "--n", "3", "--input", shape, "--classes", "10"]
+        )
         where = f"{path.name} at {shape}: {result.exception!r}"
         assert result.exit_code == 0, where
         assert_sampled(result.stdout, shape, where)
@@ -102,7 +114,9 @@ def test_sample_gives_the_reason_a_candidate_cannot_fit(tmp_path: Path) -> None:
     from cnnsearch.cli import app
 
     path = tmp_path / "deep.toml"
-    path.write_text("[network]\nstages = [1, 2]\npadding = 'valid'\nkernel_size = 7\nfilters = 4\n[stage]\npool = true\n")
+    path.write_text(
+        "[network]\nstages = [1, 2]\npadding = 'valid'\nkernel_size = 7\nfilters = 4\n[stage]\npool = true\n"
+    )
     result = CliRunner().invoke(app, ["space", "sample", str(path), "--n", "8", "--input", "1x8x8"])
     assert result.exit_code == 0, repr(result.exception)
     assert "c4k7v-mp2-gap relu+bn" in result.stdout  # one stage fits: 8 -> 2 -> 1

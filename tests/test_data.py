@@ -1,4 +1,5 @@
 """Tests for cnnsearch.data: every loader on tiny files written here, splits, device copies."""
+
 from __future__ import annotations
 
 import gzip
@@ -12,9 +13,9 @@ import torch
 from PIL import Image
 
 from cnnsearch.data import dataset as data_roots
-from cnnsearch.data.idx import FASHION_MNIST_CLASSES
-from cnnsearch.data.dataset import DataWarning, Dataset, dataset_fingerprint, to_channels
+from cnnsearch.data.dataset import Dataset, DataWarning, dataset_fingerprint, to_channels
 from cnnsearch.data.device import full_train_device_data, normalization_stats, to_device
+from cnnsearch.data.idx import FASHION_MNIST_CLASSES
 from cnnsearch.data.load import load_dataset, load_dataset_cached
 from cnnsearch.data.split import load_split, make_split, save_split, subsample
 from cnnsearch.errors import UserError
@@ -38,8 +39,16 @@ def write_idx(path: Path, array: np.ndarray, *, magic: int | None = None, gz: bo
     path.write_bytes(gzip.compress(raw) if gz else raw)
 
 
-def write_mnist_like(folder: Path, *, n_train: int = 30, n_test: int = 12, h: int = 5, w: int = 4,
-                     dot_names: bool = False, gz: bool = True) -> dict[str, np.ndarray]:
+def write_mnist_like(
+    folder: Path,
+    *,
+    n_train: int = 30,
+    n_test: int = 12,
+    h: int = 5,
+    w: int = 4,
+    dot_names: bool = False,
+    gz: bool = True,
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {

@@ -3,6 +3,7 @@
 One search of two 2-epoch trials and one export are shared by the module; every other test
 retrains at most a few epochs. Thresholds are loose (above chance); messages are exact.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,14 +21,14 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from cnnsearch.export import retrain as export
 from cnnsearch.data.dataset import dataset_fingerprint
 from cnnsearch.data.load import load_dataset_cached
 from cnnsearch.errors import UserError
-from cnnsearch.export.retrain import export_run
+from cnnsearch.export import retrain as export
 from cnnsearch.export.finetune import finetune_model
 from cnnsearch.export.model_dir import load_exported
 from cnnsearch.export.rerun import rerun_trial
+from cnnsearch.export.retrain import export_run
 from cnnsearch.model.build import build_model
 from cnnsearch.predict import predict_paths, predictions_table, predictions_text
 from cnnsearch.run.folder import RunDir
@@ -35,8 +36,23 @@ from cnnsearch.spec import Architecture
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_JSON_KEYS = {
-    "architecture", "compact", "class_names", "input_shape", "mean", "std", "input", "test_accuracy",
-    "test_size", "val_accuracy", "run", "trial", "retrain_epochs", "seed", "files", "versions", "created",
+    "architecture",
+    "compact",
+    "class_names",
+    "input_shape",
+    "mean",
+    "std",
+    "input",
+    "test_accuracy",
+    "test_size",
+    "val_accuracy",
+    "run",
+    "trial",
+    "retrain_epochs",
+    "seed",
+    "files",
+    "versions",
+    "created",
     "verification",
 }
 
@@ -48,12 +64,21 @@ MODEL_JSON_KEYS = {
 def search_run(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
     """A real two-trial search on digits: trains once for the whole module."""
     from cnnsearch.search.settings import SearchSettings
-    from cnnsearch.search.worker import WorkerLoop
     from cnnsearch.search.setup import prepare_run
+    from cnnsearch.search.worker import WorkerLoop
 
     runs_dir = tmp_path_factory.mktemp("runs")
-    settings = SearchSettings(name="t", space=str(REPO / "search_spaces" / "tiny.toml"), data="digits",
-                              runs_dir=str(runs_dir), trials=2, epochs=2, seed=0, device="cpu", pruner="none")
+    settings = SearchSettings(
+        name="t",
+        space=str(REPO / "search_spaces" / "tiny.toml"),
+        data="digits",
+        runs_dir=str(runs_dir),
+        trials=2,
+        epochs=2,
+        seed=0,
+        device="cpu",
+        pruner="none",
+    )
     run, info, space = prepare_run(settings)
     WorkerLoop(run, info, space, target=2, device="cpu").run_loop()
     return run
@@ -130,7 +155,7 @@ def test_export_writes_verified_files(exported, search_run: RunDir, digits) -> N
     assert session.run(None, {session.get_inputs()[0].name: x[:3].numpy()})[0].shape == (3, 10)
 
     meta = json.loads((out / "model.json").read_text())
-    assert MODEL_JSON_KEYS <= meta.keys()
+    assert meta.keys() >= MODEL_JSON_KEYS
     assert meta["input"] == "float32 NCHW normalised as (x/255 - mean)/std"
     assert meta["run"] == "t" and meta["trial"] == result.trial
     assert meta["test_size"] == len(digits.test_labels) == 360
@@ -216,10 +241,12 @@ def test_export_refuses_a_trial_without_a_final_result(search_run: RunDir, tmp_p
     shutil.copytree(search_run.path, runs_dir / "t")
     copy = RunDir(runs_dir, "t")
     study = copy.load_study()
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.FAIL,
-        user_attrs={**study.trials[0].user_attrs, "outcome": "interrupted", "reason": "interrupted by the user"},
-    ))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            user_attrs={**study.trials[0].user_attrs, "outcome": "interrupted", "reason": "interrupted by the user"},
+        )
+    )
     with pytest.raises(UserError) as caught:
         export_run(copy, out=tmp_path / "model", trial="2", device="cpu")
     assert str(caught.value) == (
@@ -228,8 +255,9 @@ def test_export_refuses_a_trial_without_a_final_result(search_run: RunDir, tmp_p
     )
 
 
-def test_export_refuses_data_that_changed_since_the_search(search_run: RunDir, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_refuses_data_that_changed_since_the_search(
+    search_run: RunDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     info = search_run.read_info()
     info.data_fingerprint = dataset_fingerprint(load_dataset_cached("digits", seed=info.split_seed))
     assert export._run_dataset(info, consequence="unused").num_classes == 10  # the same data passes
@@ -262,8 +290,16 @@ def test_no_retrain_needs_saved_weights(search_run: RunDir, tmp_path: Path) -> N
 
 def test_top_confirms_the_choice_on_validation(search_run: RunDir, tmp_path: Path) -> None:
     messages: list[str] = []
-    result = export_run(search_run, out=tmp_path / "model", top=2, seeds=1, retrain_epochs=1, formats=("pt",),
-                        device="cpu", on_message=messages.append)
+    result = export_run(
+        search_run,
+        out=tmp_path / "model",
+        top=2,
+        seeds=1,
+        retrain_epochs=1,
+        formats=("pt",),
+        device="cpu",
+        on_message=messages.append,
+    )
     assert [len(row.accuracies) for row in result.confirmation] == [1, 1]
     assert sorted(row.trial for row in result.confirmation) == [0, 1]
     assert result.trial == result.confirmation[0].trial
@@ -395,8 +431,15 @@ def three_class_folder(digits, tmp_path_factory: pytest.TempPathFactory) -> Path
 def test_finetune_to_new_classes(exported, three_class_folder: Path, tmp_path: Path) -> None:
     out, _, _ = exported
     messages: list[str] = []
-    result = finetune_model(out, data=f"folder:{three_class_folder}", out=tmp_path / "ft", epochs=3, seed=0,
-                            device="cpu", on_message=messages.append)
+    result = finetune_model(
+        out,
+        data=f"folder:{three_class_folder}",
+        out=tmp_path / "ft",
+        epochs=3,
+        seed=0,
+        device="cpu",
+        on_message=messages.append,
+    )
     tuned = load_exported(tmp_path / "ft")
     assert tuned.class_names == ("one", "two", "zero")
     assert [m for m in tuned.net.head if isinstance(m, torch.nn.Linear)][-1].out_features == 3
@@ -413,22 +456,32 @@ def test_finetune_to_new_classes(exported, three_class_folder: Path, tmp_path: P
     assert result.summary_lines()[0].startswith(f"fine-tuned {out} on folder:")
     # 61 training images at the model's batch of 32 would be 1 step per epoch: the batch is lowered.
     assert source.arch.train.batch_size == 32 and meta["architecture"]["train"]["batch_size"] == 8
-    assert any(re.search(r"3 epochs of 7 step\(s\) \(batch 8, lowered from the model's 32, which gives 1 step\(s\) "
-                         r"per epoch\)", message) for message in messages), messages
+    assert any(
+        re.search(
+            r"3 epochs of 7 step\(s\) \(batch 8, lowered from the model's 32, which gives 1 step\(s\) "
+            r"per epoch\)",
+            message,
+        )
+        for message in messages
+    ), messages
     assert not any(message.startswith(("resized", "converted")) for message in messages)
 
 
 def test_finetune_freeze_keeps_the_features(exported, three_class_folder: Path, tmp_path: Path) -> None:
     out, _, _ = exported
-    finetune_model(out, data=f"folder:{three_class_folder}", out=tmp_path / "ft", epochs=2, freeze=True,
-                   lr=0.05, device="cpu")
+    finetune_model(
+        out, data=f"folder:{three_class_folder}", out=tmp_path / "ft", epochs=2, freeze=True, lr=0.05, device="cpu"
+    )
     before = load_exported(out).net
     after = load_exported(tmp_path / "ft").net
     # Weights and batch-norm statistics alike: frozen stages run in eval mode while the head trains.
     for key, value in before.features.state_dict().items():
         assert torch.equal(value, after.features.state_dict()[key]), key
-    changed = [key for key, value in before.head.state_dict().items()
-               if value.shape == after.head.state_dict()[key].shape and not torch.equal(value, after.head.state_dict()[key])]
+    changed = [
+        key
+        for key, value in before.head.state_dict().items()
+        if value.shape == after.head.state_dict()[key].shape and not torch.equal(value, after.head.state_dict()[key])
+    ]
     classifier = [m for m in after.head if isinstance(m, torch.nn.Linear)][-1]
     assert classifier.out_features == 3
     if len(before.head.state_dict()) > 2:  # a hidden dense layer exists: it trains too
@@ -448,8 +501,10 @@ def test_finetune_converts_and_resizes_images_for_the_model(exported, digits, tm
     data = f"folder:{tmp_path / 'mixed'}"
     result = finetune_model(out, data=data, out=tmp_path / "ft", epochs=1, device="cpu", on_message=messages.append)
     assert result.meta["input_shape"] == [1, 8, 8]
-    assert (f"converted the colour images of {data} to grayscale with Pillow's luma weights "
-            f"0.299 R + 0.587 G + 0.114 B, as the model takes 1-channel images") in messages
+    assert (
+        f"converted the colour images of {data} to grayscale with Pillow's luma weights "
+        f"0.299 R + 0.587 G + 0.114 B, as the model takes 1-channel images"
+    ) in messages
     assert "resized 16x16 images to the model's 8x8 input" in messages
 
 

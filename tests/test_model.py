@@ -1,8 +1,9 @@
 """Tests for cnnsearch.model: every sampled candidate of every shipped space builds and runs on
 tiny inputs, torch agrees with the spec's shape arithmetic, and FLOPs are counted."""
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import optuna
@@ -11,8 +12,8 @@ import torch
 from torch import nn
 
 from cnnsearch.errors import InfeasibleArchitecture
-from cnnsearch.model.layers import ACTIVATION_LAYERS, POOL_LAYERS, activation_layer
 from cnnsearch.model.build import build_model, count_flops
+from cnnsearch.model.layers import ACTIVATION_LAYERS, POOL_LAYERS, activation_layer
 from cnnsearch.space.parse import load_space
 from cnnsearch.spec import Architecture, ConvLayer, Head, PoolLayer, count_params, forward_flops, layer_table
 
@@ -34,7 +35,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@lru_cache(maxsize=None)
+@cache
 def candidates(space_name: str) -> tuple[Architecture, ...]:
     """The same seeded draw for every input shape: sampling does not depend on the image size."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -82,7 +83,9 @@ def test_every_sampled_candidate_builds_and_runs(space_name: str, shape: tuple[i
 
 
 @pytest.mark.parametrize("space_name, shape", INTENDED, ids=[f"{name}-{'x'.join(map(str, s))}" for name, s in INTENDED])
-def test_few_candidates_are_shape_infeasible_at_the_intended_sizes(space_name: str, shape: tuple[int, int, int]) -> None:
+def test_few_candidates_are_shape_infeasible_at_the_intended_sizes(
+    space_name: str, shape: tuple[int, int, int]
+) -> None:
     infeasible = 0
     for arch in candidates(space_name):
         try:
@@ -113,7 +116,12 @@ def test_hand_built_model_matches_its_layer_table_in_train_mode() -> None:
     assert logits.shape == (2, 7)
     assert sum(p.numel() for p in net.parameters()) == sum(row.params for row in rows)
     assert sum(isinstance(module, nn.Dropout) for module in net.head) == 3  # before each dense layer and the classifier
-    assert [module.bias is None for module in net.features if isinstance(module, nn.Conv2d)] == [True, False, True, True]
+    assert [module.bias is None for module in net.features if isinstance(module, nn.Conv2d)] == [
+        True,
+        False,
+        True,
+        True,
+    ]
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 9, 7)], ids=["8x8", "9x7"])
@@ -148,8 +156,10 @@ def test_forward_flops_by_arithmetic_equals_torchs_counter(space_name: str, shap
             continue
         assert forward_flops(arch, shape, NUM_CLASSES) == count_flops(net, shape), arch.compact()
         checked += 1
-    strided = Architecture(layers=(ConvLayer(8, 5, stride=2, padding="same"), ConvLayer(8, 3, padding="valid")),
-                           head=Head("flatten", (16,), 0.1))
+    strided = Architecture(
+        layers=(ConvLayer(8, 5, stride=2, padding="same"), ConvLayer(8, 3, padding="valid")),
+        head=Head("flatten", (16,), 0.1),
+    )
     assert forward_flops(strided, (3, 9, 9), 4) == count_flops(build_model(strided, (3, 9, 9), 4), (3, 9, 9))
     assert checked >= 20
 

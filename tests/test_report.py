@@ -2,6 +2,7 @@
 
 No torch: synthetic runs (tests/synthetic.py) add finished trials through Optuna's API.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,12 +27,12 @@ from rich.text import Text
 from synthetic import make_synthetic_run  # tests/ is on sys.path (conftest.py's folder)
 
 from cnnsearch import results as report
-from cnnsearch.results.leaderboard import COLUMNS
-from cnnsearch.results.plots import _Images, _cost_section, _log_ticks, _tick_label
-from cnnsearch.results.html import _html_table
-from cnnsearch.run.liveness import HEARTBEAT_GRACE_S
 from cnnsearch.errors import UserError
+from cnnsearch.results.html import _html_table
+from cnnsearch.results.leaderboard import COLUMNS
+from cnnsearch.results.plots import _cost_section, _Images, _log_ticks, _tick_label
 from cnnsearch.run.folder import RunDir
+from cnnsearch.run.liveness import HEARTBEAT_GRACE_S
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +182,8 @@ def test_board_and_frame_hold_the_same_rows_and_sort_alike(small, multi):
                 by_frame = report.sort_and_cut(frame, sort=column, top=25)
                 assert by_board.column("trial") == by_frame["trial"].tolist(), column
                 assert render(report.leaderboard_table(by_board, title="t", width=120), width=120) == render(
-                    report.leaderboard_table(by_frame, title="t", width=120), width=120)
+                    report.leaderboard_table(by_frame, title="t", width=120), width=120
+                )
     with pytest.raises(UserError, match="did you mean 'params'"):
         report.sort_and_cut(report.leaderboard_rows(small), sort="parms")
     with pytest.raises(UserError, match="--top must be at least 1, but got 0"):
@@ -271,8 +273,9 @@ def test_big_run_frame_without_torch(big):
         print(len(frame), 'torch' in sys.modules, 'lightning' in sys.modules, 'pytorch_lightning' in sys.modules)
         """
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1000", "False", "False", "False"]
 
@@ -292,8 +295,14 @@ def test_report_imports_neither_pandas_nor_numpy_and_the_table_needs_no_pandas(b
         print(*(name in sys.modules for name in ("pandas", "torch")))
         """
     )
-    done = subprocess.run([sys.executable, "-c", code, "leaderboard", "big", "--runs-dir", str(big.runs_dir)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code, "leaderboard", "big", "--runs-dir", str(big.runs_dir)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "False False False False"  # importing the report loads none of them
@@ -345,8 +354,24 @@ def test_trial_detail_watch_and_report_without_latency(no_latency):
 
 def test_cli_leaderboard_without_latency(no_latency):
     done = subprocess.run(
-        [sys.executable, "-m", "cnnsearch", "leaderboard", "acc-only", "--all", "--top", "100", "--runs-dir", str(no_latency.runs_dir)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False, env={**os.environ, "COLUMNS": "200"},
+        [
+            sys.executable,
+            "-m",
+            "cnnsearch",
+            "leaderboard",
+            "acc-only",
+            "--all",
+            "--top",
+            "100",
+            "--runs-dir",
+            str(no_latency.runs_dir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert done.returncode == 0, done.stderr
     assert "acc-only: 61 trials" in done.stdout
@@ -358,7 +383,16 @@ def test_cli_leaderboard_without_latency(no_latency):
 def test_trial_detail_shows_layers_settings_and_curve(small):
     best = int(report.leaderboard_frame(small)["trial"].iloc[0])
     text = render(report.trial_detail(small, best), width=160)
-    for expected in ("conv1", "classifier", "total", "output shape", "lr", "translate", "train.lr", "validation accuracy by epoch"):
+    for expected in (
+        "conv1",
+        "classifier",
+        "total",
+        "output shape",
+        "lr",
+        "translate",
+        "train.lr",
+        "validation accuracy by epoch",
+    ):
         assert expected in text
     assert re.search(r"\|\S*\*", text)  # chart points after the y axis
     assert " +----" in text
@@ -461,9 +495,19 @@ def test_cost_plot_tick_labels_do_not_overlap(monkeypatch, tmp_path):
 
     rng = random.Random(0)
     facts = [  # params spanning just over a decade: matplotlib labels every minor tick there
-        report.TrialFacts(number=number, outcome="complete", state="complete", val_acc=rng.uniform(0.8, 0.95),
-                          params=rng.randint(2_000, 30_000), flops=None, latency_ms=None, train_s=1.0, epochs=8,
-                          arch="c8k3-gap", reason="")
+        report.TrialFacts(
+            number=number,
+            outcome="complete",
+            state="complete",
+            val_acc=rng.uniform(0.8, 0.95),
+            params=rng.randint(2_000, 30_000),
+            flops=None,
+            latency_ms=None,
+            train_s=1.0,
+            epochs=8,
+            arch="c8k3-gap",
+            reason="",
+        )
         for number in range(30)
     ]
     figures = []
@@ -474,8 +518,11 @@ def test_cost_plot_tick_labels_do_not_overlap(monkeypatch, tmp_path):
     figure.draw(renderer)
     (axis,) = figure.axes
     low, high = axis.get_xlim()
-    labels = [label for label in axis.get_xticklabels(which="both")
-              if label.get_visible() and label.get_text() and low <= label.get_position()[0] <= high]
+    labels = [
+        label
+        for label in axis.get_xticklabels(which="both")
+        if label.get_visible() and label.get_text() and low <= label.get_position()[0] <= high
+    ]
     boxes = sorted((label.get_window_extent(renderer) for label in labels), key=lambda box: box.x0)
     assert len(boxes) >= 2
     assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes))

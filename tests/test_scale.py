@@ -7,6 +7,7 @@ once), a killed worker's trial is taken over and resumed from its checkpoint, a 
 prunes dominated trials and keeps a front no finished trial dominates, and a bad storage or
 objective stops with one line and exit 2, before a run folder exists.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,15 +20,15 @@ import optuna
 import pytest
 import sqlalchemy
 import torch
-
 from conftest import TINY_SPACE, load_study, run_cli, start_cli
 from pg import PostgresServer, postgres_server  # noqa: F401  (postgres_server is a fixture)
+
 from cnnsearch.run.folder import RunDir
+from cnnsearch.run.liveness import advisory_lock_key, ask_lock
 from cnnsearch.run.storage import engine_url
 from cnnsearch.search.settings import SearchSettings
-from cnnsearch.run.liveness import advisory_lock_key, ask_lock
-from cnnsearch.search.worker import counted_trials
 from cnnsearch.search.setup import prepare_run, resolve_target
+from cnnsearch.search.worker import counted_trials
 
 STATES = optuna.trial.TrialState
 
@@ -46,7 +47,9 @@ def assert_accounted_once(study: optuna.Study, target: int) -> list[optuna.trial
     and each candidate (its origin: the first trial that trained it) counted once."""
     trials = study.get_trials(deepcopy=False)
     assert [t.number for t in trials] == list(range(len(trials)))
-    assert not [t.number for t in trials if t.state in (STATES.RUNNING, STATES.WAITING)], [(t.number, t.state) for t in trials]
+    assert not [t.number for t in trials if t.state in (STATES.RUNNING, STATES.WAITING)], [
+        (t.number, t.state) for t in trials
+    ]
     counted = counted_trials(study)
     assert len(counted) == target, [(t.number, t.state.name, t.user_attrs.get("outcome")) for t in trials]
     origins = [t.user_attrs.get("origin", t.number) for t in counted]
@@ -63,8 +66,25 @@ def assert_clean_exit(stderr: str, returncode: int) -> None:
 # ---- several workers on this machine ---------------------------------------------------------------
 @pytest.mark.parametrize("workers, trials", [(2, 4), (3, 6)])
 def test_local_workers_share_the_journal_study(runs_dir: Path, workers: int, trials: int) -> None:
-    result = run_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "w", "--trials", str(trials),
-                     "--epochs", "2", "--workers", str(workers), "--device", "cpu", "--runs-dir", str(runs_dir))
+    result = run_cli(
+        "search",
+        "--space",
+        str(TINY_SPACE),
+        "--data",
+        "digits",
+        "--name",
+        "w",
+        "--trials",
+        str(trials),
+        "--epochs",
+        "2",
+        "--workers",
+        str(workers),
+        "--device",
+        "cpu",
+        "--runs-dir",
+        str(runs_dir),
+    )
     assert_clean_exit(result.stderr, result.returncode)
     assert f"shared by {workers} workers" in result.stderr
     assert json.loads((runs_dir / "w" / "run.json").read_text())["storage"] == "journal"
@@ -82,11 +102,37 @@ def _worker_pid(worker: str) -> int:
 
 def test_sigkilled_worker_is_taken_over_and_resumed_from_its_checkpoint(runs_dir: Path) -> None:
     # Created through the library (no CLI import cost); the workers are real `cnnsearch worker` processes.
-    run, info, _ = prepare_run(SearchSettings(name="kill", space=str(TINY_SPACE), data="digits", runs_dir=str(runs_dir),
-                                              epochs=6, pruner="none", device="cpu"))
+    run, info, _ = prepare_run(
+        SearchSettings(
+            name="kill",
+            space=str(TINY_SPACE),
+            data="digits",
+            runs_dir=str(runs_dir),
+            epochs=6,
+            pruner="none",
+            device="cpu",
+        )
+    )
     target = resolve_target(run, info, 3)
-    processes = [start_cli("worker", "--name", "kill", "--runs-dir", str(runs_dir), "--device", "cpu", "--threads", "1",
-                           "--worker-index", str(index), "--quiet", "--checkpoint-every", "epoch") for index in range(2)]
+    processes = [
+        start_cli(
+            "worker",
+            "--name",
+            "kill",
+            "--runs-dir",
+            str(runs_dir),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--worker-index",
+            str(index),
+            "--quiet",
+            "--checkpoint-every",
+            "epoch",
+        )
+        for index in range(2)
+    ]
     try:
         checkpoints = run.path / "checkpoints"
         wait_for(lambda: any(checkpoints.glob("trial_*.pt")), what="a first checkpoint")
@@ -96,7 +142,9 @@ def test_sigkilled_worker_is_taken_over_and_resumed_from_its_checkpoint(runs_dir
         victim = next(process for process in processes if process.pid == _worker_pid(owner.user_attrs["worker"]))
         victim.kill()
         victim.wait()
-        checkpoint = torch.load(checkpoint_path, weights_only=True)  # still there: resuming rewrites, never deletes early
+        checkpoint = torch.load(
+            checkpoint_path, weights_only=True
+        )  # still there: resuming rewrites, never deletes early
         survivor = next(process for process in processes if process is not victim)
         stdout, stderr = survivor.communicate(timeout=240)
     finally:
@@ -116,21 +164,54 @@ def test_sigkilled_worker_is_taken_over_and_resumed_from_its_checkpoint(runs_dir
     assert resumed.state == STATES.COMPLETE and resumed.params == killed.params
     assert resumed.user_attrs["origin"] == origin
     assert _worker_pid(resumed.user_attrs["worker"]) == survivor.pid
-    assert resumed.user_attrs["val_acc"][:checkpoint["epoch"]] == checkpoint["val_acc"]  # continued, not restarted
+    assert resumed.user_attrs["val_acc"][: checkpoint["epoch"]] == checkpoint["val_acc"]  # continued, not restarted
     assert len(resumed.user_attrs["val_acc"]) == 6
     assert not list(checkpoints.glob("*.pt")), "a finished trial leaves no checkpoint"
 
 
 # ---- PostgreSQL ---------------------------------------------------------------------------------------
-def test_postgres_search_with_workers_and_a_worker_from_another_machine(postgres_server: PostgresServer, tmp_path: Path) -> None:
+def test_postgres_search_with_workers_and_a_worker_from_another_machine(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
     here, there = tmp_path / "here", tmp_path / "there"  # two machines' runs folders
-    search = start_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "shared", "--trials", "6",
-                       "--epochs", "2", "--workers", "2", "--device", "cpu", "--storage", postgres_server.url,
-                       "--runs-dir", str(here))
+    search = start_cli(
+        "search",
+        "--space",
+        str(TINY_SPACE),
+        "--data",
+        "digits",
+        "--name",
+        "shared",
+        "--trials",
+        "6",
+        "--epochs",
+        "2",
+        "--workers",
+        "2",
+        "--device",
+        "cpu",
+        "--storage",
+        postgres_server.url,
+        "--runs-dir",
+        str(here),
+    )
     try:
         wait_for(lambda: (here / "shared" / "run.json").is_file() or search.poll() is not None, what="the run")
-        joined = run_cli("worker", "--name", "shared", "--storage", postgres_server.url, "--runs-dir", str(there),
-                         "--device", "cpu", "--threads", "1", "--worker-index", "2")
+        joined = run_cli(
+            "worker",
+            "--name",
+            "shared",
+            "--storage",
+            postgres_server.url,
+            "--runs-dir",
+            str(there),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--worker-index",
+            "2",
+        )
         stdout, stderr = search.communicate(timeout=240)
     finally:
         if search.poll() is None:
@@ -144,7 +225,9 @@ def test_postgres_search_with_workers_and_a_worker_from_another_machine(postgres
     assert info["storage"] == postgres_server.url
     # The joining worker rebuilt the run folder from the study alone.
     rebuilt = json.loads((there / "shared" / "run.json").read_text())
-    assert {key: value for key, value in rebuilt.items() if key != "storage"} == {key: value for key, value in info.items() if key != "storage"}
+    assert {key: value for key, value in rebuilt.items() if key != "storage"} == {
+        key: value for key, value in info.items() if key != "storage"
+    }
     assert (there / "shared" / "space.toml").read_text() == TINY_SPACE.read_text()
     split_here, split_there = np.load(here / "shared" / "split.npz"), np.load(there / "shared" / "split.npz")
     assert all(np.array_equal(split_here[key], split_there[key]) for key in split_here.files)
@@ -155,7 +238,9 @@ def test_postgres_search_with_workers_and_a_worker_from_another_machine(postgres
     assert len({t.user_attrs["worker"] for t in trials}) <= 3
 
 
-def test_ask_lock_on_postgres_is_an_advisory_lock_held_across_connections(postgres_server: PostgresServer, tmp_path: Path) -> None:
+def test_ask_lock_on_postgres_is_an_advisory_lock_held_across_connections(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
     run = RunDir(tmp_path, "locked")
     other = sqlalchemy.create_engine(engine_url(postgres_server.url), poolclass=sqlalchemy.pool.NullPool)
     probe = sqlalchemy.text("SELECT pg_try_advisory_lock(:key)")
@@ -210,14 +295,33 @@ def test_multi_objective_search_prunes_dominated_trials_and_keeps_a_clean_front(
         text = text.replace(old, new)
     space = tmp_path / "pareto.toml"
     space.write_text(text)
-    result = run_cli("search", "--space", str(space), "--data", "digits", "--name", "mo", "--trials", "5", "--epochs", "2",
-                     "--objective", "accuracy,params", "--device", "cpu", "--runs-dir", str(runs_dir))
+    result = run_cli(
+        "search",
+        "--space",
+        str(space),
+        "--data",
+        "digits",
+        "--name",
+        "mo",
+        "--trials",
+        "5",
+        "--epochs",
+        "2",
+        "--objective",
+        "accuracy,params",
+        "--device",
+        "cpu",
+        "--runs-dir",
+        str(runs_dir),
+    )
     assert_clean_exit(result.stderr, result.returncode)
 
     study = load_study(runs_dir, "mo")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     trials = assert_accounted_once(study, 5)
-    dominated = [t for t in trials if t.state == STATES.PRUNED and "dominated at epoch" in t.user_attrs.get("reason", "")]
+    dominated = [
+        t for t in trials if t.state == STATES.PRUNED and "dominated at epoch" in t.user_attrs.get("reason", "")
+    ]
     assert dominated, [(t.number, t.state.name, t.user_attrs.get("reason")) for t in trials]
 
     complete = [t for t in trials if t.state == STATES.COMPLETE]
@@ -244,19 +348,35 @@ def _assert_refused(result, runs_dir: Path, message: str) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--storage", "postgresql://u:p@127.0.0.1:1/x"], "cannot connect to storage postgresql://u:***@127.0.0.1:1/x: "),
+        (
+            ["--storage", "postgresql://u:p@127.0.0.1:1/x"],
+            "cannot connect to storage postgresql://u:***@127.0.0.1:1/x: ",
+        ),
         (["--objective", "accuracy,speed"], "--objective 'accuracy,speed' is not valid"),
     ],
 )
 def test_bad_storage_or_objective_is_one_line_and_exit_2(runs_dir: Path, args: list[str], message: str) -> None:
-    result = run_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "x", "--runs-dir", str(runs_dir), *args)
+    result = run_cli(
+        "search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "x", "--runs-dir", str(runs_dir), *args
+    )
     _assert_refused(result, runs_dir, message)
     assert "p@" not in result.stderr, "the password is never shown"
 
 
 def test_wrong_password_is_one_line_and_exit_2(postgres_server: PostgresServer, runs_dir: Path) -> None:
     url = postgres_server.url_with_password("wrong")
-    result = run_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "x", "--storage", url,
-                     "--runs-dir", str(runs_dir))
+    result = run_cli(
+        "search",
+        "--space",
+        str(TINY_SPACE),
+        "--data",
+        "digits",
+        "--name",
+        "x",
+        "--storage",
+        url,
+        "--runs-dir",
+        str(runs_dir),
+    )
     _assert_refused(result, runs_dir, "password authentication failed")
     assert ":wrong@" not in result.stderr

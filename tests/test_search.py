@@ -1,4 +1,5 @@
 """Searches end to end: the real CLI in a subprocess, real Optuna studies, real training on digits."""
+
 from __future__ import annotations
 
 import json
@@ -9,13 +10,13 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-
 from conftest import TINY_SPACE, load_study, run_cli, start_cli
+
 from cnnsearch.errors import UserError
 from cnnsearch.search.settings import SearchSettings
-from cnnsearch.search.worker import WorkerLoop, counted_trials
-from cnnsearch.search.strategies import make_pruner
 from cnnsearch.search.setup import prepare_run
+from cnnsearch.search.strategies import make_pruner
+from cnnsearch.search.worker import WorkerLoop, counted_trials
 
 STATES = optuna.trial.TrialState
 
@@ -31,7 +32,9 @@ def write_space(path: Path, **overrides: str) -> Path:
     for dotted, value in overrides.items():
         table, key = dotted.split("__")
         tables.setdefault(table, {})[key] = value
-    text = "\n".join(f"[{table}]\n" + "\n".join(f"{key} = {value}" for key, value in keys.items()) for table, keys in tables.items())
+    text = "\n".join(
+        f"[{table}]\n" + "\n".join(f"{key} = {value}" for key, value in keys.items()) for table, keys in tables.items()
+    )
     path.write_text(text + "\n")
     return path
 
@@ -49,8 +52,21 @@ def wait_for(predicate, timeout: float = 120.0) -> None:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    result = run_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "demo",
-                     "--trials", "3", "--epochs", "2", "--runs-dir", str(runs))
+    result = run_cli(
+        "search",
+        "--space",
+        str(TINY_SPACE),
+        "--data",
+        "digits",
+        "--name",
+        "demo",
+        "--trials",
+        "3",
+        "--epochs",
+        "2",
+        "--runs-dir",
+        str(runs),
+    )
     assert result.returncode == 0, result.stderr
     return runs
 
@@ -99,9 +115,25 @@ def _checkpoint_written(runs: Path, name: str) -> bool:
 
 
 def test_sigkill_then_resume_continues_from_the_checkpoint(runs_dir: Path) -> None:
-    process = start_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "k",
-                        "--trials", "1", "--epochs", "4", "--pruner", "none", "--runs-dir", str(runs_dir),
-                        "--checkpoint-every", "epoch")
+    process = start_cli(
+        "search",
+        "--space",
+        str(TINY_SPACE),
+        "--data",
+        "digits",
+        "--name",
+        "k",
+        "--trials",
+        "1",
+        "--epochs",
+        "4",
+        "--pruner",
+        "none",
+        "--runs-dir",
+        str(runs_dir),
+        "--checkpoint-every",
+        "epoch",
+    )
     wait_for(lambda: _checkpoint_written(runs_dir, "k"))
     process.kill()
     process.wait()
@@ -124,9 +156,25 @@ def test_sigkill_then_resume_continues_from_the_checkpoint(runs_dir: Path) -> No
 
 
 def test_sigint_exits_130_and_leaves_no_running_trial(runs_dir: Path) -> None:
-    process = start_cli("search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "c",
-                        "--trials", "2", "--epochs", "6", "--pruner", "none", "--runs-dir", str(runs_dir),
-                        "--checkpoint-every", "epoch")
+    process = start_cli(
+        "search",
+        "--space",
+        str(TINY_SPACE),
+        "--data",
+        "digits",
+        "--name",
+        "c",
+        "--trials",
+        "2",
+        "--epochs",
+        "6",
+        "--pruner",
+        "none",
+        "--runs-dir",
+        str(runs_dir),
+        "--checkpoint-every",
+        "epoch",
+    )
     wait_for(lambda: _checkpoint_written(runs_dir, "c"))
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
@@ -143,8 +191,11 @@ def test_sigint_exits_130_and_leaves_no_running_trial(runs_dir: Path) -> None:
 
 # ---- what is not trained --------------------------------------------------------------------------
 def _library_search(tmp_path: Path, space: Path, trials: int, **settings: object) -> tuple:
-    run, info, loaded = prepare_run(SearchSettings(name="lib", space=str(space), data="digits", runs_dir=str(tmp_path),
-                                                   trials=trials, device="cpu", **settings))
+    run, info, loaded = prepare_run(
+        SearchSettings(
+            name="lib", space=str(space), data="digits", runs_dir=str(tmp_path), trials=trials, device="cpu", **settings
+        )
+    )
     return run, info, loaded
 
 
@@ -193,8 +244,10 @@ def test_nan_loss_fails_the_trial_and_the_next_one_runs(tmp_path: Path) -> None:
         ([], "no run named 'x' in"),
         (["--space", "tiny", "--keep-weights", "-1"], "--keep-weights must be 0 or more, but got -1"),
         (["--space", "tiny", "--from-run", "nosuch"], "no run named 'nosuch'"),
-        (["--space", "tiny", "--checkpoint-every", "often"],
-         "--checkpoint-every 'often' is not valid; use a duration such as 30s or 5m, or `epoch`"),
+        (
+            ["--space", "tiny", "--checkpoint-every", "often"],
+            "--checkpoint-every 'often' is not valid; use a duration such as 30s or 5m, or `epoch`",
+        ),
     ],
 )
 def test_bad_search_input_is_one_line_and_exit_2(runs_dir: Path, args: list[str], message: str) -> None:
@@ -248,12 +301,15 @@ def test_resume_refuses_other_settings_and_fork_keeps_them(finished_run: Path) -
     result = run_cli("search", "--name", "demo", "--seed", "5", "--sampler", "random", "--runs-dir", str(finished_run))
     assert result.returncode == 2
     assert "--sampler: 'tpe' -> 'random'; --seed: 0 -> 5" in result.stderr and "--fork NEW_NAME" in result.stderr
-    result = run_cli("search", "--name", "demo", "--fork", "demo-fork", "--trials", "1", "--runs-dir", str(finished_run))
+    result = run_cli(
+        "search", "--name", "demo", "--fork", "demo-fork", "--trials", "1", "--runs-dir", str(finished_run)
+    )
     assert result.returncode == 0, result.stderr
     forked = json.loads((finished_run / "demo-fork" / "run.json").read_text())
     original = json.loads((finished_run / "demo" / "run.json").read_text())
-    assert {key: forked[key] for key in ("data", "epochs", "seed", "sampler", "pruner")} == \
-        {key: original[key] for key in ("data", "epochs", "seed", "sampler", "pruner")}
+    assert {key: forked[key] for key in ("data", "epochs", "seed", "sampler", "pruner")} == {
+        key: original[key] for key in ("data", "epochs", "seed", "sampler", "pruner")
+    }
     assert (finished_run / "demo-fork" / "space.toml").read_text() == (finished_run / "demo" / "space.toml").read_text()
 
 
@@ -273,7 +329,16 @@ def test_a_trial_record_can_be_enqueued_into_a_new_run(finished_run: Path, tmp_p
 
 
 def test_leaderboard_out_needs_an_existing_folder(finished_run: Path, tmp_path: Path) -> None:
-    result = run_cli("leaderboard", "demo", "--format", "csv", "--out", str(tmp_path / "no" / "x.csv"), "--runs-dir", str(finished_run))
+    result = run_cli(
+        "leaderboard",
+        "demo",
+        "--format",
+        "csv",
+        "--out",
+        str(tmp_path / "no" / "x.csv"),
+        "--runs-dir",
+        str(finished_run),
+    )
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("leaderboard", "demo", "--out", str(tmp_path / "board.txt"), "--runs-dir", str(finished_run))
     assert result.returncode == 0 and "trial" in (tmp_path / "board.txt").read_text()

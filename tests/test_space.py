@@ -1,5 +1,6 @@
 """Tests for cnnsearch.space: validation messages (exact), sampling through FixedTrial, conditional
 parameters and parameter names through real in-memory studies."""
+
 from __future__ import annotations
 
 import re
@@ -10,9 +11,8 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial
 
-from cnnsearch.errors import UserError
+from cnnsearch.errors import SpaceError, UserError
 from cnnsearch.space.parse import TABLES, SearchSpace, load_space, parse_space
-from cnnsearch.errors import SpaceError
 from cnnsearch.spec import Architecture, AugmentSettings, ConvLayer, Head, PoolLayer, TrainSettings
 
 SPACE_DIR = Path(__file__).parent.parent / "search_spaces"
@@ -35,7 +35,7 @@ def problems_of(path: Path) -> list[str]:
         load_space(path)
     lines = str(caught.value).splitlines()
     assert all(line.startswith(f"{path}: ") for line in lines), lines
-    return [line[len(f"{path}: "):] for line in lines]
+    return [line[len(f"{path}: ") :] for line in lines]
 
 
 def study_trials(space: SearchSpace, n: int, *, seed: int = 0) -> list[tuple[dict, Architecture]]:
@@ -71,7 +71,10 @@ BROKEN = {
         "[train] weight_decay: low > 0 must hold for log = true, but got low=0.0",
     ),
     # lr must be > 0 whatever the scale, so its own check answers first.
-    "lr_low_zero": ("[train]\nlr = { low = 0.0, high = 0.1, log = true }\n", "[train] lr: low > 0 must hold for log = true, but got low=0.0"),
+    "lr_low_zero": (
+        "[train]\nlr = { low = 0.0, high = 0.1, log = true }\n",
+        "[train] lr: low > 0 must hold for log = true, but got low=0.0",
+    ),
     "low_above_high": (
         "[network]\nfilters = { low = 128, high = 16 }\n",
         "[network] filters: low <= high must hold, but got low=128, high=16",
@@ -104,7 +107,7 @@ BROKEN = {
         "[network] width_multiplier: only applies when filters is set in [network]",
     ),
     "range_of_strings": (
-        '[network]\npadding = { low = 1, high = 2 }\n',
+        "[network]\npadding = { low = 1, high = 2 }\n",
         "[network] padding: is a string: give one value or a list of choices, not a range",
     ),
     "range_with_unknown_field": (
@@ -130,7 +133,10 @@ BROKEN = {
         "[constraints]\nmax_param = 1000\n",
         "[constraints] max_param: unknown key; did you mean 'max_params'?",
     ),
-    "non_positive_constraint": ("[constraints]\nmax_flops = 0\n", "[constraints] max_flops: must be a positive number, but got 0"),
+    "non_positive_constraint": (
+        "[constraints]\nmax_flops = 0\n",
+        "[constraints] max_flops: must be a positive number, but got 0",
+    ),
 }
 
 
@@ -155,12 +161,12 @@ def test_every_problem_is_reported_in_one_message_in_file_order(tmp_path: Path) 
     path.write_text(
         "[network]\n"
         "filtres = 32\n"
-        "activation = \"relux\"\n"
-        "padding = \"same\"\n"
+        'activation = "relux"\n'
+        'padding = "same"\n'
         "[stage]\n"
         "kernel_size = 4\n"
         "convs = []\n"
-        "padding = [\"same\", \"valid\"]\n"
+        'padding = ["same", "valid"]\n'
         "[train]\n"
         "lr = { low = 1e-2, high = 1e-4 }\n"
         "[augmnt]\n"
@@ -180,10 +186,14 @@ def test_every_problem_is_reported_in_one_message_in_file_order(tmp_path: Path) 
 
 def test_keys_in_both_tables_are_reported_in_a_stable_order() -> None:
     with pytest.raises(SpaceError) as caught:
-        space_from("[network]\nstride = 1\npadding = 'same'\nactivation = 'relu'\n"
-                   "[stage]\nstride = 1\npadding = 'same'\nactivation = 'relu'\n")
+        space_from(
+            "[network]\nstride = 1\npadding = 'same'\nactivation = 'relu'\n"
+            "[stage]\nstride = 1\npadding = 'same'\nactivation = 'relu'\n"
+        )
     assert [line.split(":")[1] for line in str(caught.value).splitlines()] == [
-        " [stage] activation", " [stage] padding", " [stage] stride"
+        " [stage] activation",
+        " [stage] padding",
+        " [stage] stride",
     ]
 
 
@@ -255,7 +265,9 @@ def test_fixed_trial_gives_the_expected_architecture() -> None:
     assert arch == Architecture(
         layers=(ConvLayer(16, 3), ConvLayer(16, 3), PoolLayer("max", 2, 2), ConvLayer(32, 5)),
         head=Head(pooling="gap", dense=(), dropout=0.0),
-        train=TrainSettings(optimizer="adamw", lr=1e-3, weight_decay=1e-4, batch_size=64, epochs=8, label_smoothing=0.1),
+        train=TrainSettings(
+            optimizer="adamw", lr=1e-3, weight_decay=1e-4, batch_size=64, epochs=8, label_smoothing=0.1
+        ),
         augment=AugmentSettings(translate=1, flip=False, cutout=0),
     )
     assert arch.compact() == "c16k3-c16k3-mp2-c32k5-gap relu+bn"
@@ -288,8 +300,17 @@ def test_random_sampling_produces_both_layer_orders() -> None:
 
 
 def test_filters_grow_by_width_multiplier_rounded() -> None:
-    params = dict(DEFAULT_PARAMS, **{"network.stages": 3, "network.filters": 24, "network.width_multiplier": 1.5,
-                                     "stage3.convs": 1, "stage3.kernel_size": 3, "stage3.pool": True})
+    params = dict(
+        DEFAULT_PARAMS,
+        **{
+            "network.stages": 3,
+            "network.filters": 24,
+            "network.width_multiplier": 1.5,
+            "stage3.convs": 1,
+            "stage3.kernel_size": 3,
+            "stage3.pool": True,
+        },
+    )
     arch = load_space(DEFAULT).sample(FixedTrial(params))
     assert [layer.filters for layer in arch.layers if layer.kind == "conv"] == [24, 24, 36, 54]
 
@@ -300,8 +321,12 @@ def test_layer_keys_in_stage_are_drawn_per_stage_and_in_network_once() -> None:
         "[stage]\nfilters = [8, 16]\nactivation = ['relu', 'gelu']\nstride = [1, 2]\npool = true\nconvs = 2\n"
     )
     params = {
-        "stage1.filters": 8, "stage1.activation": "gelu", "stage1.stride": 2,
-        "stage2.filters": 16, "stage2.activation": "relu", "stage2.stride": 1,
+        "stage1.filters": 8,
+        "stage1.activation": "gelu",
+        "stage1.stride": 2,
+        "stage2.filters": 16,
+        "stage2.activation": "relu",
+        "stage2.stride": 1,
         "network.pool_type": "avg",
     }
     trial = FixedTrial(params)

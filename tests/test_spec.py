@@ -1,4 +1,5 @@
 """Tests for cnnsearch.spec: JSON round trip, compact form, hash identity, shape arithmetic."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,7 +10,18 @@ import pytest
 
 from cnnsearch.errors import InfeasibleArchitecture
 from cnnsearch.space.parse import load_space
-from cnnsearch.spec import Architecture, AugmentSettings, ConvLayer, Head, LayerRow, PoolLayer, TrainSettings, count_params, layer_table, parse_input_shape
+from cnnsearch.spec import (
+    Architecture,
+    AugmentSettings,
+    ConvLayer,
+    Head,
+    LayerRow,
+    PoolLayer,
+    TrainSettings,
+    count_params,
+    layer_table,
+    parse_input_shape,
+)
 
 SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*.toml"))
 
@@ -184,7 +196,11 @@ def test_infeasible_when_pools_shrink_the_map_below_1x1() -> None:
 def test_same_padding_never_shrinks_below_1x1() -> None:
     arch = Architecture(layers=(ConvLayer(4, 7, stride=2),) * 5)  # 8 -> 4 -> 2 -> 1 -> 1 -> 1
     assert [row.output_shape for row in layer_table(arch, (1, 8, 8), 10)[:5]] == [
-        (4, 4, 4), (4, 2, 2), (4, 1, 1), (4, 1, 1), (4, 1, 1)
+        (4, 4, 4),
+        (4, 2, 2),
+        (4, 1, 1),
+        (4, 1, 1),
+        (4, 1, 1),
     ]
 
 

@@ -1,4 +1,5 @@
 """The trainer on real digits: accuracy above chance, per-epoch reports, pruning, failures, resume."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -8,13 +9,13 @@ import optuna
 import pytest
 import torch
 
+from cnnsearch.data.device import to_device
 from cnnsearch.data.load import load_dataset
 from cnnsearch.data.split import make_split
-from cnnsearch.data.device import to_device
 from cnnsearch.spec import Architecture, AugmentSettings, ConvLayer, Head, PoolLayer, TrainSettings
-from cnnsearch.train.result import TrialControl
-from cnnsearch.train.module import lr_factor
 from cnnsearch.train.loop import train_candidate
+from cnnsearch.train.module import lr_factor
+from cnnsearch.train.result import TrialControl
 
 GOOD = Architecture(
     layers=(ConvLayer(16, 3), ConvLayer(16, 3), PoolLayer("max", 2, 2), ConvLayer(32, 3), PoolLayer("max", 2, 2)),
@@ -93,8 +94,11 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(digits, tmp_path: P
     arch = SMALL.with_epochs(3)
     straight = train_candidate(arch, digits, control=TrialControl(seed=2))
     checkpoint = tmp_path / "trial.pt"
-    stopped = train_candidate(arch, digits, control=TrialControl(
-        seed=2, checkpoint_path=checkpoint, epoch_callback=lambda epoch, accuracy: epoch == 2))
+    stopped = train_candidate(
+        arch,
+        digits,
+        control=TrialControl(seed=2, checkpoint_path=checkpoint, epoch_callback=lambda epoch, accuracy: epoch == 2),
+    )
     assert stopped.outcome == "pruned" and torch.load(checkpoint, weights_only=True)["epoch"] == 2
     resumed = train_candidate(arch, digits, control=TrialControl(seed=2, checkpoint_path=checkpoint))
     assert resumed.val_acc[:2] == stopped.val_acc
@@ -105,9 +109,17 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(digits, tmp_path: P
 def test_checkpoints_are_spaced_in_time_and_latency_is_measured_only_when_asked(digits, tmp_path: Path) -> None:
     arch = SMALL.with_epochs(3)
     checkpoint = tmp_path / "trial.pt"
-    stopped = train_candidate(arch, digits, control=TrialControl(
-        seed=2, checkpoint_path=checkpoint, checkpoint_every_s=3600, measure_latency=False,
-        epoch_callback=lambda epoch, accuracy: epoch == 2))
+    stopped = train_candidate(
+        arch,
+        digits,
+        control=TrialControl(
+            seed=2,
+            checkpoint_path=checkpoint,
+            checkpoint_every_s=3600,
+            measure_latency=False,
+            epoch_callback=lambda epoch, accuracy: epoch == 2,
+        ),
+    )
     assert stopped.outcome == "pruned" and stopped.epochs_run == 2
     assert not checkpoint.exists()  # two short epochs: nothing worth a checkpoint yet
     assert stopped.latency_ms is None and stopped.metrics()["latency_ms"] is None
@@ -117,10 +129,17 @@ def test_checkpoints_are_spaced_in_time_and_latency_is_measured_only_when_asked(
 
 def test_a_clean_stop_writes_the_last_epoch_kept_in_memory(digits, tmp_path: Path) -> None:
     checkpoint, epochs_seen = tmp_path / "trial.pt", []
-    stopped = train_candidate(SMALL.with_epochs(4), digits, control=TrialControl(
-        seed=2, checkpoint_path=checkpoint, checkpoint_every_s=3600,
-        epoch_callback=lambda epoch, accuracy: epochs_seen.append(epoch) and False,
-        should_stop=lambda: len(epochs_seen) >= 2))  # Ctrl-C during epoch 3
+    stopped = train_candidate(
+        SMALL.with_epochs(4),
+        digits,
+        control=TrialControl(
+            seed=2,
+            checkpoint_path=checkpoint,
+            checkpoint_every_s=3600,
+            epoch_callback=lambda epoch, accuracy: epochs_seen.append(epoch) and False,
+            should_stop=lambda: len(epochs_seen) >= 2,
+        ),
+    )  # Ctrl-C during epoch 3
     assert stopped.outcome == "interrupted"
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["epoch"] == 2 and saved["val_acc"] == stopped.val_acc[:2]
@@ -137,9 +156,17 @@ def test_trainers_skip_the_plugin_callback_scan_when_no_package_registers_one() 
     pl = _lightning()
     # Pins Lightning's private name: if it moves, this fails instead of the saving going silently.
     assert callback_connector._load_external_callbacks is _no_external_callbacks
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
-    assert not [c for c in trainer.callbacks if type(c).__module__.split(".")[0] not in ("pytorch_lightning", "lightning")]
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    assert not [
+        c for c in trainer.callbacks if type(c).__module__.split(".")[0] not in ("pytorch_lightning", "lightning")
+    ]
 
 
 def test_schedule_warms_up_then_decays() -> None:

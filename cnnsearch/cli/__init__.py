@@ -3,6 +3,7 @@
 Commands are listed by `--help` in the order they are registered here: search first, then the
 results, then the models; the `space` group was added by `cli.app`.
 """
+
 # ruff: noqa: I001  (the import order is the order of `cnnsearch --help`)
 from __future__ import annotations
 

@@ -7,13 +7,14 @@ pandas) happen inside the commands so that `cnnsearch --help` answers at once. D
 stdout, messages to stderr; a `UserError` becomes one line on stderr and exit code 2, never a
 traceback. Nothing below the CLI imports it.
 """
+
 from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -39,24 +40,29 @@ err = Console(stderr=True, soft_wrap=True)  # messages
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the runs.", envvar="CNNSEARCH_RUNS_DIR")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda or cuda:N.")]
-CheckpointEvery = Annotated[Optional[str], typer.Option("--checkpoint-every", help="Save a running trial's resume checkpoint at most this often (e.g. 30s, 5m), or `epoch` for after every epoch. A killed trial resumes from it. [default: 30s]")]
+CheckpointEvery = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint-every",
+        help="Save a running trial's resume checkpoint at most this often (e.g. 30s, 5m), or `epoch` for after every epoch. A killed trial resumes from it. [default: 30s]",
+    ),
+]
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
     markdown = "markdown"
 
 
-class Runtime(str, Enum):
+class Runtime(StrEnum):
     torch = "torch"
     onnx = "onnx"
 
 
 def info(message: str) -> None:
     err.print(Text(message), highlight=False)
-
 
 
 def runs_flag(run) -> str:  # noqa: ANN001
@@ -93,4 +99,3 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-

@@ -1,9 +1,10 @@
 """The commands that make and use models: `export`, `rerun`, `predict` and `finetune`."""
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.text import Text
@@ -16,11 +17,23 @@ def export(
     name: Annotated[str, typer.Argument(help="Run name.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the model into.")],
     trial: Annotated[str, typer.Option("--trial", help="best, or a trial number.")] = "best",
-    retrain_epochs: Annotated[Optional[int], typer.Option("--retrain-epochs", help="Epochs of the final retrain (default: the epoch at which the trial was best).")] = None,
-    formats: Annotated[str, typer.Option("--format", help="Comma-separated: onnx, torchscript, pt.")] = "onnx,torchscript,pt",
-    top: Annotated[Optional[int], typer.Option("--top", help="First confirm the choice: retrain the M best candidates…")] = None,
+    retrain_epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--retrain-epochs", help="Epochs of the final retrain (default: the epoch at which the trial was best)."
+        ),
+    ] = None,
+    formats: Annotated[
+        str, typer.Option("--format", help="Comma-separated: onnx, torchscript, pt.")
+    ] = "onnx,torchscript,pt",
+    top: Annotated[
+        int | None, typer.Option("--top", help="First confirm the choice: retrain the M best candidates…")
+    ] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="…K times each and pick by mean validation accuracy.")] = 3,
-    no_retrain: Annotated[bool, typer.Option("--no-retrain", help="Use the trial's saved weights instead of retraining on train+validation.")] = False,
+    no_retrain: Annotated[
+        bool,
+        typer.Option("--no-retrain", help="Use the trial's saved weights instead of retraining on train+validation."),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output folder.")] = False,
     device: DeviceOption = "auto",
     runs_dir: RunsDir = Path("runs"),
@@ -29,9 +42,19 @@ def export(
     from cnnsearch.export.retrain import export_run
     from cnnsearch.run.folder import RunDir
 
-    result = export_run(RunDir(runs_dir, name), out=out_dir, trial=trial, retrain_epochs=retrain_epochs,
-                        formats=tuple(part.strip() for part in formats.split(",") if part.strip()),
-                        top=top, seeds=seeds, no_retrain=no_retrain, force=force, device=device, on_message=info)
+    result = export_run(
+        RunDir(runs_dir, name),
+        out=out_dir,
+        trial=trial,
+        retrain_epochs=retrain_epochs,
+        formats=tuple(part.strip() for part in formats.split(",") if part.strip()),
+        top=top,
+        seeds=seeds,
+        no_retrain=no_retrain,
+        force=force,
+        device=device,
+        on_message=info,
+    )
     for line in result.summary_lines():
         out.print(Text(line), highlight=False)
 
@@ -55,7 +78,9 @@ def rerun(
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="An exported model folder.")],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
-    runtime: Annotated[Runtime, typer.Option("--runtime", help="torch, or onnx (needs only onnxruntime).")] = Runtime.torch,
+    runtime: Annotated[
+        Runtime, typer.Option("--runtime", help="torch, or onnx (needs only onnxruntime).")
+    ] = Runtime.torch,
     fmt: Annotated[Format, typer.Option("--format", help="table, csv, json or markdown.")] = Format.table,
 ) -> None:
     """Classify images with an exported model, applying its saved preprocessing."""
@@ -74,9 +99,13 @@ def finetune(
     data: Annotated[str, typer.Option("--data", help="The new dataset (same specs as search).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the fine-tuned model.")],
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs of fine-tuning.")] = 5,
-    freeze: Annotated[bool, typer.Option("--freeze/--no-freeze", help="Freeze the convolutional stages; train only the new head.")] = False,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: a tenth of the model's own).")] = None,
-    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Where dataset files are.")] = None,
+    freeze: Annotated[
+        bool, typer.Option("--freeze/--no-freeze", help="Freeze the convolutional stages; train only the new head.")
+    ] = False,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Learning rate (default: a tenth of the model's own).")
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Where dataset files are.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output folder.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split and the training.")] = 0,
     device: DeviceOption = "auto",
@@ -84,8 +113,18 @@ def finetune(
     """Transfer an exported network to new data: new head, optional frozen stages, export again."""
     from cnnsearch.export.finetune import finetune_model
 
-    result = finetune_model(model_dir, data=data, out=out_dir, epochs=epochs, freeze=freeze, lr=lr,
-                            data_dir=data_dir, force=force, seed=seed, device=device, on_message=info)
+    result = finetune_model(
+        model_dir,
+        data=data,
+        out=out_dir,
+        epochs=epochs,
+        freeze=freeze,
+        lr=lr,
+        data_dir=data_dir,
+        force=force,
+        seed=seed,
+        device=device,
+        on_message=info,
+    )
     for line in result.summary_lines():
         out.print(Text(line), highlight=False)
-

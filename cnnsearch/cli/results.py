@@ -1,10 +1,11 @@
 """The commands that read runs: `runs`, `leaderboard`, `show` and `report`."""
+
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -27,12 +28,19 @@ def runs(runs_dir: RunsDir = Path("runs")) -> None:
 @app.command()
 def leaderboard(
     name: Annotated[str, typer.Argument(help="Run name.")],
-    top: Annotated[Optional[int], typer.Option("--top", help="Show the N best.")] = None,
-    sort: Annotated[Optional[str], typer.Option("--sort", help="Sort by this column (val_acc, params, flops, latency_ms, train_s, …).")] = None,
-    all_trials: Annotated[bool, typer.Option("--all", help="Include pruned and failed trials with their reason.")] = False,
+    top: Annotated[int | None, typer.Option("--top", help="Show the N best.")] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option("--sort", help="Sort by this column (val_acc, params, flops, latency_ms, train_s, …)."),
+    ] = None,
+    all_trials: Annotated[
+        bool, typer.Option("--all", help="Include pruned and failed trials with their reason.")
+    ] = False,
     fmt: Annotated[Format, typer.Option("--format", help="table, csv, json or markdown.")] = Format.table,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write csv/json/markdown to this file.")] = None,
-    watch: Annotated[bool, typer.Option("--watch", help="Refresh in place while the search runs (Ctrl-C to leave).")] = False,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write csv/json/markdown to this file.")] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh in place while the search runs (Ctrl-C to leave).")
+    ] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Rank a run's trials by validation accuracy (or Pareto rank)."""
@@ -43,7 +51,9 @@ def leaderboard(
     run = RunDir(runs_dir, name)
     run.read_info()
     if out_file is not None and not out_file.parent.is_dir():
-        raise UserError(f"--out {out_file}: the folder {out_file.parent} does not exist; create it or choose another path")
+        raise UserError(
+            f"--out {out_file}: the folder {out_file.parent} does not exist; create it or choose another path"
+        )
     if watch:
         _watch(run)
         return
@@ -54,7 +64,9 @@ def leaderboard(
         info(f"showing the best {TABLE_ROWS} of {len(full)} trials; --top N for more")
     frame = sort_and_cut(full, sort=sort, top=top)
     if fmt == Format.table:
-        table = leaderboard_table(frame, title=f"{name}: {len(frame)} trials", width=out.width if out_file is None else 200)
+        table = leaderboard_table(
+            frame, title=f"{name}: {len(frame)} trials", width=out.width if out_file is None else 200
+        )
         if out_file is None:
             out.print(table)
             return
@@ -121,4 +133,3 @@ def report(
 
     path = write_report(RunDir(runs_dir, name))
     info(f"wrote {path}")
-

@@ -1,4 +1,5 @@
 """The commands that run a search: `search` (start, resume or fork a run) and `worker` (join one)."""
+
 from __future__ import annotations
 
 import signal
@@ -6,7 +7,7 @@ import threading
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,53 +31,142 @@ Pruner = Enum("Pruner", {name: name for name in PRUNERS}, type=str)  # type: ign
 
 @app.command()
 def search(
-    space: Annotated[Optional[str], typer.Option("--space", help="Search-space TOML file, or a shipped space by name: default, tiny, cifar (a new run without --name: default).")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="digits, fashion-mnist, mnist, cifar10, cifar100 or folder:PATH (default for a new run: digits).")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Run name; an existing run is resumed (then --space and --data are not needed). Default for a new run: SPACE-DATE.")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="Total trials in the run (resume adds the missing ones). Default 20.")] = None,
-    timeout: Annotated[Optional[str], typer.Option("--timeout", help="Budget for this search, e.g. 90s, 20m, 2h; the running trial is stopped at the deadline.")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs per trial (overrides the space's train.epochs).")] = None,
-    trial_timeout: Annotated[Optional[str], typer.Option("--trial-timeout", help="Longest a single trial may train, e.g. 60s.")] = None,
-    sampler: Annotated[Optional[Sampler], typer.Option("--sampler", help="How candidates are proposed. [default: tpe]")] = None,
-    pruner: Annotated[Optional[Pruner], typer.Option("--pruner", help="Stops weak candidates early (multi-fidelity): asha (successive halving, one bracket), hyperband, median or none. [default: asha]")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the split, the sampler and every trial's training. [default: 0]")] = None,
+    space: Annotated[
+        str | None,
+        typer.Option(
+            "--space",
+            help="Search-space TOML file, or a shipped space by name: default, tiny, cifar (a new run without --name: default).",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="digits, fashion-mnist, mnist, cifar10, cifar100 or folder:PATH (default for a new run: digits).",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Run name; an existing run is resumed (then --space and --data are not needed). Default for a new run: SPACE-DATE.",
+        ),
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option("--trials", help="Total trials in the run (resume adds the missing ones). Default 20."),
+    ] = None,
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--timeout", help="Budget for this search, e.g. 90s, 20m, 2h; the running trial is stopped at the deadline."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Epochs per trial (overrides the space's train.epochs).")
+    ] = None,
+    trial_timeout: Annotated[
+        str | None, typer.Option("--trial-timeout", help="Longest a single trial may train, e.g. 60s.")
+    ] = None,
+    sampler: Annotated[
+        Sampler | None, typer.Option("--sampler", help="How candidates are proposed. [default: tpe]")
+    ] = None,
+    pruner: Annotated[
+        Pruner | None,
+        typer.Option(
+            "--pruner",
+            help="Stops weak candidates early (multi-fidelity): asha (successive halving, one bracket), hyperband, median or none. [default: asha]",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the split, the sampler and every trial's training. [default: 0]"),
+    ] = None,
     device: DeviceOption = "auto",
     runs_dir: RunsDir = Path("runs"),
-    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Where dataset files are (searched before ~/.cache/cnnsearch and /usr/share/datasets).")] = None,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this square size.")] = None,
-    subset: Annotated[Optional[int], typer.Option("--subset", help="Search on a stratified subset of N training images.")] = None,
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes sharing the search (GPUs are shared out; CPU cores split).")] = 1,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="postgresql:// or mysql:// URL for a study shared by several machines.")] = None,
-    objective: Annotated[Optional[str], typer.Option("--objective", help="accuracy, or a Pareto search: accuracy,params / accuracy,flops / accuracy,latency. [default: accuracy]")] = None,
-    enqueue: Annotated[Optional[list[Path]], typer.Option("--enqueue", help="Architecture JSON to train first (repeatable).")] = None,
-    from_run: Annotated[Optional[str], typer.Option("--from-run", help="Train the best candidates of another run first.")] = None,
-    fork: Annotated[Optional[str], typer.Option("--fork", help="Start a new run with this name, warm-started from the run named by --name.")] = None,
-    keep_weights: Annotated[Optional[int], typer.Option("--keep-weights", help="Keep the weights of this many best trials. [default: 3]")] = None,
-    download: Annotated[bool, typer.Option("--download", help="Download a missing dataset (fashion-mnist, mnist, cifar).")] = False,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--data-dir", help="Where dataset files are (searched before ~/.cache/cnnsearch and /usr/share/datasets)."
+        ),
+    ] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Resize images to this square size.")] = None,
+    subset: Annotated[
+        int | None, typer.Option("--subset", help="Search on a stratified subset of N training images.")
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", help="Worker processes sharing the search (GPUs are shared out; CPU cores split)."),
+    ] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="postgresql:// or mysql:// URL for a study shared by several machines."),
+    ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(
+            "--objective",
+            help="accuracy, or a Pareto search: accuracy,params / accuracy,flops / accuracy,latency. [default: accuracy]",
+        ),
+    ] = None,
+    enqueue: Annotated[
+        list[Path] | None, typer.Option("--enqueue", help="Architecture JSON to train first (repeatable).")
+    ] = None,
+    from_run: Annotated[
+        str | None, typer.Option("--from-run", help="Train the best candidates of another run first.")
+    ] = None,
+    fork: Annotated[
+        str | None,
+        typer.Option("--fork", help="Start a new run with this name, warm-started from the run named by --name."),
+    ] = None,
+    keep_weights: Annotated[
+        int | None, typer.Option("--keep-weights", help="Keep the weights of this many best trials. [default: 3]")
+    ] = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Download a missing dataset (fashion-mnist, mnist, cifar).")
+    ] = False,
     checkpoint_every: CheckpointEvery = None,
 ) -> None:
     """Search a space for the best classifier of a dataset; resume a run by naming it."""
     from cnnsearch import search as searching
 
     settings = searching.SearchSettings(
-        name=name or "", space=space, data=data, runs_dir=str(runs_dir), data_dir=data_dir,
-        image_size=image_size, subset=subset, trials=trials, timeout_s=searching.parse_duration(timeout),
-        epochs=epochs, trial_timeout_s=searching.parse_duration(trial_timeout),
-        sampler=sampler.value if sampler else None, pruner=pruner.value if pruner else None, seed=seed,
-        device=device, storage=storage, objective=searching.parse_objective(objective) if objective is not None else None,
-        keep_weights=keep_weights, enqueue=tuple(str(path) for path in enqueue or ()), from_run=from_run, fork=fork,
+        name=name or "",
+        space=space,
+        data=data,
+        runs_dir=str(runs_dir),
+        data_dir=data_dir,
+        image_size=image_size,
+        subset=subset,
+        trials=trials,
+        timeout_s=searching.parse_duration(timeout),
+        epochs=epochs,
+        trial_timeout_s=searching.parse_duration(trial_timeout),
+        sampler=sampler.value if sampler else None,
+        pruner=pruner.value if pruner else None,
+        seed=seed,
+        device=device,
+        storage=storage,
+        objective=searching.parse_objective(objective) if objective is not None else None,
+        keep_weights=keep_weights,
+        enqueue=tuple(str(path) for path in enqueue or ()),
+        from_run=from_run,
+        fork=fork,
         command=searching.command_line(),
     )
     checkpoint_every_s = searching.parse_checkpoint_every(checkpoint_every)
     opened = searching.open_search(settings, workers=workers, download=download)
     run, run_info = opened.run, opened.info
-    info(f"{'resuming' if opened.resumed else 'started'} run {run.name!r}: {run_info.data}, "
-         f"{run_info.split_sizes.get('train')} train / {run_info.split_sizes.get('val')} val images, "
-         f"{opened.target} trials, device {run_info.device if workers == 1 else 'shared by ' + str(workers) + ' workers'}")
+    info(
+        f"{'resuming' if opened.resumed else 'started'} run {run.name!r}: {run_info.data}, "
+        f"{run_info.split_sizes.get('train')} train / {run_info.split_sizes.get('val')} val images, "
+        f"{opened.target} trials, device {run_info.device if workers == 1 else 'shared by ' + str(workers) + ' workers'}"
+    )
     for note in opened.notes:
         info(note)
-    interrupted = _run_search(opened, timeout_s=settings.timeout_s, device=device, workers=workers,
-                              checkpoint_every_s=checkpoint_every_s)
+    interrupted = _run_search(
+        opened, timeout_s=settings.timeout_s, device=device, workers=workers, checkpoint_every_s=checkpoint_every_s
+    )
     _finish_search(run, interrupted)
 
 
@@ -96,8 +186,14 @@ def _install_sigint(*, quiet: bool = False) -> threading.Event:
     return stop
 
 
-def _run_search(opened, *, timeout_s: float | None, device: str, workers: int,  # noqa: ANN001
-                checkpoint_every_s: float) -> bool:
+def _run_search(
+    opened,
+    *,
+    timeout_s: float | None,
+    device: str,
+    workers: int,  # noqa: ANN001
+    checkpoint_every_s: float,
+) -> bool:
     """Train until the target, the deadline or Ctrl-C; True when the user interrupted."""
     from cnnsearch.cli.view import (
         ProgressState,
@@ -116,25 +212,46 @@ def _run_search(opened, *, timeout_s: float | None, device: str, workers: int,  
     reported = start_from_study(run.load_study(opened.info), state)
     if workers == 1:
         with SearchView(state, console=out) as view:
-            loop = WorkerLoop(run, opened.info, opened.space, target=opened.target, deadline=deadline, device=device,
-                              on_event=view, should_stop=stop.is_set, checkpoint_every_s=checkpoint_every_s)
+            loop = WorkerLoop(
+                run,
+                opened.info,
+                opened.space,
+                target=opened.target,
+                deadline=deadline,
+                device=device,
+                on_event=view,
+                should_stop=stop.is_set,
+                checkpoint_every_s=checkpoint_every_s,
+            )
             loop.run_loop()
         return stop.is_set() or loop.interrupted
     with SearchView(state, console=out, live=out.is_terminal) as view:
+
         def on_poll(study) -> None:  # noqa: ANN001
             if view.live is not None:
                 state_from_study(study, state)
                 view.refresh()
                 return
-            finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in reported]
+            finished = [
+                t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in reported
+            ]
             for trial in sorted(finished, key=lambda t: t.datetime_complete or t.datetime_start):  # in finishing order
                 reported.add(trial.number)
                 view(event_from_trial(trial))
 
-        failed = run_workers(run, workers=workers, target=opened.target, timeout_s=timeout_s, device=device,
-                             checkpoint_every_s=checkpoint_every_s, on_poll=on_poll)
+        failed = run_workers(
+            run,
+            workers=workers,
+            target=opened.target,
+            timeout_s=timeout_s,
+            device=device,
+            checkpoint_every_s=checkpoint_every_s,
+            on_poll=on_poll,
+        )
     if failed:
-        raise UserError(f"{len(failed)} worker(s) stopped with an error (exit {failed[0]}); see their messages above, then resume with `cnnsearch search --name {run.name}{runs_flag(run)}`")
+        raise UserError(
+            f"{len(failed)} worker(s) stopped with an error (exit {failed[0]}); see their messages above, then resume with `cnnsearch search --name {run.name}{runs_flag(run)}`"
+        )
     return stop.is_set()
 
 
@@ -148,7 +265,9 @@ def _finish_search(run, interrupted: bool) -> None:
     counts = ", ".join(f"{count} {outcome}" for outcome, count in sorted(summary.counts.items()))
     info(f"trials: {counts or 'none'}")
     flag = runs_flag(run)
-    info(f"more: cnnsearch leaderboard {run.name}{flag}   |   cnnsearch report {run.name}{flag}   |   cnnsearch export {run.name}{flag} --out model/")
+    info(
+        f"more: cnnsearch leaderboard {run.name}{flag}   |   cnnsearch report {run.name}{flag}   |   cnnsearch export {run.name}{flag} --out model/"
+    )
     if interrupted:
         info(f"interrupted: the study is intact; resume with `cnnsearch search --name {run.name}{flag}`")
         raise typer.Exit(130)
@@ -157,12 +276,17 @@ def _finish_search(run, interrupted: bool) -> None:
 @app.command()
 def worker(
     name: Annotated[str, typer.Option("--name", help="The run to join.")],
-    storage: Annotated[Optional[str], typer.Option("--storage", help="The run's database URL (joins a search started on another machine).")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="The run's database URL (joins a search started on another machine)."),
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
     device: DeviceOption = "auto",
-    timeout: Annotated[Optional[str], typer.Option("--timeout", help="Stop this worker after this long, e.g. 2h.")] = None,
-    worker_index: Annotated[int, typer.Option("--worker-index", help="Distinct per worker: varies the sampler's seed.")] = 0,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Torch CPU threads for this worker.")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="Stop this worker after this long, e.g. 2h.")] = None,
+    worker_index: Annotated[
+        int, typer.Option("--worker-index", help="Distinct per worker: varies the sampler's seed.")
+    ] = 0,
+    threads: Annotated[int | None, typer.Option("--threads", help="Torch CPU threads for this worker.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
     checkpoint_every: CheckpointEvery = None,
 ) -> None:
@@ -182,12 +306,20 @@ def worker(
     target = searching.resolve_target(run, run_info, None)
     state = ProgressState(name=run.name, target=target, deadline=deadline)
     view = SearchView(state, console=out, live=False) if not quiet else None
-    loop = searching.WorkerLoop(run, run_info, space_obj, target=target, deadline=deadline, device=device,
-                                worker_index=worker_index, on_event=view, should_stop=stop.is_set,
-                                checkpoint_every_s=checkpoint_every_s)
+    loop = searching.WorkerLoop(
+        run,
+        run_info,
+        space_obj,
+        target=target,
+        deadline=deadline,
+        device=device,
+        worker_index=worker_index,
+        on_event=view,
+        should_stop=stop.is_set,
+        checkpoint_every_s=checkpoint_every_s,
+    )
     loop.run_loop()
     if stop.is_set() or loop.interrupted:
         raise typer.Exit(130)
     if not quiet:
         info(f"run {run.name!r} has its {target} trials; this worker is done")
-

@@ -1,4 +1,5 @@
 """The `space` commands: check, show and sample a search-space file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,9 @@ from cnnsearch.errors import UserError
 @space_app.command("check")
 def space_check(
     file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")],
-    sample: Annotated[int, typer.Option("--sample", help="Also sample N candidates and report the infeasible share.")] = 0,
+    sample: Annotated[
+        int, typer.Option("--sample", help="Also sample N candidates and report the infeasible share.")
+    ] = 0,
     input_shape: Annotated[str, typer.Option("--input", help="Input shape CxHxW for --sample.")] = "1x28x28",
     classes: Annotated[int, typer.Option("--classes", help="Number of classes for --sample.")] = 10,
 ) -> None:
@@ -50,7 +53,9 @@ def _input_shape(text: str) -> tuple[int, int, int]:
 
 
 @space_app.command("show")
-def space_show(file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")]) -> None:
+def space_show(
+    file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")],
+) -> None:
     """Print a space's dimensions as a table."""
     from rich.table import Table
 
@@ -83,4 +88,3 @@ def space_sample(
     loaded = load_space(file)
     shape = _input_shape(input_shape)
     out.print(sample_candidates(loaded, shape, classes, n=n, seed=seed))
-

@@ -3,6 +3,7 @@
 Fed with `search.SearchEvent`s (one worker in this process) or by polling the study (several
 worker processes). Knows nothing of training: it only draws what it is told.
 """
+
 from __future__ import annotations
 
 import time
@@ -72,8 +73,9 @@ class ProgressState:
 
     def apply(self, event: SearchEvent) -> None:
         if event.kind == "trial_start":
-            self.running[event.trial] = RunningTrial(event.trial, event.compact, event.epochs,
-                                                     worker=event.worker, device=event.device)
+            self.running[event.trial] = RunningTrial(
+                event.trial, event.compact, event.epochs, worker=event.worker, device=event.device
+            )
         elif event.kind == "epoch" and event.trial in self.running:
             self.running[event.trial].epoch = event.epoch
             self.running[event.trial].val_acc = event.val_acc
@@ -84,8 +86,10 @@ class ProgressState:
             self.counts[event.outcome] = self.counts.get(event.outcome, 0) + 1
             if event.finished_total is not None:  # other workers' trials count too
                 self.done_before = max(0, event.finished_total - sum(self.counts.values()))
-            if event.outcome == "complete" and event.best_val_acc is not None and (
-                self.best_val_acc is None or event.best_val_acc > self.best_val_acc
+            if (
+                event.outcome == "complete"
+                and event.best_val_acc is not None
+                and (self.best_val_acc is None or event.best_val_acc > self.best_val_acc)
             ):
                 self.best_trial, self.best_val_acc, self.best_compact = event.trial, event.best_val_acc, event.compact
 
@@ -118,8 +122,11 @@ def render(state: ProgressState) -> Group:
             Text(running.device),
         )
     best = (
-        Text.assemble(("best so far: ", "bold"), f"trial {state.best_trial}  {state.best_val_acc:.2%}  ",
-                      Text(state.best_compact, style="cyan"))
+        Text.assemble(
+            ("best so far: ", "bold"),
+            f"trial {state.best_trial}  {state.best_val_acc:.2%}  ",
+            Text(state.best_compact, style="cyan"),
+        )
         if state.best_val_acc is not None
         else Text("best so far: no finished trial yet", style="dim")
     )
@@ -135,7 +142,7 @@ class SearchView:
         self.live_enabled = self.console.is_terminal if live is None else live
         self.live: Live | None = None
 
-    def __enter__(self) -> "SearchView":
+    def __enter__(self) -> SearchView:
         if self.live_enabled:
             self.live = Live(render(self.state), console=self.console, refresh_per_second=4, transient=False)
             self.live.__enter__()
@@ -183,10 +190,14 @@ def state_from_study(study: Any, state: ProgressState) -> None:
         if trial.state.name == "RUNNING":
             train = (record.arch or {}).get("train", {})
             state.running[trial.number] = RunningTrial(
-                trial.number, record.compact, int(train.get("epochs", 0)),
+                trial.number,
+                record.compact,
+                int(train.get("epochs", 0)),
                 epoch=record.current_epoch or 0,
                 val_acc=record.val_acc[-1] if record.val_acc else record.current_val_acc,
-                worker=record.worker, device=record.device)
+                worker=record.worker,
+                device=record.device,
+            )
             continue
         outcome = trial_outcome(trial)
         if outcome in ("interrupted", "waiting"):  # re-run, or not started: not finished trials
@@ -201,9 +212,16 @@ def event_from_trial(trial: Any) -> SearchEvent:
     """A finished trial as the event its worker would have sent (for views that poll the study)."""
     record = TrialRecord.of(trial)
     return SearchEvent(
-        kind="trial_end", trial=trial.number, compact=record.compact, outcome=trial_outcome(trial),
-        reason=record.reason, best_val_acc=record.best_val_acc, params=record.params or 0,
-        seconds=record.train_seconds or 0.0, worker=record.worker, device=record.device,
+        kind="trial_end",
+        trial=trial.number,
+        compact=record.compact,
+        outcome=trial_outcome(trial),
+        reason=record.reason,
+        best_val_acc=record.best_val_acc,
+        params=record.params or 0,
+        seconds=record.train_seconds or 0.0,
+        worker=record.worker,
+        device=record.device,
     )
 
 

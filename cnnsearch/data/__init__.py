@@ -8,6 +8,7 @@ Must not know models, specs, search spaces, Optuna or Lightning.
 Public names are re-exported here and imported on first use (PEP 562), so importing the
 package costs nothing until a name is needed.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ is reproducible for a seed. Zero is "the mean colour" here, because inputs are a
 
 Must not know: datasets, specs, models, Optuna, Lightning. Imports torch only.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """data.cifar: TODO docstring."""
+
 from __future__ import annotations
 
 import os

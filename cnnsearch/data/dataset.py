@@ -1,4 +1,5 @@
 """data.dataset: TODO docstring."""
+
 from __future__ import annotations
 
 import hashlib
@@ -68,9 +69,7 @@ class Dataset:
             ("test", self.test_images, self.test_labels),
         ):
             if images.dtype != torch.uint8 or images.dim() != 4:
-                raise ValueError(
-                    f"{what}_images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
-                )
+                raise ValueError(f"{what}_images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
             if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
                 raise ValueError(
                     f"{what}_labels must be int64 ({images.shape[0]},), got {labels.dtype} {tuple(labels.shape)}"
@@ -128,11 +127,11 @@ def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize a uint8 (N, C, H, W) batch to (size, size); antialiased so shrinking doesn't alias."""
     out = torch.empty((images.shape[0], images.shape[1], size, size), dtype=torch.uint8)
     for start in range(0, images.shape[0], _RESIZE_CHUNK):
-        chunk = images[start:start + _RESIZE_CHUNK].float()
+        chunk = images[start : start + _RESIZE_CHUNK].float()
         resized = torch.nn.functional.interpolate(
             chunk, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )
-        out[start:start + _RESIZE_CHUNK] = resized.round_().clamp_(0, 255).to(torch.uint8)
+        out[start : start + _RESIZE_CHUNK] = resized.round_().clamp_(0, 255).to(torch.uint8)
     return out
 
 

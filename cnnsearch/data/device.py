@@ -1,4 +1,5 @@
 """data.device: TODO docstring."""
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,9 @@ class DeviceData:
         return normalize(x_uint8, self.mean, self.std)
 
 
-def normalize(images_uint8: torch.Tensor, mean: torch.Tensor | Sequence[float],
-              std: torch.Tensor | Sequence[float]) -> torch.Tensor:
+def normalize(
+    images_uint8: torch.Tensor, mean: torch.Tensor | Sequence[float], std: torch.Tensor | Sequence[float]
+) -> torch.Tensor:
     """float32 (x / 255 - mean) / std of a uint8 (B, C, H, W) batch, on the batch's device.
 
     The one normalisation of cnnsearch: training, evaluation, export verification and
@@ -82,8 +84,12 @@ def normalization_stats(images_uint8: torch.Tensor) -> tuple[list[float], list[f
 
 
 def _device_data(
-    train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-    class_names: tuple[str, ...], device: str | torch.device,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    class_names: tuple[str, ...],
+    device: str | torch.device,
 ) -> DeviceData:
     device = torch.device(device)
     mean, std = normalization_stats(train_x)
@@ -110,16 +116,22 @@ def to_device(dataset: Dataset, split: Split, device: str | torch.device) -> Dev
     train = torch.from_numpy(split.train_indices)
     val = torch.from_numpy(split.val_indices)
     return _device_data(
-        dataset.train_images[train], dataset.train_labels[train],
-        dataset.train_images[val], dataset.train_labels[val],
-        dataset.class_names, device,
+        dataset.train_images[train],
+        dataset.train_labels[train],
+        dataset.train_images[val],
+        dataset.train_labels[val],
+        dataset.class_names,
+        device,
     )
 
 
 def full_train_device_data(dataset: Dataset, device: str | torch.device) -> DeviceData:
     """The whole training pool as train and the TEST set as val: for the final export only."""
     return _device_data(
-        dataset.train_images, dataset.train_labels,
-        dataset.test_images, dataset.test_labels,
-        dataset.class_names, device,
+        dataset.train_images,
+        dataset.train_labels,
+        dataset.test_images,
+        dataset.test_labels,
+        dataset.class_names,
+        device,
     )

@@ -1,4 +1,5 @@
 """data.digits: TODO docstring."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """data.folder: TODO docstring."""
+
 from __future__ import annotations
 
 import warnings
@@ -30,7 +31,8 @@ def _load_folder(
     files_per_class: list[list[Path]] = []
     for name in classes:
         files = sorted(
-            p for p in (path / name).iterdir()
+            p
+            for p in (path / name).iterdir()
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
         )
         if not files:

@@ -1,4 +1,5 @@
 """data.idx: TODO docstring."""
+
 from __future__ import annotations
 
 import gzip
@@ -13,8 +14,16 @@ from cnnsearch.data.dataset import Dataset, _cache_root, _download, _search_root
 from cnnsearch.errors import UserError
 
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 
@@ -107,7 +116,7 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
         )
     ndim = raw[3]
     header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = math.prod(dims)
     if len(raw) != header + expected:
         raise UserError(
@@ -144,9 +153,13 @@ def _load_idx_dataset(spec: str, source: _IdxSource, data_dir: str | Path | None
             f"to get them, {', or '.join(ways)}."
         )
     train_x, train_y, test_x, test_y = (
-        read_idx(path, magic) for path, (_, _, magic) in zip(files, _IDX_PARTS)  # type: ignore[arg-type]
+        read_idx(path, magic)
+        for path, (_, _, magic) in zip(files, _IDX_PARTS)  # type: ignore[arg-type]
     )
-    for images, labels, img_path, lab_path in ((train_x, train_y, files[0], files[1]), (test_x, test_y, files[2], files[3])):
+    for images, labels, img_path, lab_path in (
+        (train_x, train_y, files[0], files[1]),
+        (test_x, test_y, files[2], files[3]),
+    ):
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise UserError(
                 f"{img_path} ({images.shape}) and {lab_path} ({labels.shape}) do not match image for label; "

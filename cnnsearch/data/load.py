@@ -1,4 +1,5 @@
 """data.load: TODO docstring."""
+
 from __future__ import annotations
 
 import difflib
@@ -44,7 +45,7 @@ def load_dataset(
         raise UserError(f"--image-size must be a positive whole number of pixels, but got {image_size!r}.")
     spec = spec.strip()
     if spec.startswith("folder:"):
-        folder = spec[len("folder:"):].strip()
+        folder = spec[len("folder:") :].strip()
         if not folder:
             raise UserError("--data folder: needs a path after the colon, e.g. --data folder:/data/pets.")
         images, labels, names, resized = _load_folder(Path(folder).expanduser(), image_size)
@@ -62,9 +63,7 @@ def load_dataset(
     else:
         close = difflib.get_close_matches(key, [s for s in VALID_SPECS if s != "folder:PATH"], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(
-            f"unknown dataset '{spec}'{hint}; use one of: {', '.join(VALID_SPECS)}."
-        )
+        raise UserError(f"unknown dataset '{spec}'{hint}; use one of: {', '.join(VALID_SPECS)}.")
     if image_size is not None and dataset.input_shape[1:] != (image_size, image_size):
         dataset = replace(
             dataset,

@@ -1,4 +1,5 @@
 """data.split: TODO docstring."""
+
 from __future__ import annotations
 
 import math
@@ -141,8 +142,6 @@ def subsample(dataset: Dataset, n: int, *, seed: int) -> Dataset:
     remainder = exact - quota
     order = np.lexsort((rng.random(len(classes)), -remainder))
     quota[order[: n - int(quota.sum())]] += 1
-    chosen = [
-        rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False) for c, q in zip(classes, quota)
-    ]
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False) for c, q in zip(classes, quota)]
     keep = torch.from_numpy(np.sort(np.concatenate(chosen)).astype(np.int64))
     return replace(dataset, train_images=dataset.train_images[keep], train_labels=dataset.train_labels[keep])

@@ -7,6 +7,7 @@ The test split takes no part in any choice. Never prints: progress goes through 
 Public names are re-exported here and imported on first use (PEP 562), so importing the
 package costs nothing until a name is needed.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,9 +1,11 @@
 """export.choose: TODO docstring."""
+
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -22,8 +24,19 @@ CONFIRM_SEED_STRIDE = 1000  # confirmation seed k of trial n: run seed + 1000 * 
 
 # What `_candidate` says of a trial that did not finish: "trial 3 of run 'x' <phrase> (reason), ...".
 # Outcomes an export names in its refusal: "trial 3 of run 'x' <phrase> (reason), ...".
-_UNFINISHED = ("interrupted", "pruned", "infeasible", "over_budget", "oom", "nan", "timeout", "error", "failed",
-               "running", "waiting")
+_UNFINISHED = (
+    "interrupted",
+    "pruned",
+    "infeasible",
+    "over_budget",
+    "oom",
+    "nan",
+    "timeout",
+    "error",
+    "failed",
+    "running",
+    "waiting",
+)
 
 
 @dataclass
@@ -51,16 +64,23 @@ class ConfirmationRow:
     def line(self) -> str:
         if self.mean is None:
             return f"trial {self.trial} {self.compact}: every retraining failed ({'; '.join(self.failures)})"
-        text = (f"trial {self.trial} {self.compact}: {self.mean:.2%} ± {100 * self.sd:.2f} points over "
-                f"{len(self.accuracies)} seed(s) (search {self.search_val_acc:.2%})")
+        text = (
+            f"trial {self.trial} {self.compact}: {self.mean:.2%} ± {100 * self.sd:.2f} points over "
+            f"{len(self.accuracies)} seed(s) (search {self.search_val_acc:.2%})"
+        )
         if self.failures:
             text += f"; {len(self.failures)} failed: {'; '.join(self.failures)}"
         return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "trial": self.trial, "compact": self.compact, "search_val_acc": self.search_val_acc,
-            "seeds": self.seeds, "val_accuracies": self.accuracies, "mean": self.mean, "sd": self.sd,
+            "trial": self.trial,
+            "compact": self.compact,
+            "search_val_acc": self.search_val_acc,
+            "seeds": self.seeds,
+            "val_accuracies": self.accuracies,
+            "mean": self.mean,
+            "sd": self.sd,
             "failures": self.failures,
         }
 
@@ -137,8 +157,17 @@ def _candidate(run: RunDir, trials: Sequence[Any], number: int) -> _Candidate:
     return _to_candidate(trial)
 
 
-def _confirm(run: RunDir, info: RunInfo, dataset: Dataset, candidates: list[_Candidate], *, top: int, seeds: int,
-             device: torch.device, on_message: Callable[[str], None]) -> list[ConfirmationRow]:
+def _confirm(
+    run: RunDir,
+    info: RunInfo,
+    dataset: Dataset,
+    candidates: list[_Candidate],
+    *,
+    top: int,
+    seeds: int,
+    device: torch.device,
+    on_message: Callable[[str], None],
+) -> list[ConfirmationRow]:
     """Retrain the `top` best distinct candidates `seeds` times on the training split; best mean first.
 
     Seeds are fresh (k = 1..seeds): the search's own seed is the one that made a candidate look
@@ -149,13 +178,17 @@ def _confirm(run: RunDir, info: RunInfo, dataset: Dataset, candidates: list[_Can
         if all(candidate.hash != other.hash for other in distinct):
             distinct.append(candidate)
     if len(distinct) < top:
-        on_message(f"--top {top}: the run has only {len(distinct)} distinct finished candidate(s); confirming all of them")
+        on_message(
+            f"--top {top}: the run has only {len(distinct)} distinct finished candidate(s); confirming all of them"
+        )
     chosen = distinct[:top]
     data = to_device(dataset, load_split(run.split_file), device)
     rows: list[ConfirmationRow] = []
     total, done = len(chosen) * seeds, 0
     for candidate in chosen:
-        row = ConfirmationRow(trial=candidate.number, compact=candidate.arch.compact(), search_val_acc=candidate.val_acc)
+        row = ConfirmationRow(
+            trial=candidate.number, compact=candidate.arch.compact(), search_val_acc=candidate.val_acc
+        )
         for k in range(1, seeds + 1):
             seed = info.seed + CONFIRM_SEED_STRIDE * k + candidate.number
             done += 1
@@ -163,14 +196,20 @@ def _confirm(run: RunDir, info: RunInfo, dataset: Dataset, candidates: list[_Can
             row.seeds.append(seed)
             if result.outcome == "complete" and result.best_val_acc is not None:
                 row.accuracies.append(result.best_val_acc)
-                on_message(f"[{done}/{total}] trial {candidate.number}, seed {seed}: validation {result.best_val_acc:.2%}")
+                on_message(
+                    f"[{done}/{total}] trial {candidate.number}, seed {seed}: validation {result.best_val_acc:.2%}"
+                )
             else:
                 row.failures.append(f"seed {seed}: {result.outcome} ({result.reason})")
-                on_message(f"[{done}/{total}] trial {candidate.number}, seed {seed}: {result.outcome} ({result.reason})")
+                on_message(
+                    f"[{done}/{total}] trial {candidate.number}, seed {seed}: {result.outcome} ({result.reason})"
+                )
         on_message(row.line())
         rows.append(row)
     # A candidate that failed any retraining ranks after every one that never failed.
     rows.sort(key=lambda row: (bool(row.failures) or row.mean is None, -(row.mean or 0.0), row.trial))
     if rows[0].mean is None:
-        raise RuntimeError(f"every confirmation retraining failed: {'; '.join(f for row in rows for f in row.failures)}")
+        raise RuntimeError(
+            f"every confirmation retraining failed: {'; '.join(f for row in rows for f in row.failures)}"
+        )
     return rows

@@ -1,10 +1,11 @@
 """export.finetune: TODO docstring."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -36,7 +37,7 @@ class _FrozenStages(nn.Sequential):
     """`features` with frozen weights that stay in eval mode, so batch-norm statistics stay those the
     features were trained with (Lightning's `.train()` at each epoch would otherwise update them)."""
 
-    def train(self, mode: bool = True) -> "_FrozenStages":
+    def train(self, mode: bool = True) -> _FrozenStages:
         return super().train(False)
 
 
@@ -81,12 +82,20 @@ def finetune_model(
         )
     if have != channels:
         # A folder with one colour image among grayscale ones loads as colour: convert, don't refuse.
-        dataset = replace(dataset, train_images=to_channels(dataset.train_images, channels),
-                          test_images=to_channels(dataset.test_images, channels))
-        how = ("with Pillow's luma weights 0.299 R + 0.587 G + 0.114 B" if channels == 1
-               else "by repeating the grey channel")
-        on_message(f"converted the {kinds[have]} images of {data} to {kinds[channels]} {how}, "
-                   f"as the model takes {channels}-channel images")
+        dataset = replace(
+            dataset,
+            train_images=to_channels(dataset.train_images, channels),
+            test_images=to_channels(dataset.test_images, channels),
+        )
+        how = (
+            "with Pillow's luma weights 0.299 R + 0.587 G + 0.114 B"
+            if channels == 1
+            else "by repeating the grey channel"
+        )
+        on_message(
+            f"converted the {kinds[have]} images of {data} to {kinds[channels]} {how}, "
+            f"as the model takes {channels}-channel images"
+        )
     if dataset.input_shape[1:] != (height, width):
         raise UserError(
             f"{data} has {dataset.input_shape[1]}x{dataset.input_shape[2]} images but the model takes "
@@ -115,11 +124,16 @@ def finetune_model(
     arch = replace(source.arch, train=replace(source.arch.train, epochs=epochs, lr=rate, batch_size=batch))
     steps = max(1, n_train // batch)
     model_batch = source.arch.train.batch_size
-    lowered = (f", lowered from the model's {model_batch}, which gives {max(1, n_train // model_batch)} step(s) "
-               f"per epoch" if batch < model_batch else "")
-    on_message(f"fine-tuning {source.arch.compact()} on {data}: {n_train} train / "
-               f"{len(split.val_indices)} val images, {dataset.num_classes} classes, {epochs} epochs of {steps} "
-               f"step(s) (batch {batch}{lowered}), lr {rate:g}" + (", conv stages frozen" if freeze else ""))
+    lowered = (
+        f", lowered from the model's {model_batch}, which gives {max(1, n_train // model_batch)} step(s) per epoch"
+        if batch < model_batch
+        else ""
+    )
+    on_message(
+        f"fine-tuning {source.arch.compact()} on {data}: {n_train} train / "
+        f"{len(split.val_indices)} val images, {dataset.num_classes} classes, {epochs} epochs of {steps} "
+        f"step(s) (batch {batch}{lowered}), lr {rate:g}" + (", conv stages frozen" if freeze else "")
+    )
     result = train_candidate(arch, device_data, net=net, control=TrialControl(seed=seed))
     if result.outcome == "nan":
         raise UserError(f"fine-tuning diverged ({result.reason}); pass a smaller --lr than {rate:g}")
@@ -157,18 +171,41 @@ def finetune_model(
             "class_names": list(source.class_names),
             "test_accuracy": source.meta.get("test_accuracy"),
         },
-        "finetune": {"epochs": epochs, "lr": rate, "freeze": freeze, "seed": seed,
-                     "val_fraction": split.val_fraction, "val_size": len(split.val_indices)},
+        "finetune": {
+            "epochs": epochs,
+            "lr": rate,
+            "freeze": freeze,
+            "seed": seed,
+            "val_fraction": split.val_fraction,
+            "val_size": len(split.val_indices),
+        },
     }
     files, verification = _write_model_folder(
-        out, net=net, arch=arch, input_shape=dataset.input_shape, class_names=dataset.class_names,
-        mean=source.mean, std=source.std, verify_images=dataset.test_images[:VERIFY_IMAGES], formats=FORMATS,
-        meta=meta, on_message=on_message,
+        out,
+        net=net,
+        arch=arch,
+        input_shape=dataset.input_shape,
+        class_names=dataset.class_names,
+        mean=source.mean,
+        std=source.std,
+        verify_images=dataset.test_images[:VERIFY_IMAGES],
+        formats=FORMATS,
+        meta=meta,
+        on_message=on_message,
     )
     return ExportResult(
-        out=out, files=files, compact=arch.compact(), test_accuracy=test_accuracy, test_size=len(dataset.test_labels),
-        verification=verification, val_accuracy=val_accuracy, retrain_epochs=epochs,
-        train_images=len(split.train_indices), seed=seed, finetuned_from=str(model_dir), meta=meta,
+        out=out,
+        files=files,
+        compact=arch.compact(),
+        test_accuracy=test_accuracy,
+        test_size=len(dataset.test_labels),
+        verification=verification,
+        val_accuracy=val_accuracy,
+        retrain_epochs=epochs,
+        train_images=len(split.train_indices),
+        seed=seed,
+        finetuned_from=str(model_dir),
+        meta=meta,
     )
 
 

@@ -1,11 +1,13 @@
 """export.formats: TODO docstring."""
+
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -104,7 +106,12 @@ def _save_onnx(path: Path, net: nn.Module, batch: torch.Tensor, saved: SavedMode
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                net, (example,), str(path), dynamo=False, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                net,
+                (example,),
+                str(path),
+                dynamo=False,
+                input_names=[ONNX_INPUT],
+                output_names=[ONNX_OUTPUT],
                 dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
             )
             return
@@ -114,8 +121,13 @@ def _save_onnx(path: Path, net: nn.Module, batch: torch.Tensor, saved: SavedMode
             onnx_logger.setLevel(logging.ERROR)
             try:
                 program = torch.onnx.export(
-                    net, (example,), dynamo=True, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-                    dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+                    net,
+                    (example,),
+                    dynamo=True,
+                    input_names=[ONNX_INPUT],
+                    output_names=[ONNX_OUTPUT],
+                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                    verbose=False,
                 )
                 program.save(str(path))
             except Exception as dynamo_error:

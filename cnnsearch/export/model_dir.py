@@ -1,14 +1,16 @@
 """export.model_dir: TODO docstring."""
+
 from __future__ import annotations
 
 import json
 import os
 import pickle
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,8 +39,6 @@ _OWN_FILES = (*FILE_NAMES.values(), "model.onnx.data", META_FILE)
 INPUT_DESCRIPTION = "float32 NCHW normalised as (x/255 - mean)/std"
 
 
-
-
 @dataclass
 class ExportedModel:
     """An exported network loaded back: ready for inference on normalised input."""
@@ -62,8 +62,9 @@ def _check_out(out: Path, *, force: bool) -> None:
         raise UserError(f"{out} exists; pass --force to overwrite it or choose another --out")
 
 
-def _model_meta(arch: Architecture, dataset: Any, *, mean: list[float], std: list[float],
-                test_accuracy: float) -> dict[str, Any]:
+def _model_meta(
+    arch: Architecture, dataset: Any, *, mean: list[float], std: list[float], test_accuracy: float
+) -> dict[str, Any]:
     """What every model.json says about the network, its input and its one test evaluation."""
     return {
         "format": "cnnsearch-model",
@@ -95,8 +96,17 @@ def _temp_name(folder: Path, name: str) -> Path:
 
 
 def _write_model_folder(
-    out: Path, *, net: nn.Module, arch: Architecture, input_shape: tuple[int, int, int], class_names: Sequence[str],
-    mean: list[float], std: list[float], verify_images: torch.Tensor, formats: Sequence[str], meta: dict[str, Any],
+    out: Path,
+    *,
+    net: nn.Module,
+    arch: Architecture,
+    input_shape: tuple[int, int, int],
+    class_names: Sequence[str],
+    mean: list[float],
+    std: list[float],
+    verify_images: torch.Tensor,
+    formats: Sequence[str],
+    meta: dict[str, Any],
     on_message: Callable[[str], None],
 ) -> tuple[list[Path], dict[str, float]]:
     """Write every format to a temp name, verify each against `net`, then rename all into place.
@@ -140,7 +150,7 @@ def _write_model_folder(
         verification_images=len(batch),
         onnx_io={"input": ONNX_INPUT, "output": ONNX_OUTPUT} if "onnx" in formats else None,
         versions=package_versions(("torch", "cnnsearch", "onnx", "onnxruntime"), python=False),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     write_atomic(out / META_FILE, json.dumps(meta, indent=2) + "\n")
     files.append(out / META_FILE)
@@ -174,12 +184,25 @@ def load_exported(model_dir: Path) -> ExportedModel:
         net = net_from_payload(payload)
         arch = Architecture.from_dict(payload["architecture"])
         input_shape = tuple(int(size) for size in payload["input_shape"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError,
-            InfeasibleArchitecture) as error:  # any damage to the file means the same to the user
+    except (
+        OSError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        pickle.UnpicklingError,
+        InfeasibleArchitecture,
+    ) as error:  # any damage to the file means the same to the user
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path} is not a model written by `cnnsearch export` ({first}); export the model again") from None
+        raise UserError(
+            f"{path} is not a model written by `cnnsearch export` ({first}); export the model again"
+        ) from None
     return ExportedModel(
-        net=net, arch=arch, class_names=tuple(payload["class_names"]), input_shape=input_shape,  # type: ignore[arg-type]
-        mean=[float(value) for value in payload["mean"]], std=[float(value) for value in payload["std"]],
+        net=net,
+        arch=arch,
+        class_names=tuple(payload["class_names"]),
+        input_shape=input_shape,  # type: ignore[arg-type]
+        mean=[float(value) for value in payload["mean"]],
+        std=[float(value) for value in payload["std"]],
         meta=read_model_meta(model_dir),
     )

@@ -1,4 +1,5 @@
 """export.rerun: TODO docstring."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,8 +41,10 @@ class RerunResult:
             name += f" (a duplicate of trial {self.source_trial}, whose training was re-run)"
         if self.reproduced is None:
             return f"{name}: recorded {self.recorded:.2%}, the retraining ended {self.outcome}: {self.reason}"
-        return (f"{name}: recorded {self.recorded:.2%}, reproduced {self.reproduced:.2%} "
-                f"(difference {100 * self.difference:+.2f} points)")
+        return (
+            f"{name}: recorded {self.recorded:.2%}, reproduced {self.reproduced:.2%} "
+            f"(difference {100 * self.difference:+.2f} points)"
+        )
 
 
 def rerun_trial(run: RunDir, number: int, *, device: str = "auto") -> RerunResult:
@@ -84,7 +87,14 @@ def rerun_trial(run: RunDir, number: int, *, device: str = "auto") -> RerunResul
     stopped_as_recorded = result.outcome == "complete" or (stop_after is not None and result.outcome == "pruned")
     reproduced = max(curve) if curve and stopped_as_recorded else None
     return RerunResult(
-        trial=number, recorded=float(recorded), reproduced=reproduced, seed=seed, compact=arch.compact(),
-        outcome=result.outcome, reason=result.reason, recorded_curve=recorded_curve, reproduced_curve=curve,
+        trial=number,
+        recorded=float(recorded),
+        reproduced=reproduced,
+        seed=seed,
+        compact=arch.compact(),
+        outcome=result.outcome,
+        reason=result.reason,
+        recorded_curve=recorded_curve,
+        reproduced_curve=curve,
         source_trial=int(source_trial) if source_trial is not None else None,
     )

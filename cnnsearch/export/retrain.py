@@ -1,10 +1,12 @@
 """export.retrain: TODO docstring."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,11 +78,15 @@ class ExportResult:
             lines.append(f"chosen by mean validation accuracy over {len(self.confirmation)} candidate(s):")
             lines += [f"  {row.line()}" for row in self.confirmation]
         if self.finetuned_from is not None:
-            lines.append(f"fine-tuned {self.retrain_epochs} epochs on {self.train_images} images, seed {self.seed}"
-                         + (f"; validation accuracy {self.val_accuracy:.2%}" if self.val_accuracy is not None else ""))
+            lines.append(
+                f"fine-tuned {self.retrain_epochs} epochs on {self.train_images} images, seed {self.seed}"
+                + (f"; validation accuracy {self.val_accuracy:.2%}" if self.val_accuracy is not None else "")
+            )
         elif self.retrain_epochs is not None:
-            lines.append(f"retrained {self.retrain_epochs} epochs on train+validation ({self.train_images} images), "
-                         f"seed {self.seed}")
+            lines.append(
+                f"retrained {self.retrain_epochs} epochs on train+validation ({self.train_images} images), "
+                f"seed {self.seed}"
+            )
         else:
             lines.append(f"the search's weights, not retrained ({self.train_images} training images, seed {self.seed})")
         lines.append(f"test accuracy {self.test_accuracy:.2%} on {self.test_size} images (evaluated once)")
@@ -137,8 +143,9 @@ def export_run(
     dataset = _run_dataset(info, consequence="export would test on images the search may have seen")
     confirmation: list[ConfirmationRow] = []
     if top is not None:
-        confirmation = _confirm(run, info, dataset, candidates, top=top, seeds=seeds, device=torch_device,
-                                on_message=on_message)
+        confirmation = _confirm(
+            run, info, dataset, candidates, top=top, seeds=seeds, device=torch_device, on_message=on_message
+        )
         by_number = {candidate.number: candidate for candidate in candidates}
         chosen = by_number[confirmation[0].trial]
         on_message(f"chose trial {chosen.number} by mean validation accuracy")
@@ -152,8 +159,10 @@ def export_run(
         arch = chosen.arch.with_epochs(epochs)
         full = full_train_device_data(dataset, torch_device)
         train_images = len(full.train_y)
-        on_message(f"retraining trial {chosen.number} for {epochs} epochs on train+validation "
-                   f"({train_images} images), seed {chosen.seed}")
+        on_message(
+            f"retraining trial {chosen.number} for {epochs} epochs on train+validation "
+            f"({train_images} images), seed {chosen.seed}"
+        )
         # validate=False: full.val_x is the TEST split, which nothing may look at during training.
         result = train_candidate(arch, full, control=TrialControl(seed=chosen.seed, validate=False))
         if result.outcome != "complete" or result.model is None:
@@ -185,26 +194,54 @@ def export_run(
         "confirmation": [row.to_dict() for row in confirmation],
     }
     files, verification = _write_model_folder(
-        out, net=net, arch=arch, input_shape=dataset.input_shape, class_names=dataset.class_names,
-        mean=mean, std=std, verify_images=dataset.test_images[:VERIFY_IMAGES], formats=chosen_formats,
-        meta=meta, on_message=on_message,
+        out,
+        net=net,
+        arch=arch,
+        input_shape=dataset.input_shape,
+        class_names=dataset.class_names,
+        mean=mean,
+        std=std,
+        verify_images=dataset.test_images[:VERIFY_IMAGES],
+        formats=chosen_formats,
+        meta=meta,
+        on_message=on_message,
     )
-    _append_export_record(run, {
-        "out": str(out.resolve()), "trial": chosen.number, "compact": arch.compact(),
-        "test_accuracy": test_accuracy, "test_size": len(dataset.test_labels), "val_accuracy": chosen.val_acc,
-        "retrained": not no_retrain, "retrain_epochs": epochs, "formats": list(chosen_formats),
-        "created": meta["created"],
-    })
+    _append_export_record(
+        run,
+        {
+            "out": str(out.resolve()),
+            "trial": chosen.number,
+            "compact": arch.compact(),
+            "test_accuracy": test_accuracy,
+            "test_size": len(dataset.test_labels),
+            "val_accuracy": chosen.val_acc,
+            "retrained": not no_retrain,
+            "retrain_epochs": epochs,
+            "formats": list(chosen_formats),
+            "created": meta["created"],
+        },
+    )
     return ExportResult(
-        out=out, files=files, compact=arch.compact(), test_accuracy=test_accuracy,
-        test_size=len(dataset.test_labels), verification=verification, trial=chosen.number, run=run.name,
-        val_accuracy=chosen.val_acc, retrain_epochs=epochs, train_images=train_images, seed=chosen.seed,
-        confirmation=confirmation, meta=meta,
+        out=out,
+        files=files,
+        compact=arch.compact(),
+        test_accuracy=test_accuracy,
+        test_size=len(dataset.test_labels),
+        verification=verification,
+        trial=chosen.number,
+        run=run.name,
+        val_accuracy=chosen.val_acc,
+        retrain_epochs=epochs,
+        train_images=train_images,
+        seed=chosen.seed,
+        confirmation=confirmation,
+        meta=meta,
     )
 
 
-def _check_export_options(number: int | None, *, retrain_epochs: int | None, top: int | None, seeds: int,
-                          no_retrain: bool) -> None:
+def _check_export_options(
+    number: int | None, *, retrain_epochs: int | None, top: int | None, seeds: int, no_retrain: bool
+) -> None:
     if retrain_epochs is not None and retrain_epochs < 1:
         raise UserError(f"--retrain-epochs must be at least 1, but got {retrain_epochs}")
     if top is not None and top < 1:
@@ -277,12 +314,17 @@ def _search_weights(
     return net, mean, std, len(split.train_indices), int(saved.get("epoch", 0))
 
 
-def _cpu_data(images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-              class_names: Sequence[str]) -> DeviceData:
+def _cpu_data(
+    images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float], class_names: Sequence[str]
+) -> DeviceData:
     """A CPU DeviceData whose val split is `images`, for `evaluate` with a given normalisation."""
     return DeviceData(
-        train_x=images[:0], train_y=labels[:0], val_x=images.cpu(), val_y=labels.cpu(),
-        mean=torch.tensor(list(mean), dtype=torch.float32), std=torch.tensor(list(std), dtype=torch.float32),
+        train_x=images[:0],
+        train_y=labels[:0],
+        val_x=images.cpu(),
+        val_y=labels.cpu(),
+        mean=torch.tensor(list(mean), dtype=torch.float32),
+        std=torch.tensor(list(std), dtype=torch.float32),
         class_names=tuple(class_names),
     )
 

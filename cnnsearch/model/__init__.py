@@ -6,6 +6,7 @@ Knows `spec`. Must not know Optuna, Lightning, search spaces or datasets.
 Public names are re-exported here and imported on first use (PEP 562), so importing the
 package costs nothing until a name is needed.
 """
+
 from __future__ import annotations
 
 import importlib

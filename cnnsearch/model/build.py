@@ -1,4 +1,5 @@
 """model.build: TODO docstring."""
+
 from __future__ import annotations
 
 import torch

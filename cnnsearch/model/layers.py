@@ -1,4 +1,5 @@
 """model.layers: TODO docstring."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -8,6 +8,7 @@ are not installed. Library functions return renderables and text; they never pri
 Public names are re-exported here and imported on first use (PEP 562), so importing the
 package costs nothing until a name is needed.
 """
+
 from __future__ import annotations
 
 import importlib

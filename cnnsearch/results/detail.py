@@ -1,4 +1,5 @@
 """results.detail: TODO docstring."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,6 @@ from cnnsearch.outcomes import TrialRecord
 from cnnsearch.run.folder import RunDir, RunInfo, find_trial
 
 if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
-
     from cnnsearch.spec import Architecture
 from cnnsearch.results.facts import (
     TrialFacts,

@@ -7,6 +7,7 @@ its outcome (from the one vocabulary in `cnnsearch.outcomes`), its label, its nu
 
 Must not import torch or Lightning: it reads runs through `run` and `outcomes` only.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -127,7 +128,9 @@ def study_facts(study: Any, info: RunInfo, *, run: RunDir | None = None, now: fl
     accuracy_index = info.objective.index("accuracy") if "accuracy" in info.objective else 0
     return [
         trial_facts(
-            trial, accuracy_index=accuracy_index, epochs_budget=info.epochs,
+            trial,
+            accuracy_index=accuracy_index,
+            epochs_budget=info.epochs,
             alive=run is None or trial.state.name != "RUNNING" or worker_alive(run, trial, now),
         )
         for trial in study.get_trials(deepcopy=False)

@@ -1,4 +1,5 @@
 """results.html: TODO docstring."""
+
 from __future__ import annotations
 
 import datetime
@@ -13,7 +14,6 @@ from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
 from cnnsearch.run.storage import describe_storage
 
 if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
-
     pass
 from cnnsearch.results.facts import TrialFacts, _first_line, _number, study_facts
 from cnnsearch.results.leaderboard import (
@@ -92,7 +92,10 @@ def _settings_section(run: RunDir, info: RunInfo) -> str:
         ("data", info.data),
         ("data folder", info.data_dir),
         ("input shape (C, H, W)", " x ".join(str(side) for side in info.input_shape)),
-        ("classes", f"{len(info.class_names)}: {', '.join(info.class_names[:20])}{' …' if len(info.class_names) > 20 else ''}"),
+        (
+            "classes",
+            f"{len(info.class_names)}: {', '.join(info.class_names[:20])}{' …' if len(info.class_names) > 20 else ''}",
+        ),
         ("image size", info.image_size),
         ("subset", info.subset),
         ("split", split),

@@ -1,4 +1,5 @@
 """results.leaderboard: TODO docstring."""
+
 from __future__ import annotations
 
 import difflib
@@ -99,7 +100,9 @@ def _objectives(study: Any, info: RunInfo) -> list[_Objective]:
     directions = list(study.directions)
     if len(directions) < 2:
         return []
-    names = info.objective if len(info.objective) == len(directions) else [f"objective{i}" for i in range(len(directions))]
+    names = (
+        info.objective if len(info.objective) == len(directions) else [f"objective{i}" for i in range(len(directions))]
+    )
     objectives = []
     for index, (name, direction) in enumerate(zip(names, directions)):
         column, maximize = OBJECTIVE_COLUMNS.get(name, (None, direction.name == "MAXIMIZE"))

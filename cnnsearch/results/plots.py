@@ -1,4 +1,5 @@
 """results.plots: TODO docstring."""
+
 from __future__ import annotations
 
 import base64
@@ -28,8 +29,19 @@ from cnnsearch.results.leaderboard import Board, pareto_ranks
 from cnnsearch.results.render import _percent, humanise
 
 TIME_OUTCOMES = (  # "where the time went", in this order
-    "complete", "pruned", "infeasible", "over_budget", "oom", "nan", "timeout", "error", "failed",
-    "interrupted", "duplicate", "running", "stopped",
+    "complete",
+    "pruned",
+    "infeasible",
+    "over_budget",
+    "oom",
+    "nan",
+    "timeout",
+    "error",
+    "failed",
+    "interrupted",
+    "duplicate",
+    "running",
+    "stopped",
 )
 
 
@@ -81,7 +93,9 @@ def _progress_section(facts: Sequence[TrialFacts], images: _Images) -> str:
     origin = min(starts) if starts else None
     figure, (by_time, by_number) = _figure(2)
 
-    timed = sorted((fact for fact in trained if fact.finished is not None and origin is not None), key=lambda fact: fact.finished)
+    timed = sorted(
+        (fact for fact in trained if fact.finished is not None and origin is not None), key=lambda fact: fact.finished
+    )
     if timed:
         elapsed = np.array([(fact.finished - origin).total_seconds() for fact in timed])
         unit, scale = ("hours", 3600.0) if elapsed.max() > 3 * 3600 else ("minutes", 60.0)
@@ -96,7 +110,9 @@ def _progress_section(facts: Sequence[TrialFacts], images: _Images) -> str:
     numbers = np.array([fact.number for fact in ordered])
     accuracies = np.array([fact.val_acc for fact in ordered])
     by_number.scatter(numbers, accuracies * 100, s=6, color="0.6", alpha=0.6, label="trial")
-    by_number.step(numbers, np.maximum.accumulate(accuracies) * 100, where="post", color="tab:blue", label="best so far")
+    by_number.step(
+        numbers, np.maximum.accumulate(accuracies) * 100, where="post", color="tab:blue", label="best so far"
+    )
     by_number.set_xlabel("trial number")
     by_number.set_title("best so far, by trial")
     by_number.legend(loc="lower right", fontsize="small")
@@ -176,7 +192,7 @@ def _time_section(facts: Sequence[TrialFacts], images: _Images | None) -> str:
 
 def _duplicate_of(fact: TrialFacts) -> int | None:
     prefix = "duplicate of #"
-    return int(fact.state[len(prefix):]) if fact.state.startswith(prefix) else None
+    return int(fact.state[len(prefix) :]) if fact.state.startswith(prefix) else None
 
 
 def _outcome_colour(outcome: str) -> str:
@@ -222,14 +238,21 @@ def _cost_section(facts: Sequence[TrialFacts], images: _Images) -> str:
         listed.append((column, members))
     text = "".join(
         f"<p>Front on accuracy and {html.escape(column)}: "
-        + ", ".join(f"#{fact.number} ({_percent(fact.val_acc)}, {_cost_text(column, getattr(fact, column))})" for fact in members)
+        + ", ".join(
+            f"#{fact.number} ({_percent(fact.val_acc)}, {_cost_text(column, getattr(fact, column))})"
+            for fact in members
+        )
         + "</p>"
         for column, members in listed
     )
     return (
         "<h2>Accuracy against cost</h2>"
-        + images.embed(figure, "accuracy_vs_cost", "validation accuracy against " + " and ".join(
-            "latency" if column == "latency_ms" else column for column, _ in listed))
+        + images.embed(
+            figure,
+            "accuracy_vs_cost",
+            "validation accuracy against "
+            + " and ".join("latency" if column == "latency_ms" else column for column, _ in listed),
+        )
         + "<p class='note'>The Pareto front: trials no other trial beats on both accuracy and cost.</p>"
         + text
     )
@@ -287,7 +310,9 @@ def _importance_section(study: Any, info: RunInfo, facts: Sequence[TrialFacts], 
     )
 
 
-def param_importances(study: Any, info: RunInfo, facts: Sequence[TrialFacts] | None = None) -> tuple[dict[str, float], str]:
+def param_importances(
+    study: Any, info: RunInfo, facts: Sequence[TrialFacts] | None = None
+) -> tuple[dict[str, float], str]:
     """Optuna's importances of the searched values for validation accuracy, or ({}, why not)."""
     import optuna
 
@@ -330,12 +355,22 @@ def _curves_section(frame: Board, facts: Sequence[TrialFacts], images: _Images) 
         axis.scatter(
             [len(fact.curve) for fact in pruned],
             [fact.curve[-1] * 100 for fact in pruned],
-            marker="x", s=14, color="0.45", alpha=0.5, label=f"pruned ({len(pruned)}), x where stopped",
+            marker="x",
+            s=14,
+            color="0.45",
+            alpha=0.5,
+            label=f"pruned ({len(pruned)}), x where stopped",
         )
     for fact in top:
         epochs = np.arange(1, len(fact.curve) + 1)
-        axis.plot(epochs, np.array(fact.curve) * 100, marker="o", markersize=3, linewidth=1.6,
-                  label=f"#{fact.number} {_percent(fact.val_acc)}")
+        axis.plot(
+            epochs,
+            np.array(fact.curve) * 100,
+            marker="o",
+            markersize=3,
+            linewidth=1.6,
+            label=f"#{fact.number} {_percent(fact.val_acc)}",
+        )
     axis.autoscale_view()
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation accuracy (%)")

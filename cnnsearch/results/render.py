@@ -1,4 +1,5 @@
 """results.render: TODO docstring."""
+
 from __future__ import annotations
 
 import json
@@ -96,8 +97,10 @@ def _column_values(frame: Leaderboard) -> tuple[list[Any], list[list[Any]]]:
 
 
 def _display_columns(columns: Sequence[Any], values: Sequence[list[Any]]) -> list[list[str]]:
-    return [[DISPLAY.get(column, _plain_text)(value) for value in column_values]
-            for column, column_values in zip(columns, values)]
+    return [
+        [DISPLAY.get(column, _plain_text)(value) for value in column_values]
+        for column, column_values in zip(columns, values)
+    ]
 
 
 def _rows_of(cells_by_column: list[list[str]]) -> list[list[str]]:
@@ -113,8 +116,11 @@ def _table_columns(frame: Leaderboard) -> tuple[list[Any], list[list[str]]]:
     """The columns a table shows, and its rows of display cells: like `display_cells`, less
     the HIDDEN_WHEN_EMPTY columns that no row has a value in."""
     columns, values = _column_values(frame)
-    keep = [index for index, column in enumerate(columns)
-            if not (column in HIDDEN_WHEN_EMPTY and all(_number(value) is None for value in values[index]))]
+    keep = [
+        index
+        for index, column in enumerate(columns)
+        if not (column in HIDDEN_WHEN_EMPTY and all(_number(value) is None for value in values[index]))
+    ]
     columns = [columns[index] for index in keep]
     return columns, _rows_of(_display_columns(columns, [values[index] for index in keep]))
 

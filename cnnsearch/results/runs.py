@@ -1,4 +1,5 @@
 """results.runs: TODO docstring."""
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,17 @@ from cnnsearch.results.facts import (
 from cnnsearch.results.render import _percent, _plain_text
 
 RUNS_COLUMNS = (
-    "name", "data", "trials", "complete", "pruned", "skipped", "failed", "best_val_acc",
-    "last_activity", "running", "note",
+    "name",
+    "data",
+    "trials",
+    "complete",
+    "pruned",
+    "skipped",
+    "failed",
+    "best_val_acc",
+    "last_activity",
+    "running",
+    "note",
 )
 
 

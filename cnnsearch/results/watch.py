@@ -1,4 +1,5 @@
 """results.watch: TODO docstring."""
+
 from __future__ import annotations
 
 import datetime
@@ -13,7 +14,6 @@ from rich.text import Text
 from cnnsearch.run.folder import RunDir
 
 if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
-
     pass
 from cnnsearch.results.facts import (
     STOPPED_NOTE,
@@ -50,11 +50,17 @@ def watch_view(run: RunDir, *, study: Any = None, now: float | None = None, widt
     if not running:
         return Group(summary, board, Text("No trials running.", style="dim"))
 
-    trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    {trial.number: trial for trial in study.get_trials(deepcopy=False)}
     table = Table(title=Text("running"), header_style="bold")
     for header, justify in (
-        ("trial", "right"), ("worker", "left"), ("device", "left"), ("epoch", "right"),
-        ("val acc", "right"), ("best", "right"), ("running for", "right"), ("heartbeat", "right"),
+        ("trial", "right"),
+        ("worker", "left"),
+        ("device", "left"),
+        ("epoch", "right"),
+        ("val acc", "right"),
+        ("best", "right"),
+        ("running for", "right"),
+        ("heartbeat", "right"),
     ):
         # Only the worker name may be shortened on a narrow terminal.
         table.add_column(header, justify=justify, no_wrap=True, min_width=None if header == "worker" else len(header))

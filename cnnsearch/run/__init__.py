@@ -7,6 +7,7 @@ Importable from anywhere; imports nothing above it, and never torch or Lightning
 Public names are re-exported here and imported on first use (PEP 562), so importing the
 package costs nothing until a name is needed.
 """
+
 from __future__ import annotations
 
 import importlib

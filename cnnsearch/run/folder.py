@@ -1,4 +1,5 @@
 """run.folder: TODO docstring."""
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,7 @@ class RunInfo:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunInfo":
+    def from_dict(cls, data: dict[str, Any]) -> RunInfo:
         known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
         return cls(**known)
 

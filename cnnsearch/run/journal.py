@@ -17,6 +17,7 @@ Snapshots: every 100 trials Optuna's JournalStorage hands its replayed state to 
 can keep it; here it goes to `study.snapshot` beside the log, so a new process (the
 leaderboard) unpickles it and replays only the records after it instead of the whole log.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -43,8 +44,9 @@ SET_TRIAL_USER_ATTR = 8
 SET_TRIAL_SYSTEM_ATTR = 9
 RUNNING, WAITING = 0, 4  # optuna.trial.TrialState values that do not end a trial
 # Records about a trial still running: re-created by re-running it if a power cut loses them.
-VOLATILE_OPS = frozenset({CREATE_TRIAL, SET_TRIAL_PARAM, SET_TRIAL_INTERMEDIATE_VALUE,
-                          SET_TRIAL_USER_ATTR, SET_TRIAL_SYSTEM_ATTR})
+VOLATILE_OPS = frozenset(
+    {CREATE_TRIAL, SET_TRIAL_PARAM, SET_TRIAL_INTERMEDIATE_VALUE, SET_TRIAL_USER_ATTR, SET_TRIAL_SYSTEM_ATTR}
+)
 
 
 def needs_fsync(record: dict[str, Any]) -> bool:
@@ -102,7 +104,9 @@ class RunJournal(BaseJournalBackend, BaseJournalSnapshot):
             except json.JSONDecodeError:
                 if index == len(lines) - 2 and not lines[-1]:
                     break  # a damaged last line (power cut mid-write): read up to it
-                raise ValueError(f"{self.path}: record {number + 1} is not valid JSON; the journal is damaged") from None
+                raise ValueError(
+                    f"{self.path}: record {number + 1} is not valid JSON; the journal is damaged"
+                ) from None
             offset += len(line) + 1
             number += 1
             self._next_record = (number, offset)

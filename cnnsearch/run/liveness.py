@@ -9,15 +9,18 @@ queues it again, to resume from its checkpoint.
 
 Optuna's private names are reached through `run.optuna_private` only.
 """
+
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from cnnsearch.outcomes import TrialRecord
 from cnnsearch.run.folder import RunDir
@@ -73,8 +76,9 @@ def _lock_connection(storage_url: str) -> Any:
 
         from cnnsearch.run.storage import engine_url
 
-        engine = sqlalchemy.create_engine(engine_url(storage_url), poolclass=sqlalchemy.pool.NullPool,
-                                          connect_args={"connect_timeout": 5})
+        engine = sqlalchemy.create_engine(
+            engine_url(storage_url), poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5}
+        )
         # Autocommit: an advisory lock belongs to the session, and no transaction is left open.
         _LOCK_CONNECTIONS[storage_url] = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     return _LOCK_CONNECTIONS[storage_url]
@@ -102,14 +106,13 @@ class Heartbeat:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.touch()
             if uses_rdb_heartbeat(self.storage):
-                try:
+                # A missed beat is retried; the grace period absorbs it.
+                with contextlib.suppress(Exception):
                     self.storage.record_heartbeat(self.trial_id)
-                except Exception:  # a missed beat is retried; the grace period absorbs it
-                    pass
             if self.stop_event.wait(HEARTBEAT_INTERVAL_S):
                 return
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self.thread.start()
         return self
 
@@ -171,7 +174,9 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
         try:
             number = trial_id(trial)
             storage.set_trial_user_attr(number, "outcome", "interrupted")
-            storage.set_trial_user_attr(number, "reason", "its worker stopped (killed or machine lost); re-run from its checkpoint")
+            storage.set_trial_user_attr(
+                number, "reason", "its worker stopped (killed or machine lost); re-run from its checkpoint"
+            )
             storage.set_trial_state_values(number, optuna.trial.TrialState.FAIL)
         except Exception:  # another worker recovered it first
             continue

@@ -5,6 +5,7 @@ worker's trial, beats a heartbeat or peeks at a trial's stored attributes needs 
 is one small function here, so an Optuna upgrade that renames one fails one test, loudly,
 instead of breaking a search in the middle of the night.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """run.storage: TODO docstring."""
+
 from __future__ import annotations
 
 import re
@@ -19,13 +20,20 @@ def open_storage(url: str, *, journal_path: Path) -> Any:
     return rdb_storage(url)
 
 
-def rdb_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                failed_trial_callback: Any = None) -> Any:
+def rdb_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    failed_trial_callback: Any = None,
+) -> Any:
     """An RDB storage that fails fast with one clear sentence when the database can't be reached."""
     import optuna
 
     if not re.match(r"^(postgresql|mysql|sqlite)(\+\w+)?://", url):
-        raise UserError(f"storage URL {url!r} is not supported; use postgresql://USER:PASSWORD@HOST:PORT/DB or mysql://…")
+        raise UserError(
+            f"storage URL {url!r} is not supported; use postgresql://USER:PASSWORD@HOST:PORT/DB or mysql://…"
+        )
     try:
         import sqlalchemy
 
@@ -45,10 +53,16 @@ def rdb_storage(url: str, *, heartbeat_interval: int | None = None, grace_period
             failed_trial_callback=failed_trial_callback,
         )
     except ImportError as error:
-        raise UserError(f"the database driver for {describe_storage(url)} is not installed ({error.name}); pip install psycopg2-binary or pymysql") from None
+        raise UserError(
+            f"the database driver for {describe_storage(url)} is not installed ({error.name}); pip install psycopg2-binary or pymysql"
+        ) from None
     except Exception as error:  # sqlalchemy raises driver-specific errors; all mean "can't connect"
-        first_line = str(getattr(error, "orig", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot connect to storage {describe_storage(url)}: {first_line}; check the URL, password and that the server is running") from None
+        first_line = (
+            str(getattr(error, "orig", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
+        raise UserError(
+            f"cannot connect to storage {describe_storage(url)}: {first_line}; check the URL, password and that the server is running"
+        ) from None
 
 
 def engine_url(url: str) -> str:

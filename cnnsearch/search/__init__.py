@@ -7,6 +7,7 @@ Knows space, train, data and run. Never prints: progress leaves as events.
 Public names are re-exported here and imported on first use (PEP 562), so importing the
 package costs nothing until a name is needed.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -4,13 +4,15 @@ Each worker is a `cnnsearch worker` process sharing the run's study (Optuna's di
 optimisation: the storage is the only coordination). GPUs are shared out round-robin; on
 CPU the cores are split so workers do not oversubscribe them.
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cnnsearch.run.folder import RunDir
 
@@ -27,16 +29,30 @@ def worker_devices(workers: int, device: str) -> list[str]:
     return [device] * workers
 
 
-def spawn_workers(run: RunDir, *, workers: int, target: int, timeout_s: float | None, device: str,
-                  checkpoint_every_s: float) -> list[subprocess.Popen]:
+def spawn_workers(
+    run: RunDir, *, workers: int, target: int, timeout_s: float | None, device: str, checkpoint_every_s: float
+) -> list[subprocess.Popen]:
     """Start `workers` processes; they stop by themselves at the target, deadline or Ctrl-C."""
     devices = worker_devices(workers, device)
     cpu_workers = sum(1 for name in devices if name == "cpu")
     threads = max(1, (os.cpu_count() or 1) // max(1, cpu_workers))
     processes = []
     for index, worker_device in enumerate(devices):
-        command = [sys.executable, "-m", "cnnsearch", "worker", "--name", run.name, "--runs-dir", str(run.runs_dir),
-                   "--device", worker_device, "--worker-index", str(index), "--quiet"]
+        command = [
+            sys.executable,
+            "-m",
+            "cnnsearch",
+            "worker",
+            "--name",
+            run.name,
+            "--runs-dir",
+            str(run.runs_dir),
+            "--device",
+            worker_device,
+            "--worker-index",
+            str(index),
+            "--quiet",
+        ]
         if worker_device == "cpu":
             command += ["--threads", str(threads)]
         if timeout_s:
@@ -46,13 +62,23 @@ def spawn_workers(run: RunDir, *, workers: int, target: int, timeout_s: float | 
     return processes
 
 
-def run_workers(run: RunDir, *, workers: int, target: int, timeout_s: float | None, device: str,
-                checkpoint_every_s: float, on_poll: Callable[[Any], None], poll_s: float = 1.0) -> list[int]:
+def run_workers(
+    run: RunDir,
+    *,
+    workers: int,
+    target: int,
+    timeout_s: float | None,
+    device: str,
+    checkpoint_every_s: float,
+    on_poll: Callable[[Any], None],
+    poll_s: float = 1.0,
+) -> list[int]:
     """Start the workers, call `on_poll(study)` about every `poll_s` while any runs and once
     after the last ends; return the exit codes of those that ended with an error."""
     study = run.load_study()
-    processes = spawn_workers(run, workers=workers, target=target, timeout_s=timeout_s, device=device,
-                              checkpoint_every_s=checkpoint_every_s)
+    processes = spawn_workers(
+        run, workers=workers, target=target, timeout_s=timeout_s, device=device, checkpoint_every_s=checkpoint_every_s
+    )
     while True:
         running = any(process.poll() is None for process in processes)
         on_poll(study)

@@ -1,4 +1,5 @@
 """search.settings: TODO docstring."""
+
 from __future__ import annotations
 
 import shlex
@@ -51,9 +52,17 @@ NEW_RUN_DEFAULTS = {"sampler": "tpe", "pruner": "asha", "seed": 0, "objective": 
 
 
 # run.json field for each setting a resume must not change silently
-RUN_DEFINING = {"sampler": "sampler", "pruner": "pruner", "seed": "seed", "objective": "objective",
-                "keep_weights": "keep_weights", "subset": "subset", "image_size": "image_size",
-                "data_dir": "data_dir", "trial_timeout_s": "trial_timeout"}
+RUN_DEFINING = {
+    "sampler": "sampler",
+    "pruner": "pruner",
+    "seed": "seed",
+    "objective": "objective",
+    "keep_weights": "keep_weights",
+    "subset": "subset",
+    "image_size": "image_size",
+    "data_dir": "data_dir",
+    "trial_timeout_s": "trial_timeout",
+}
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -85,8 +94,10 @@ def parse_checkpoint_every(text: str | None) -> float:
     try:
         return parse_duration(text)
     except UserError:
-        raise UserError(f"--checkpoint-every {text!r} is not valid; use a duration such as 30s or 5m, "
-                        f"or `epoch` to save after every epoch") from None
+        raise UserError(
+            f"--checkpoint-every {text!r} is not valid; use a duration such as 30s or 5m, "
+            f"or `epoch` to save after every epoch"
+        ) from None
 
 
 def parse_objective(text: str) -> tuple[str, ...]:

@@ -6,11 +6,12 @@ trial starts. Nothing is written until every check has passed: a bad option leav
 The study holds run.json and the space too (`publish_run`), so a worker on another machine can
 join a shared search (`join_run`).
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,9 @@ def _resume_run(run: RunDir, settings: SearchSettings) -> tuple[RunDir, RunInfo,
         )
     from cnnsearch.data.load import load_dataset_cached
 
-    check_same_data(info, load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed))
+    check_same_data(
+        info, load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
+    )
     return run, info, saved_space
 
 
@@ -154,10 +157,16 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
 
     if settings.data is None:
         raise UserError("--data is required for a new run (e.g. --data digits)")
-    settings = SearchSettings(**{**settings.__dict__, **{key: value for key, value in NEW_RUN_DEFAULTS.items()
-                                                         if getattr(settings, key) is None}})
+    settings = SearchSettings(
+        **{
+            **settings.__dict__,
+            **{key: value for key, value in NEW_RUN_DEFAULTS.items() if getattr(settings, key) is None},
+        }
+    )
     device = resolve_device(settings.device)
-    dataset = load_dataset_cached(settings.data, data_dir=settings.data_dir, image_size=settings.image_size, seed=settings.seed)
+    dataset = load_dataset_cached(
+        settings.data, data_dir=settings.data_dir, image_size=settings.image_size, seed=settings.seed
+    )
     fingerprint = dataset_fingerprint(dataset)
     if settings.subset:
         dataset = subsample(dataset, settings.subset, seed=settings.seed)
@@ -175,7 +184,11 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
         data_fingerprint=fingerprint,
         split_seed=settings.seed,
         val_fraction=settings.val_fraction,
-        split_sizes={"train": len(split.train_indices), "val": len(split.val_indices), "test": len(dataset.test_labels)},
+        split_sizes={
+            "train": len(split.train_indices),
+            "val": len(split.val_indices),
+            "test": len(dataset.test_labels),
+        },
         seed=settings.seed,
         storage=storage_url,
         sampler=settings.sampler,
@@ -187,7 +200,7 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
         command=settings.command,
         versions=versions(),
         device=str(device),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     run.path.mkdir(parents=True, exist_ok=True)
     write_atomic(run.space_file, resolve_space_path(settings.space).read_bytes())
@@ -205,15 +218,27 @@ def fork_settings(settings: SearchSettings) -> SearchSettings:
     """A new run named by --fork, with the source run's settings where none were given."""
     source = RunDir(settings.runs_dir, settings.name)
     if not source.exists():
-        raise UserError(f"--fork needs an existing run to start from, but there is no run {settings.name!r} in {settings.runs_dir}")
+        raise UserError(
+            f"--fork needs an existing run to start from, but there is no run {settings.name!r} in {settings.runs_dir}"
+        )
     if RunDir(settings.runs_dir, settings.fork).exists():
         raise UserError(f"run {settings.fork!r} already exists; choose another --fork name")
     info = source.read_info()
-    inherited = {"data": info.data, "data_dir": info.data_dir, "image_size": info.image_size, "subset": info.subset,
-                 "epochs": info.epochs, "trial_timeout_s": info.trial_timeout, "seed": info.seed,
-                 "sampler": info.sampler, "pruner": info.pruner, "objective": tuple(info.objective),
-                 "keep_weights": info.keep_weights, "space": str(source.space_file)}
-    merged = {key: value for key, value in settings.__dict__.items()}
+    inherited = {
+        "data": info.data,
+        "data_dir": info.data_dir,
+        "image_size": info.image_size,
+        "subset": info.subset,
+        "epochs": info.epochs,
+        "trial_timeout_s": info.trial_timeout,
+        "seed": info.seed,
+        "sampler": info.sampler,
+        "pruner": info.pruner,
+        "objective": tuple(info.objective),
+        "keep_weights": info.keep_weights,
+        "space": str(source.space_file),
+    }
+    merged = dict(settings.__dict__.items())
     for key, value in inherited.items():
         if merged.get(key) is None:
             merged[key] = value
@@ -266,20 +291,28 @@ def join_run(runs_dir: str | Path, name: str, storage: str | None) -> tuple[RunD
     if run.exists():
         info = run.read_info()
         if storage is not None and storage != info.storage:
-            raise UserError(f"run {name!r} here uses storage {describe_storage(info.storage)}, not {describe_storage(storage)}")
+            raise UserError(
+                f"run {name!r} here uses storage {describe_storage(info.storage)}, not {describe_storage(storage)}"
+            )
         return run, info, load_space(run.space_file)
     if storage is None:
         from cnnsearch.run.folder import unknown_run_message
 
-        raise UserError(unknown_run_message(Path(runs_dir), name) + "; to join a search on another machine pass --storage URL")
+        raise UserError(
+            unknown_run_message(Path(runs_dir), name) + "; to join a search on another machine pass --storage URL"
+        )
     quiet_optuna()
     try:
         study = optuna.load_study(study_name=name, storage=rdb_storage(storage))
     except KeyError:
-        raise UserError(f"the storage {describe_storage(storage)} has no search named {name!r}; start it with `cnnsearch search --name {name} --storage URL`") from None
+        raise UserError(
+            f"the storage {describe_storage(storage)} has no search named {name!r}; start it with `cnnsearch search --name {name} --storage URL`"
+        ) from None
     raw = study.user_attrs.get("run_info")
     if raw is None:
-        raise UserError(f"search {name!r} in {describe_storage(storage)} was not made by cnnsearch search; start it with `cnnsearch search`")
+        raise UserError(
+            f"search {name!r} in {describe_storage(storage)} was not made by cnnsearch search; start it with `cnnsearch search`"
+        )
     info = RunInfo.from_dict(raw)
     info.storage = storage  # this machine's URL (host names may differ between machines)
     dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
@@ -288,7 +321,9 @@ def join_run(runs_dir: str | Path, name: str, storage: str | None) -> tuple[RunD
         dataset = subsample(dataset, info.subset, seed=info.split_seed)
     split = make_split(dataset.train_labels, val_fraction=info.val_fraction, seed=info.split_seed)
     if len(split.val_indices) != info.split_sizes.get("val"):
-        raise UserError(f"the data for {info.data!r} on this machine differs from the search's ({info.split_sizes}); use the same dataset files")
+        raise UserError(
+            f"the data for {info.data!r} on this machine differs from the search's ({info.split_sizes}); use the same dataset files"
+        )
     run.path.mkdir(parents=True, exist_ok=True)
     write_atomic(run.space_file, study.user_attrs["space_toml"])
     save_split(split, run.split_file)

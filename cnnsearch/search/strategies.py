@@ -1,4 +1,5 @@
 """search.strategies: TODO docstring."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -32,7 +33,11 @@ def make_sampler(name: str, seed: int, *, multi_objective: bool, worker_index: i
     seed = seed + 7919 * worker_index
     if name == "tpe":
         return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8,
+            seed=seed,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
+            n_startup_trials=8,
         )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)

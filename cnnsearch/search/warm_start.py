@@ -1,4 +1,5 @@
 """search.warm_start: TODO docstring."""
+
 from __future__ import annotations
 
 import json
@@ -34,21 +35,31 @@ def read_warm_start(settings: SearchSettings) -> list[dict[str, Any]]:
     for path in settings.enqueue:
         file = Path(path)
         if not file.is_file():
-            raise UserError(f"--enqueue {path}: file not found; pass an architecture JSON (runs/NAME/trials/N.json or an export's model.json)")
+            raise UserError(
+                f"--enqueue {path}: file not found; pass an architecture JSON (runs/NAME/trials/N.json or an export's model.json)"
+            )
         try:
             raw = json.loads(file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise UserError(f"--enqueue {path}: not valid JSON ({error})") from None
         # A trial record keeps it under "arch", an export's model.json under "architecture".
-        found = next((raw[key] for key in ("arch", "architecture") if isinstance(raw, dict) and isinstance(raw.get(key), dict)), raw)
+        found = next(
+            (raw[key] for key in ("arch", "architecture") if isinstance(raw, dict) and isinstance(raw.get(key), dict)),
+            raw,
+        )
         if not isinstance(found, dict) or not isinstance(found.get("layers"), list):
-            raise UserError(f"--enqueue {path}: no architecture in it; pass runs/NAME/trials/N.json or an export's model.json")
+            raise UserError(
+                f"--enqueue {path}: no architecture in it; pass runs/NAME/trials/N.json or an export's model.json"
+            )
         arch_dicts.append(found)
     if settings.from_run:
         source = RunDir(settings.runs_dir, settings.from_run)
         source_study = source.load_study()
-        ranked = [t for t in source_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                  if TrialRecord.of(t).arch is not None and TrialRecord.of(t).outcome == "complete"]
+        ranked = [
+            t
+            for t in source_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if TrialRecord.of(t).arch is not None and TrialRecord.of(t).outcome == "complete"
+        ]
         ranked.sort(key=lambda t: t.values[0], reverse=True)
         arch_dicts += [TrialRecord.of(t).arch for t in ranked[:10]]
     return arch_dicts
@@ -63,8 +74,10 @@ def enqueue_warm_start(study: Any, space: SearchSpace, settings: SearchSettings)
     for params in params_list:
         study.enqueue_trial(params, user_attrs={"warm_start": True}, skip_if_exists=True)
     skipped = len(arch_dicts) - len(params_list)
-    return [f"queued {len(params_list)} known candidate(s) to train first"
-            + (f"; {skipped} do not fit this space and were skipped" if skipped else "")]
+    return [
+        f"queued {len(params_list)} known candidate(s) to train first"
+        + (f"; {skipped} do not fit this space and were skipped" if skipped else "")
+    ]
 
 
 def enqueue_warm_start_for(run: RunDir, space: SearchSpace, settings: SearchSettings) -> list[str]:

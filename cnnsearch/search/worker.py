@@ -7,14 +7,16 @@ identical to an earlier one (same canonical hash) is a `duplicate` and is not tr
 
 Never prints: progress reaches the caller as `SearchEvent`s through a callback.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from cnnsearch.outcomes import (
     OUTCOMES,
@@ -86,19 +88,31 @@ def counted_trials(study: Any) -> list[Any]:
     import optuna
 
     states = optuna.trial.TrialState
-    return [t for t in study.get_trials(deepcopy=False)
-            if t.state in (states.COMPLETE, states.PRUNED)
-            or (t.state == states.FAIL and trial_outcome(t) in OUTCOMES and OUTCOMES[trial_outcome(t)].counted)]
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (states.COMPLETE, states.PRUNED)
+        or (t.state == states.FAIL and trial_outcome(t) in OUTCOMES and OUTCOMES[trial_outcome(t)].counted)
+    ]
 
 
 class WorkerLoop:
     """One worker: asks for trials and trains them until the total, the deadline or a stop."""
 
-    def __init__(self, run: RunDir, info: RunInfo, space: SearchSpace, *, target: int,
-                 deadline: float | None = None, device: str = "auto", worker_index: int = 0,
-                 on_event: Callable[[SearchEvent], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None,
-                 checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> None:
+    def __init__(
+        self,
+        run: RunDir,
+        info: RunInfo,
+        space: SearchSpace,
+        *,
+        target: int,
+        deadline: float | None = None,
+        device: str = "auto",
+        worker_index: int = 0,
+        on_event: Callable[[SearchEvent], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S,
+    ) -> None:
         self.run = run
         self.info = info
         self.space = space
@@ -123,8 +137,12 @@ class WorkerLoop:
         if info.storage == "journal":
             storage = self.run.open_storage(info)
         else:
-            storage = rdb_storage(info.storage, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
-                                  failed_trial_callback=on_stale_trial)
+            storage = rdb_storage(
+                info.storage,
+                heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                grace_period=HEARTBEAT_GRACE_S,
+                failed_trial_callback=on_stale_trial,
+            )
         epochs = info.epochs or self.space.dimension("train", "epochs").value or 10
         # A resumed run must not replay the first session's random proposals (they would all
         # be duplicates): the sampler's seed also depends on how many trials exist already.
@@ -132,8 +150,12 @@ class WorkerLoop:
         return optuna.load_study(
             study_name=info.name,
             storage=storage,
-            sampler=make_sampler(info.sampler, info.seed + 104729 * history, multi_objective=len(info.objective) > 1,
-                                 worker_index=self.worker_index),
+            sampler=make_sampler(
+                info.sampler,
+                info.seed + 104729 * history,
+                multi_objective=len(info.objective) > 1,
+                worker_index=self.worker_index,
+            ),
             pruner=make_pruner(info.pruner, epochs if isinstance(epochs, int) else 10),
         )
 
@@ -144,7 +166,9 @@ class WorkerLoop:
         from cnnsearch.train.loop import resolve_device
 
         info = self.info
-        dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
+        dataset = load_dataset_cached(
+            info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed
+        )
         check_same_data(info, dataset)
         if info.subset:
             dataset = subsample(dataset, info.subset, seed=info.split_seed)
@@ -190,9 +214,25 @@ class WorkerLoop:
         origin = TrialRecord.of(trial).origin
         origin = trial.number if origin is None else origin
         seed = self.info.seed + origin
-        write_attrs(trial, {"arch": arch.to_dict(), "compact": arch.compact(), "hash": arch.canonical_hash(),
-                            "seed": seed, "origin": origin, "worker": self.worker, "device": str(self.device)})
-        self._emit(kind="trial_start", trial=trial.number, compact=arch.compact(), epochs=arch.train.epochs, device=str(self.device))
+        write_attrs(
+            trial,
+            {
+                "arch": arch.to_dict(),
+                "compact": arch.compact(),
+                "hash": arch.canonical_hash(),
+                "seed": seed,
+                "origin": origin,
+                "worker": self.worker,
+                "device": str(self.device),
+            },
+        )
+        self._emit(
+            kind="trial_start",
+            trial=trial.number,
+            compact=arch.compact(),
+            epochs=arch.train.epochs,
+            device=str(self.device),
+        )
 
         earlier = self._duplicate_of(study, trial, arch.canonical_hash())
         if earlier is not None:
@@ -206,7 +246,14 @@ class WorkerLoop:
             write_attrs(trial, measured)
 
         def on_epoch(epoch: int, accuracy: float) -> bool | str:
-            self._emit(kind="epoch", trial=trial.number, compact=arch.compact(), epoch=epoch, epochs=arch.train.epochs, val_acc=accuracy)
+            self._emit(
+                kind="epoch",
+                trial=trial.number,
+                compact=arch.compact(),
+                epoch=epoch,
+                epochs=arch.train.epochs,
+                val_acc=accuracy,
+            )
             write_attrs(trial, {"current_epoch": epoch, "current_val_acc": accuracy})
             if len(self.info.objective) > 1:
                 if self.info.pruner == "none":
@@ -230,13 +277,19 @@ class WorkerLoop:
         )
         with Heartbeat(self.run, study, trial):
             try:
-                result = train_candidate(arch, data, control=control, max_params=self.space.max_params,
-                                         max_flops=self.space.max_flops)
+                result = train_candidate(
+                    arch, data, control=control, max_params=self.space.max_params, max_flops=self.space.max_flops
+                )
             except Exception as error:  # a real bug: FAIL, recorded, and the search goes on
                 import traceback
 
-                self._finish(study, trial, "error", f"{type(error).__name__}: {error}",
-                             {"traceback": traceback.format_exc(limit=6)})
+                self._finish(
+                    study,
+                    trial,
+                    "error",
+                    f"{type(error).__name__}: {error}",
+                    {"traceback": traceback.format_exc(limit=6)},
+                )
                 return
         metrics = result.metrics()
         if result.outcome == "interrupted":
@@ -252,7 +305,9 @@ class WorkerLoop:
     def _duplicate_of(self, study: Any, trial: Any, arch_hash: str) -> Any:
         import optuna
 
-        for other in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)):
+        for other in study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        ):
             record = TrialRecord.of(other)
             if other.number != trial.number and record.hash == arch_hash and record.outcome != "duplicate":
                 return other
@@ -262,16 +317,33 @@ class WorkerLoop:
         import optuna
 
         record = TrialRecord.of(earlier)
-        copied = record.to_attrs(keys=("val_acc", "train_loss", "best_val_acc", "final_val_acc", "best_epoch",
-                                       "epochs_run", "params", "flops", "latency_ms"))
+        copied = record.to_attrs(
+            keys=(
+                "val_acc",
+                "train_loss",
+                "best_val_acc",
+                "final_val_acc",
+                "best_epoch",
+                "epochs_run",
+                "params",
+                "flops",
+                "latency_ms",
+            )
+        )
         copied.update(train_seconds=0.0, images_per_sec=0.0, duplicate_of=earlier.number)
         reason = f"same network and training as trial {earlier.number}; not retrained"
         if earlier.state == optuna.trial.TrialState.COMPLETE:
             write_attrs(trial, {**copied, "outcome": "duplicate", "reason": reason})
             study.tell(trial, earlier.values if len(earlier.values) > 1 else earlier.value)
-            self._emit(kind="trial_end", trial=trial.number, outcome="duplicate", reason=reason,
-                       best_val_acc=copied["best_val_acc"], compact=record.compact,
-                       finished_total=len(counted_trials(study)))
+            self._emit(
+                kind="trial_end",
+                trial=trial.number,
+                outcome="duplicate",
+                reason=reason,
+                best_val_acc=copied["best_val_acc"],
+                compact=record.compact,
+                finished_total=len(counted_trials(study)),
+            )
         else:
             self._finish(study, trial, record.outcome or "pruned", reason + f" ({record.reason})", copied)
 
@@ -297,7 +369,7 @@ class WorkerLoop:
         state = result.best_state if result.best_state is not None else result.model.state_dict()
         torch.save({"state_dict": state, "epoch": result.best_epoch or result.epochs_run}, temp)
         temp.replace(target)
-        for _, path in scores[self.info.keep_weights - 1:]:
+        for _, path in scores[self.info.keep_weights - 1 :]:
             path.unlink(missing_ok=True)
 
     def _finish(self, study: Any, trial: Any, outcome: str, reason: str, metrics: dict[str, Any]) -> None:
@@ -317,9 +389,17 @@ class WorkerLoop:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, self._objective_values(metrics))
-        self._emit(kind="trial_end", trial=trial.number, outcome=outcome, reason=reason, best_val_acc=best,
-                   params=metrics.get("params") or 0, seconds=metrics.get("train_seconds") or 0.0,
-                   compact=str(stored.get("compact", "")), finished_total=len(counted_trials(study)))
+        self._emit(
+            kind="trial_end",
+            trial=trial.number,
+            outcome=outcome,
+            reason=reason,
+            best_val_acc=best,
+            params=metrics.get("params") or 0,
+            seconds=metrics.get("train_seconds") or 0.0,
+            compact=str(stored.get("compact", "")),
+            finished_total=len(counted_trials(study)),
+        )
 
     def _objective_values(self, metrics: dict[str, Any]) -> float | list[float]:
         if len(self.info.objective) == 1:

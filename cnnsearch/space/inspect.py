@@ -4,6 +4,7 @@ share that cannot be trained at a given input size (`cnnsearch space sample|chec
 Knows space, model and train's pre-training check; uses a throw-away in-memory study so
 conditional sampling is exactly what a search would do.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -29,8 +30,10 @@ class Feasibility:
         shape = "x".join(map(str, self.input_shape))
         bad = sum(self.infeasible.values())
         heavy = sum(self.over_budget.values())
-        lines = [f"{self.total} candidates at {shape}: {bad / self.total:.1%} cannot fit the image size, "
-                 f"{heavy / self.total:.1%} exceed max_params/max_flops"]
+        lines = [
+            f"{self.total} candidates at {shape}: {bad / self.total:.1%} cannot fit the image size, "
+            f"{heavy / self.total:.1%} exceed max_params/max_flops"
+        ]
         for reason, count in (self.infeasible + self.over_budget).most_common(5):
             lines.append(f"  {count:4d} × {reason}")
         return "\n".join(lines)
@@ -54,7 +57,9 @@ def _generic(reason: str) -> str:
     return re.sub(r"\d[\d,]*", "N", reason)
 
 
-def feasibility(space: SearchSpace, input_shape: tuple[int, int, int], num_classes: int, *, n: int, seed: int = 0) -> Feasibility:
+def feasibility(
+    space: SearchSpace, input_shape: tuple[int, int, int], num_classes: int, *, n: int, seed: int = 0
+) -> Feasibility:
     from cnnsearch.errors import InfeasibleArchitecture
 
     report = Feasibility(total=n, input_shape=input_shape)
@@ -66,13 +71,14 @@ def feasibility(space: SearchSpace, input_shape: tuple[int, int, int], num_class
             continue
         if space.max_params is not None and params > space.max_params:
             report.over_budget["over max_params"] += 1
-        elif space.max_flops is not None:
-            if forward_flops(arch, input_shape, num_classes) > space.max_flops:
-                report.over_budget["over max_flops"] += 1
+        elif space.max_flops is not None and forward_flops(arch, input_shape, num_classes) > space.max_flops:
+            report.over_budget["over max_flops"] += 1
     return report
 
 
-def sample_candidates(space: SearchSpace, input_shape: tuple[int, int, int], num_classes: int, *, n: int, seed: int = 0) -> Table:
+def sample_candidates(
+    space: SearchSpace, input_shape: tuple[int, int, int], num_classes: int, *, n: int, seed: int = 0
+) -> Table:
     """A table of N sampled candidates: compact form, params and FLOPs, or why infeasible."""
     from cnnsearch.train.loop import check_candidate
 
@@ -80,13 +86,27 @@ def sample_candidates(space: SearchSpace, input_shape: tuple[int, int, int], num
     for column in ("#", "architecture", "params", "FLOPs", "status"):
         table.add_column(column)
     for index, arch in enumerate(_candidates(space, n, seed), start=1):
-        rejected = check_candidate(arch, input_shape, num_classes, max_params=space.max_params, max_flops=space.max_flops)
+        rejected = check_candidate(
+            arch, input_shape, num_classes, max_params=space.max_params, max_flops=space.max_flops
+        )
         if rejected is not None and rejected.outcome == "infeasible":
             table.add_row(str(index), Text(arch.compact()), "—", "—", Text(rejected.reason, style="red"))
             continue
         if rejected is not None:
-            table.add_row(str(index), Text(arch.compact()), f"{rejected.params:,}", f"{rejected.flops:,}", Text(rejected.reason, style="yellow"))
+            table.add_row(
+                str(index),
+                Text(arch.compact()),
+                f"{rejected.params:,}",
+                f"{rejected.flops:,}",
+                Text(rejected.reason, style="yellow"),
+            )
             continue
         params = count_params(arch, input_shape, num_classes)
-        table.add_row(str(index), Text(arch.compact()), f"{params:,}", f"{forward_flops(arch, input_shape, num_classes):,}", Text("ok", style="green"))
+        table.add_row(
+            str(index),
+            Text(arch.compact()),
+            f"{params:,}",
+            f"{forward_flops(arch, input_shape, num_classes):,}",
+            Text("ok", style="green"),
+        )
     return table

@@ -1,11 +1,13 @@
 """space.parse: TODO docstring."""
+
 from __future__ import annotations
 
 import difflib
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from cnnsearch.errors import SpaceError, UserError
 from cnnsearch.spec import (
@@ -54,7 +56,9 @@ def _positive(value: float) -> str | None:
 # Keys that describe conv/pool layers: written in [network] they take one value for the
 # whole network, written in [stage] they are sampled once per stage.
 LAYER_KEYS: dict[str, KeyRule] = {
-    "filters": KeyRule(int, "output channels of stage 1 (grown by width_multiplier) or of each stage", 32, _at_least(1)),
+    "filters": KeyRule(
+        int, "output channels of stage 1 (grown by width_multiplier) or of each stage", 32, _at_least(1)
+    ),
     "kernel_size": KeyRule(int, "conv kernel side in pixels (odd)", 3, _odd),
     "stride": KeyRule(int, "stride of a stage's first conv", 1, _at_least(1)),
     "padding": KeyRule(str, "same keeps the size at stride 1, valid shrinks it by kernel-1", "same", allowed=PADDINGS),
@@ -103,7 +107,10 @@ TABLES: dict[str, dict[str, KeyRule]] = {
 }
 
 
-CONSTRAINT_KEYS = {"max_params": "most trainable parameters a candidate may have", "max_flops": "most FLOPs for one image"}
+CONSTRAINT_KEYS = {
+    "max_params": "most trainable parameters a candidate may have",
+    "max_flops": "most FLOPs for one image",
+}
 
 
 TOP_LEVEL = (*TABLES, "constraints")
@@ -224,7 +231,9 @@ def parse_space(raw: dict[str, Any], *, source: str = "<space>") -> SearchSpace:
 
     for table, content in raw.items():
         if table not in TOP_LEVEL:
-            problems.append(f"[{table}]: unknown table{_suggest(table, TOP_LEVEL)}; valid tables: {', '.join(TOP_LEVEL)}")
+            problems.append(
+                f"[{table}]: unknown table{_suggest(table, TOP_LEVEL)}; valid tables: {', '.join(TOP_LEVEL)}"
+            )
             continue
         if not isinstance(content, dict):
             problems.append(f"{table}: must be a table ([{table}]), but got {type(content).__name__}")
@@ -346,7 +355,9 @@ def _parse_value(table: str, key: str, value: Any, rule: KeyRule) -> tuple[Dimen
             if rule.value_type is int and not isinstance(step, int):
                 return None, [f"step must be an integer for an integer key, but got step={step}"]
         if key == "kernel_size" and (low % 2 == 0 or high % 2 == 0 or (step or 1) % 2 == 1 and low != high):
-            return None, [f"a kernel range must hold odd sizes only: use low and high odd and step = 2, e.g. {{ low = {low | 1}, high = {high | 1}, step = 2 }}"]
+            return None, [
+                f"a kernel range must hold odd sizes only: use low and high odd and step = 2, e.g. {{ low = {low | 1}, high = {high | 1}, step = 2 }}"
+            ]
         kind = "int" if rule.value_type is int else "float"
         return Dimension(table, key, kind, low=low, high=high, log=log, step=step), []
 

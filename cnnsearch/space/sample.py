@@ -1,4 +1,5 @@
 """space.sample: TODO docstring."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,7 +20,9 @@ if TYPE_CHECKING:
 class SuggestingTrial(Protocol):
     def suggest_categorical(self, name: str, choices: Any) -> Any: ...
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float: ...
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
 
 
 def _layer_value(space: SearchSpace, trial: SuggestingTrial, stage: int, key: str) -> Any:
@@ -28,6 +31,7 @@ def _layer_value(space: SearchSpace, trial: SuggestingTrial, stage: int, key: st
         return space.dimensions["stage"][key].sample(trial, f"stage{stage}.{key}")
     return space.dimension("network", key).sample(trial, f"network.{key}")
 
+
 def sample_architecture(space: SearchSpace, trial: SuggestingTrial, *, epochs: int | None = None) -> Architecture:
     """Draw one candidate, asking only for the parameters that exist in it."""
     stages = space.dimension("network", "stages").sample(trial, "network.stages")
@@ -35,8 +39,11 @@ def sample_architecture(space: SearchSpace, trial: SuggestingTrial, *, epochs: i
     if not per_stage_filters:
         base_filters = space.dimension("network", "filters").sample(trial, "network.filters")
         # Asked only when there is a second stage for it to act on (no dead parameters).
-        growth = (space.dimension("network", "width_multiplier").sample(trial, "network.width_multiplier")
-                  if stages > 1 else 1.0)
+        growth = (
+            space.dimension("network", "width_multiplier").sample(trial, "network.width_multiplier")
+            if stages > 1
+            else 1.0
+        )
     layers: list[ConvLayer | PoolLayer] = []
     for stage in range(1, stages + 1):
         if per_stage_filters:
@@ -66,9 +73,7 @@ def sample_architecture(space: SearchSpace, trial: SuggestingTrial, *, epochs: i
         pooling=space.dimension("head", "pooling").sample(trial, "head.pooling"),
         dense=(units,) * dense_layers,
         dropout=float(space.dimension("head", "dropout").sample(trial, "head.dropout")),
-        activation=space.dimension("head", "activation").sample(trial, "head.activation")
-        if dense_layers
-        else "relu",
+        activation=space.dimension("head", "activation").sample(trial, "head.activation") if dense_layers else "relu",
     )
 
     def train_value(key: str) -> Any:
@@ -96,7 +101,6 @@ def sample_architecture(space: SearchSpace, trial: SuggestingTrial, *, epochs: i
     return Architecture(layers=tuple(layers), head=head, train=train, augment=augment)
 
 
-
 def params_for(space: SearchSpace, arch: Any) -> dict[str, Any] | None:
     """Find the parameter values that sample to `arch`, by replaying the space's questions."""
     recorder = _ParamRecorder(arch)
@@ -104,7 +108,9 @@ def params_for(space: SearchSpace, arch: Any) -> dict[str, Any] | None:
         sampled = space.sample(recorder, epochs=arch.train.epochs)
     except _NoMatch:
         return None
-    return recorder.params if sampled.canonical_hash() == arch.with_epochs(sampled.train.epochs).canonical_hash() else None
+    return (
+        recorder.params if sampled.canonical_hash() == arch.with_epochs(sampled.train.epochs).canonical_hash() else None
+    )
 
 
 class _NoMatch(Exception):
@@ -124,11 +130,23 @@ class _ParamRecorder:
         for layer in arch.layers:
             if isinstance(layer, ConvLayer):
                 # A stage ends at a pooling layer, or where the filters, kernel or stride change.
-                if (current is None or current.get("pool") or layer.filters != current["filters"]
-                        or layer.kernel_size != current["kernel_size"] or layer.stride != 1):
-                    current = {"convs": 0, "filters": layer.filters, "kernel_size": layer.kernel_size,
-                               "stride": layer.stride, "padding": layer.padding, "activation": layer.activation,
-                               "batch_norm": layer.batch_norm, "pool": False}
+                if (
+                    current is None
+                    or current.get("pool")
+                    or layer.filters != current["filters"]
+                    or layer.kernel_size != current["kernel_size"]
+                    or layer.stride != 1
+                ):
+                    current = {
+                        "convs": 0,
+                        "filters": layer.filters,
+                        "kernel_size": layer.kernel_size,
+                        "stride": layer.stride,
+                        "padding": layer.padding,
+                        "activation": layer.activation,
+                        "batch_norm": layer.batch_norm,
+                        "pool": False,
+                    }
                     stages.append(current)
                 current["convs"] += 1
             elif isinstance(layer, PoolLayer) and current is not None:
@@ -143,13 +161,17 @@ class _ParamRecorder:
             if len(stages) > 1:
                 self.answers["network.width_multiplier"] = stages[1]["filters"] / stages[0]["filters"]
         head, train, augment = arch.head, arch.train, arch.augment
-        self.answers.update({
-            "head.pooling": head.pooling, "head.dense_layers": len(head.dense),
-            "head.dense_units": head.dense[0] if head.dense else 0, "head.dropout": head.dropout,
-            "head.activation": head.activation,
-            **{f"train.{key}": getattr(train, key) for key in train.__dataclass_fields__},
-            **{f"augment.{key}": getattr(augment, key) for key in augment.__dataclass_fields__},
-        })
+        self.answers.update(
+            {
+                "head.pooling": head.pooling,
+                "head.dense_layers": len(head.dense),
+                "head.dense_units": head.dense[0] if head.dense else 0,
+                "head.dropout": head.dropout,
+                "head.activation": head.activation,
+                **{f"train.{key}": getattr(train, key) for key in train.__dataclass_fields__},
+                **{f"augment.{key}": getattr(augment, key) for key in augment.__dataclass_fields__},
+            }
+        )
 
     def _answer(self, name: str) -> Any:
         if name not in self.answers:
@@ -170,7 +192,9 @@ class _ParamRecorder:
             raise _NoMatch(name)
         return int(value)
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
         value = self._answer(name)
         if not low - 1e-12 <= value <= high + 1e-12:
             raise _NoMatch(name)

@@ -8,6 +8,7 @@ Knows model, data and spec. Must not know Optuna: pruning reaches it as a callba
 Public names are re-exported here and imported on first use (PEP 562), so importing the
 package costs nothing until a name is needed.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """train.checkpoint: TODO docstring."""
+
 from __future__ import annotations
 
 import copy
@@ -19,7 +20,9 @@ def checkpoint_state(module, result: TrialResult) -> dict:
         "scheduler": copy.deepcopy(module.trainer.lr_scheduler_configs[0].scheduler.state_dict()),
         "generator": module.generator.get_state() if module.generator is not None else None,
         "torch_rng": torch.get_rng_state(),  # dropout masks come from the global generator
-        "cuda_rng": torch.cuda.get_rng_state(module.data.train_y.device) if module.data.train_y.device.type == "cuda" else None,
+        "cuda_rng": torch.cuda.get_rng_state(module.data.train_y.device)
+        if module.data.train_y.device.type == "cuda"
+        else None,
         "val_acc": list(result.val_acc),
         "train_loss": list(result.train_loss),
         "train_seconds": result.train_seconds + (time.monotonic() - module.started),

@@ -1,4 +1,5 @@
 """train.evaluate: TODO docstring."""
+
 from __future__ import annotations
 
 import time
@@ -9,8 +10,15 @@ from torch import nn
 from cnnsearch.data.device import DeviceData
 
 
-def evaluate(net: nn.Module, data: DeviceData, *, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1024, channels_last: bool = False) -> float:
+def evaluate(
+    net: nn.Module,
+    data: DeviceData,
+    *,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 1024,
+    channels_last: bool = False,
+) -> float:
     """Accuracy on a whole resident split (one host sync at the end)."""
     if len(labels) == 0:
         return float("nan")
@@ -34,8 +42,15 @@ def _autocast(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
-def measure_latency(net: nn.Module, input_shape: tuple[int, int, int], *, batch_size: int,
-                    device: torch.device, channels_last: bool = False, repeats: int = 3) -> float:
+def measure_latency(
+    net: nn.Module,
+    input_shape: tuple[int, int, int],
+    *,
+    batch_size: int,
+    device: torch.device,
+    channels_last: bool = False,
+    repeats: int = 3,
+) -> float:
     """Fastest of a few timed inference batches on the device, in ms (after a warm-up).
 
     The minimum, not the median: on a shared machine the other runs only ever add time.

@@ -1,4 +1,5 @@
 """train.lightning_private: TODO docstring."""
+
 from __future__ import annotations
 
 import gc

@@ -1,4 +1,5 @@
 """train.loop: TODO docstring."""
+
 from __future__ import annotations
 
 import gc
@@ -32,18 +33,32 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        raise UserError(
+            f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+        )
     return device
 
 
-def check_candidate(arch: Architecture, input_shape: tuple[int, int, int], num_classes: int, *,
-                    max_params: int | None = None, max_flops: float | None = None) -> TrialResult | None:
+def check_candidate(
+    arch: Architecture,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    max_params: int | None = None,
+    max_flops: float | None = None,
+) -> TrialResult | None:
     """Params and FLOPs before any training; a result only when the candidate must not train."""
     return _build_checked(arch, input_shape, num_classes, max_params=max_params, max_flops=max_flops)[1]
 
 
-def _build_checked(arch: Architecture, input_shape: tuple[int, int, int], num_classes: int, *,
-                   max_params: int | None, max_flops: float | None) -> tuple[nn.Module | None, TrialResult | None]:
+def _build_checked(
+    arch: Architecture,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    max_params: int | None,
+    max_flops: float | None,
+) -> tuple[nn.Module | None, TrialResult | None]:
     """The built network when it may train, else the result that says why not."""
     try:
         net = build_model(arch, input_shape, num_classes)
@@ -52,15 +67,25 @@ def _build_checked(arch: Architecture, input_shape: tuple[int, int, int], num_cl
     params = sum(parameter.numel() for parameter in net.parameters())
     flops = forward_flops(arch, input_shape, num_classes)
     if max_params is not None and params > max_params:
-        return None, TrialResult("over_budget", f"{params:,} parameters exceed max_params={max_params:,}", params=params, flops=flops)
+        return None, TrialResult(
+            "over_budget", f"{params:,} parameters exceed max_params={max_params:,}", params=params, flops=flops
+        )
     if max_flops is not None and flops > max_flops:
-        return None, TrialResult("over_budget", f"{flops:,} FLOPs exceed max_flops={max_flops:,.0f}", params=params, flops=flops)
+        return None, TrialResult(
+            "over_budget", f"{flops:,} FLOPs exceed max_flops={max_flops:,.0f}", params=params, flops=flops
+        )
     return net, None
 
 
-def train_candidate(arch: Architecture, data: DeviceData, *, control: TrialControl | None = None,
-                    max_params: int | None = None, max_flops: float | None = None,
-                    net: nn.Module | None = None) -> TrialResult:
+def train_candidate(
+    arch: Architecture,
+    data: DeviceData,
+    *,
+    control: TrialControl | None = None,
+    max_params: int | None = None,
+    max_flops: float | None = None,
+    net: nn.Module | None = None,
+) -> TrialResult:
     """Train one candidate on resident data and score it on the whole validation split.
 
     Never raises for a bad candidate: infeasible shapes, budgets, OOM (after retrying with
@@ -83,7 +108,9 @@ def train_candidate(arch: Architecture, data: DeviceData, *, control: TrialContr
         except torch.OutOfMemoryError:
             _release_memory()
             if micro_batch <= 1:
-                return TrialResult("oom", f"out of device memory even with micro-batches of 1 image (batch {arch.train.batch_size})")
+                return TrialResult(
+                    "oom", f"out of device memory even with micro-batches of 1 image (batch {arch.train.batch_size})"
+                )
             micro_batch //= 2  # same effective batch: gradients accumulate over the micro-batches
             if not given:  # the failed attempt changed the weights: start again from the seed
                 torch.manual_seed(control.seed)
@@ -92,8 +119,9 @@ def train_candidate(arch: Architecture, data: DeviceData, *, control: TrialContr
             _release_memory()
 
 
-def _train_once(arch: Architecture, data: DeviceData, control: TrialControl, *, micro_batch: int,
-                net: nn.Module) -> TrialResult:
+def _train_once(
+    arch: Architecture, data: DeviceData, control: TrialControl, *, micro_batch: int, net: nn.Module
+) -> TrialResult:
     pl = _lightning()
     device = data.train_y.device
     channels_last = device.type == "cuda"
@@ -104,8 +132,13 @@ def _train_once(arch: Architecture, data: DeviceData, control: TrialControl, *, 
     result.flops = forward_flops(arch, data.input_shape, data.num_classes)
     measured = {"params": result.params, "flops": result.flops}
     if control.measure_latency:
-        result.latency_ms = measure_latency(net, data.input_shape, batch_size=min(arch.train.batch_size, 256),
-                                            device=device, channels_last=channels_last)
+        result.latency_ms = measure_latency(
+            net,
+            data.input_shape,
+            batch_size=min(arch.train.batch_size, 256),
+            device=device,
+            channels_last=channels_last,
+        )
         measured["latency_ms"] = result.latency_ms
     if control.on_measured is not None:
         control.on_measured(measured)
@@ -127,16 +160,31 @@ def _train_once(arch: Architecture, data: DeviceData, control: TrialControl, *, 
         if resume_state.get("cuda_rng") is not None and device.type == "cuda":
             torch.cuda.set_rng_state(resume_state["cuda_rng"], device)
     epochs_left = arch.train.epochs - start_epoch
-    batches = ResidentBatches(data, batch_size=arch.train.batch_size, micro_batch=micro_batch,
-                              augment_settings=arch.augment, generator=generator, channels_last=channels_last)
+    batches = ResidentBatches(
+        data,
+        batch_size=arch.train.batch_size,
+        micro_batch=micro_batch,
+        augment_settings=arch.augment,
+        generator=generator,
+        channels_last=channels_last,
+    )
     if epochs_left <= 0:
         result.model = net.cpu()
         return result
 
     started = time.monotonic()
-    module = _module_class()(net, arch, data, control, total_steps=batches.steps * arch.train.epochs,
-                             start_epoch=start_epoch, resume_state=resume_state, channels_last=channels_last,
-                             result=result, started=started)
+    module = _module_class()(
+        net,
+        arch,
+        data,
+        control,
+        total_steps=batches.steps * arch.train.epochs,
+        start_epoch=start_epoch,
+        resume_state=resume_state,
+        channels_last=channels_last,
+        result=result,
+        started=started,
+    )
     module.generator = generator
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",

@@ -1,9 +1,10 @@
 """train.module: TODO docstring."""
+
 from __future__ import annotations
 
 import math
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -85,9 +86,20 @@ def _make_module_class():
     class CandidateModule(pl.LightningModule):
         """Wraps a built network with its optimiser, schedule and per-epoch bookkeeping."""
 
-        def __init__(self, net: nn.Module, arch: Architecture, data: DeviceData, control: TrialControl,
-                     *, total_steps: int, start_epoch: int, resume_state: dict | None,
-                     channels_last: bool, result: TrialResult, started: float) -> None:
+        def __init__(
+            self,
+            net: nn.Module,
+            arch: Architecture,
+            data: DeviceData,
+            control: TrialControl,
+            *,
+            total_steps: int,
+            start_epoch: int,
+            resume_state: dict | None,
+            channels_last: bool,
+            result: TrialResult,
+            started: float,
+        ) -> None:
             super().__init__()
             self.net = net
             self.arch = arch
@@ -114,8 +126,10 @@ def _make_module_class():
             for parameter in self.net.parameters():
                 if parameter.requires_grad:
                     (decay if parameter.ndim > 1 else no_decay).append(parameter)
-            groups = [{"params": decay, "weight_decay": settings.weight_decay},
-                      {"params": no_decay, "weight_decay": 0.0}]  # no decay on biases and norms
+            groups = [
+                {"params": decay, "weight_decay": settings.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ]  # no decay on biases and norms
             if settings.optimizer == "sgd":
                 optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, nesterov=True)
             else:
@@ -139,8 +153,11 @@ def _make_module_class():
             self.loss_steps += 1
             control = self.control
             if self.loss_steps % NAN_CHECK_EVERY == 1 and not torch.isfinite(detached):
-                raise StopTrial("nan", f"the training loss became {detached.item()} at epoch "
-                                f"{self.start_epoch + self.current_epoch + 1}; lower the learning rate")
+                raise StopTrial(
+                    "nan",
+                    f"the training loss became {detached.item()} at epoch "
+                    f"{self.start_epoch + self.current_epoch + 1}; lower the learning rate",
+                )
             now = time.monotonic()
             if control.should_stop is not None and control.should_stop():
                 raise StopTrial("interrupted", "interrupted by the user")
@@ -156,17 +173,26 @@ def _make_module_class():
             self.loss_sum.zero_()
             self.loss_steps = 0
             if not math.isfinite(mean_loss):
-                raise StopTrial("nan", f"the training loss became {mean_loss} at epoch {epoch}; lower the learning rate")
+                raise StopTrial(
+                    "nan", f"the training loss became {mean_loss} at epoch {epoch}; lower the learning rate"
+                )
             result = self.result
             result.train_loss.append(mean_loss)
             result.epochs_run = epoch
             control = self.control
             if control.validate:
-                accuracy = evaluate(self.net, self.data, images=self.data.val_x, labels=self.data.val_y,
-                                    channels_last=self.channels_last)
+                accuracy = evaluate(
+                    self.net,
+                    self.data,
+                    images=self.data.val_x,
+                    labels=self.data.val_y,
+                    channels_last=self.channels_last,
+                )
                 if not result.val_acc or accuracy > max(result.val_acc):
                     # The leaderboard ranks by the best epoch, so the kept weights are that epoch's.
-                    result.best_state = {key: value.detach().to("cpu", copy=True) for key, value in self.net.state_dict().items()}
+                    result.best_state = {
+                        key: value.detach().to("cpu", copy=True) for key, value in self.net.state_dict().items()
+                    }
                 result.val_acc.append(accuracy)
             # After the last epoch nothing is left to resume. Before it, a checkpoint goes to
             # disk at most every checkpoint_every_s (short epochs would spend more on writing
@@ -184,7 +210,10 @@ def _make_module_class():
                 verdict = control.epoch_callback(epoch, result.val_acc[-1])
                 if verdict:
                     reason = verdict if isinstance(verdict, str) else "the pruner stopped it"
-                    raise StopTrial("pruned", f"pruned after epoch {epoch} at {result.val_acc[-1]:.2%} validation accuracy: {reason}")
+                    raise StopTrial(
+                        "pruned",
+                        f"pruned after epoch {epoch} at {result.val_acc[-1]:.2%} validation accuracy: {reason}",
+                    )
 
     return CandidateModule
 

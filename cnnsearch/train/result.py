@@ -1,9 +1,10 @@
 """train.result: TODO docstring."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 
