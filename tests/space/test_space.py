@@ -15,7 +15,7 @@ from cnnsearch.errors import SpaceError, UserError
 from cnnsearch.space.parse import TABLES, SearchSpace, load_space, parse_space
 from cnnsearch.spec import Architecture, AugmentSettings, ConvLayer, Head, PoolLayer, TrainSettings
 
-SPACE_DIR = Path(__file__).parent.parent / "search_spaces"
+SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 SPACES = sorted(SPACE_DIR.glob("*.toml"))
 DEFAULT = SPACE_DIR / "default.toml"
 

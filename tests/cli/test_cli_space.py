@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SPACES = sorted((REPO / "search_spaces").glob("*.toml"))
 SHAPES = ("1x8x8", "1x28x28", "3x32x32")
 # One torch thread per process: several run at once, each on a batch of one image.

@@ -17,7 +17,7 @@ from cnnsearch.model.layers import ACTIVATION_LAYERS, POOL_LAYERS, activation_la
 from cnnsearch.space.parse import load_space
 from cnnsearch.spec import Architecture, ConvLayer, Head, PoolLayer, count_params, forward_flops, layer_table
 
-SPACE_DIR = Path(__file__).parent.parent / "search_spaces"
+SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 SPACE_NAMES = ("default", "tiny", "cifar")
 SHAPES = ((1, 8, 8), (1, 28, 28), (3, 32, 32))
 INTENDED = (("default", (1, 8, 8)), ("default", (1, 28, 28)), ("tiny", (1, 8, 8)), ("cifar", (3, 32, 32)))

@@ -35,7 +35,7 @@ from cnnsearch.run.folder import RunDir
 from cnnsearch.run.liveness import HEARTBEAT_GRACE_S
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def render(renderable, width: int = 200) -> str:

@@ -34,7 +34,7 @@ from cnnsearch.predict import predict_paths, predictions_table, predictions_text
 from cnnsearch.run.folder import RunDir
 from cnnsearch.spec import Architecture
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL_JSON_KEYS = {
     "architecture",
     "compact",
