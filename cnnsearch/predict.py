@@ -71,17 +71,11 @@ def predict_paths(model_dir: Path, paths: Sequence[Path], *, runtime: str = "tor
 
 def read_meta(model_dir: Path) -> dict[str, Any]:
     """model.json of an export folder, checked for what prediction needs."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise UserError(f"model folder {model_dir} does not exist; pass a folder written by `cnnsearch export`")
-    path = model_dir / "model.json"
-    if not path.is_file():
-        raise UserError(f"{model_dir} has no model.json; pass a folder written by `cnnsearch export`")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON ({error}); export the model again") from None
-    missing = [key for key in _META_KEYS if not isinstance(meta, dict) or key not in meta]
+    from cnnsearch.export.model_dir import META_FILE, read_model_meta
+
+    meta = read_model_meta(model_dir, required=True)
+    path = Path(model_dir) / META_FILE
+    missing = [key for key in _META_KEYS if key not in meta]
     if missing:
         raise UserError(
             f"{path} lacks {', '.join(missing)}; it was not written by `cnnsearch export`, export the model again"
@@ -191,7 +185,7 @@ def _torch_runner(model_dir: Path) -> Callable[[Any], Any]:
     if not (model_dir / "model.pt").is_file() and (model_dir / "model.ts").is_file():
         net = _load_torchscript(model_dir / "model.ts")
     else:
-        from cnnsearch.export.model_dir import load_exported
+        from cnnsearch.export.model_files import load_exported
 
         net = load_exported(model_dir).net
 

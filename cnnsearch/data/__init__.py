@@ -29,6 +29,7 @@ _EXPORTS = {
     "read_idx": "idx",
     "load_dataset": "load",
     "load_dataset_cached": "load",
+    "load_run_dataset": "load",
     "Split": "split",
     "make_split": "split",
     "save_split": "split",

@@ -1,4 +1,4 @@
-"""data.cifar: TODO docstring."""
+"""Owns the CIFAR-10 and CIFAR-100 sources (the python pickle batches)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""data.dataset: TODO docstring."""
+"""Owns the common `Dataset` (uint8 images, int64 labels, a test set), its fingerprint, channel
+conversion, resizing, and where dataset files are looked for (data dir, the user cache,
+Debian's dataset packages) and downloaded.
+"""
 
 from __future__ import annotations
 

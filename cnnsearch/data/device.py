@@ -1,4 +1,6 @@
-"""data.device: TODO docstring."""
+"""Owns the copies that live on the training device: train and validation as uint8
+(`DeviceData`), their statistics, and the one normalisation (x / 255 - mean) / std.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""data.digits: TODO docstring."""
+"""Owns the built-in dataset: scikit-learn's 8x8 digits (bundled, no network)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""data.folder: TODO docstring."""
+"""Owns the folder source: one sub-folder per class of image files (`--data folder:PATH`)."""
 
 from __future__ import annotations
 

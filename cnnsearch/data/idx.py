@@ -1,4 +1,6 @@
-"""data.idx: TODO docstring."""
+"""Owns the IDX sources: MNIST and Fashion-MNIST (Debian's `dataset-fashion-mnist` installs the
+latter under /usr/share/datasets/fashion-mnist).
+"""
 
 from __future__ import annotations
 

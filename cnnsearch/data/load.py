@@ -1,4 +1,6 @@
-"""data.load: TODO docstring."""
+"""Owns `load_dataset`: a `--data` spec to a `Dataset`, memoised per process, with a held-out
+test share for sources that have no official test set.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import difflib
 import functools
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,12 +20,16 @@ from cnnsearch.data.dataset import (
     Dataset,
     _check_fraction,
     _resize_uint8,
+    dataset_fingerprint,
 )
 from cnnsearch.data.digits import _load_digits
 from cnnsearch.data.folder import _load_folder
 from cnnsearch.data.idx import _IDX_SOURCES, _load_idx_dataset
-from cnnsearch.data.split import _stratified_partition
+from cnnsearch.data.split import _stratified_partition, subsample
 from cnnsearch.errors import UserError
+
+if TYPE_CHECKING:
+    from cnnsearch.run.folder import RunInfo
 
 
 def load_dataset(
@@ -114,3 +121,26 @@ def _held_out_dataset(
         class_names=names,
         test_source="held-out",
     )
+
+
+def load_run_dataset(info: RunInfo, *, consequence: str) -> Dataset:
+    """The dataset exactly as a run loaded it: same source, size, test share and subset.
+
+    The one load-and-check of a run's data (resume, workers, joining, export, rerun). Data that
+    differs from the search's is refused, with `consequence` saying what would go wrong; the
+    fingerprint in run.json is that of the dataset as loaded, before any subset is taken.
+    """
+    dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
+    if info.input_shape and list(dataset.input_shape) != list(info.input_shape):
+        raise UserError(
+            f"{info.data} now gives {'x'.join(map(str, dataset.input_shape))} images but run {info.name!r} used "
+            f"{'x'.join(map(str, info.input_shape))}; restore the data the run was searched on"
+        )
+    if info.data_fingerprint and info.data_fingerprint != dataset_fingerprint(dataset):
+        raise UserError(
+            f"the data of run {info.name!r} ({info.data}) changed since the search started; {consequence}; "
+            f"restore the data, or start a new run on the new data"
+        )
+    if info.subset:
+        dataset = subsample(dataset, info.subset, seed=info.split_seed)
+    return dataset

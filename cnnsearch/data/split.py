@@ -1,4 +1,6 @@
-"""data.split: TODO docstring."""
+"""Owns splitting: stratified partitions, the train/validation `Split` saved with a run, and
+stratified subsets.
+"""
 
 from __future__ import annotations
 

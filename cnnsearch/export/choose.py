@@ -1,4 +1,7 @@
-"""export.choose: TODO docstring."""
+"""Owns choosing what to export: the finished trials that can be (best first), one named by
+`--trial`, and the confirmation of the top candidates over several seeds (`--top/--seeds`), on
+the validation split only: the test split takes no part in any choice.
+"""
 
 from __future__ import annotations
 

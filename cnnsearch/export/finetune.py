@@ -1,4 +1,6 @@
-"""export.finetune: TODO docstring."""
+"""Owns `cnnsearch finetune`: transfer an exported network to new data, with a new classifier
+and optionally frozen feature layers, then export it again.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from cnnsearch.data.load import load_dataset
 from cnnsearch.data.split import make_split
 from cnnsearch.errors import UserError
 from cnnsearch.export.formats import FORMATS, VERIFY_IMAGES
-from cnnsearch.export.model_dir import (
+from cnnsearch.export.model_files import (
     _check_out,
     _cpu_eval,
     _model_meta,

@@ -1,4 +1,6 @@
-"""export.formats: TODO docstring."""
+"""Owns the model file formats as a table: each `--format` name maps to its file, the function
+that writes it and the one that runs it back for verification (`FORMAT_TABLE`).
+"""
 
 from __future__ import annotations
 

@@ -1,13 +1,15 @@
-"""export.rerun: TODO docstring."""
+"""Owns `cnnsearch rerun`: training one trial again exactly as the search did (spec, split,
+seed) and comparing its accuracy with the recorded one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from cnnsearch.data.device import to_device
+from cnnsearch.data.load import load_run_dataset
 from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError
-from cnnsearch.export.retrain import _run_dataset
 from cnnsearch.outcomes import TrialRecord
 from cnnsearch.run.folder import RunDir, find_trial
 from cnnsearch.spec import Architecture
@@ -77,7 +79,7 @@ def rerun_trial(run: RunDir, number: int, *, device: str = "auto") -> RerunResul
     epochs_run = record.epochs_run or len(recorded_curve) or arch.train.epochs
     torch_device = resolve_device(device)
 
-    dataset = _run_dataset(info, consequence="the saved split would pick other images than the search trained on")
+    dataset = load_run_dataset(info, consequence="the saved split would pick other images than the search trained on")
     data = to_device(dataset, load_split(run.split_file), torch_device)
     # Same schedule as the search (the arch's epochs); a pruned trial stops where it was stopped.
     stop_after = epochs_run if epochs_run < arch.train.epochs else None

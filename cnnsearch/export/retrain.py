@@ -1,4 +1,9 @@
-"""export.retrain: TODO docstring."""
+"""Owns `cnnsearch export`: retrain the chosen candidate on train+validation (or take the search's
+weights), test it once, write and verify the model folder, and log the export in the run.
+
+The test split is evaluated once, on the final network. Never prints: progress goes through
+`on_message`. Reads finished trials from the study but never changes it.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnsearch.data.dataset import Dataset, dataset_fingerprint
+from cnnsearch.data.dataset import Dataset
 from cnnsearch.data.device import (
     DeviceData,
     full_train_device_data,
     normalization_stats,
 )
-from cnnsearch.data.load import load_dataset_cached
-from cnnsearch.data.split import load_split, subsample
+from cnnsearch.data.load import load_run_dataset
+from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError
 from cnnsearch.export.choose import (
     ConfirmationRow,
@@ -29,7 +34,7 @@ from cnnsearch.export.choose import (
     _parse_trial,
 )
 from cnnsearch.export.formats import FORMATS, VERIFY_IMAGES, _check_formats
-from cnnsearch.export.model_dir import (
+from cnnsearch.export.model_files import (
     _check_out,
     _cpu_eval,
     _model_meta,
@@ -140,7 +145,7 @@ def export_run(
         _check_weights(run, info, chosen)
     torch_device = resolve_device(device)
 
-    dataset = _run_dataset(info, consequence="export would test on images the search may have seen")
+    dataset = load_run_dataset(info, consequence="export would test on images the search may have seen")
     confirmation: list[ConfirmationRow] = []
     if top is not None:
         confirmation = _confirm(
@@ -266,29 +271,6 @@ def _check_weights(run: RunDir, info: RunInfo, candidate: _Candidate) -> None:
             f"trial {candidate.number} of run {run.name!r} has no saved weights (the search keeps those of the "
             f"best {info.keep_weights} trials only); drop --no-retrain to retrain it"
         )
-
-
-def _run_dataset(info: RunInfo, *, consequence: str) -> Dataset:
-    """The dataset exactly as the run loaded it: same source, size, test share and subset.
-
-    Refuses data that differs from the search's (`consequence` says what would go wrong); the
-    fingerprint in run.json is that of the dataset as loaded, before any subset is taken.
-    """
-    dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
-    if info.input_shape and list(dataset.input_shape) != list(info.input_shape):
-        raise UserError(
-            f"{info.data} now gives {'x'.join(map(str, dataset.input_shape))} images but run {info.name!r} used "
-            f"{'x'.join(map(str, info.input_shape))}; restore the data the run was searched on"
-        )
-    recorded = getattr(info, "data_fingerprint", None)  # None for runs made before fingerprints
-    if recorded and recorded != dataset_fingerprint(dataset):
-        raise UserError(
-            f"the data for run {info.name!r} changed since the search ({info.data} now holds different images); "
-            f"{consequence}; restore the data or start a new run"
-        )
-    if info.subset:
-        dataset = subsample(dataset, info.subset, seed=info.split_seed)
-    return dataset
 
 
 def _search_weights(

@@ -1,4 +1,8 @@
-"""model.build: TODO docstring."""
+"""Owns building a `CandidateNet` (features, then head) from an `Architecture`, with the shapes
+checked by `spec.layer_table` first, so a candidate that cannot fit the input raises
+`InfeasibleArchitecture` before any layer is made. Every network has the same features/head
+split (fine-tuning freezes `features`).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""model.layers: TODO docstring."""
+"""Owns turning layer names into torch layers: string -> layer tables (as timm does) and the
+conv block (conv, batch norm, activation) of one `ConvLayer`.
+
+An unknown name lists the valid ones. Knows `spec`; must not know Optuna, Lightning or data.
+"""
 
 from __future__ import annotations
 

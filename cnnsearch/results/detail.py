@@ -1,4 +1,6 @@
-"""results.detail: TODO docstring."""
+"""Owns `cnnsearch show`: one trial in full, with its layer table, settings, searched values and
+a text chart of its learning curve.
+"""
 
 from __future__ import annotations
 

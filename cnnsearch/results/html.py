@@ -1,4 +1,6 @@
-"""results.html: TODO docstring."""
+"""Owns the self-contained HTML report: runs/<name>/report.html, with its plots also written as
+PNG files in runs/<name>/report/.
+"""
 
 from __future__ import annotations
 

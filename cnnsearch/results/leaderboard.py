@@ -1,4 +1,9 @@
-"""results.leaderboard: TODO docstring."""
+"""Owns the leaderboard: one row per trial, best first, as plain rows (`Board`) or a DataFrame,
+Pareto ranks for multi-objective runs, and sorting and cutting it.
+
+pandas and numpy are imported inside the functions that need them: the terminal table needs
+neither (pandas alone was 0.15-0.2 s of `cnnsearch leaderboard`).
+"""
 
 from __future__ import annotations
 
@@ -206,7 +211,7 @@ def _board(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *, inc
         key=lambda i: (
             pareto[i],
             ranked[i].outcome not in TRAINED_TO_THE_END,
-            -ranked[i].val_acc,
+            -(ranked[i].val_acc or 0.0),  # ranked facts all have one
             ranked[i].params if ranked[i].params is not None else math.inf,
             ranked[i].number,
         ),

@@ -1,4 +1,6 @@
-"""results.plots: TODO docstring."""
+"""Owns the report's plots: best so far, where the time went, accuracy against cost with its
+Pareto front, importances and learning curves. matplotlib is imported inside the functions.
+"""
 
 from __future__ import annotations
 
@@ -93,15 +95,16 @@ def _progress_section(facts: Sequence[TrialFacts], images: _Images) -> str:
     origin = min(starts) if starts else None
     figure, (by_time, by_number) = _figure(2)
 
-    timed = sorted(
-        (fact for fact in trained if fact.finished is not None and origin is not None), key=lambda fact: fact.finished
-    )
-    if timed:
-        elapsed = np.array([(fact.finished - origin).total_seconds() for fact in timed])
+    finished = [(fact.finished, fact) for fact in trained if fact.finished is not None]
+    timed = [fact for _, fact in sorted(finished, key=lambda pair: pair[0])] if origin is not None else []
+    if timed and origin is not None:
+        elapsed = np.array(
+            [(moment - origin).total_seconds() for moment, _ in sorted(finished, key=lambda pair: pair[0])]
+        )
         unit, scale = ("hours", 3600.0) if elapsed.max() > 3 * 3600 else ("minutes", 60.0)
         best = np.maximum.accumulate(np.array([fact.val_acc for fact in timed]))
         by_time.step(elapsed / scale, best * 100, where="post", color="tab:blue")
-        by_time.scatter(elapsed / scale, [fact.val_acc * 100 for fact in timed], s=6, color="0.6", alpha=0.6)
+        by_time.scatter(elapsed / scale, [(fact.val_acc or 0.0) * 100 for fact in timed], s=6, color="0.6", alpha=0.6)
         by_time.set_xlabel(f"wall clock since the first trial started ({unit})")
     by_time.set_ylabel("best validation accuracy (%)")
     by_time.set_title("best so far, over time")

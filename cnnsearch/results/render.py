@@ -1,4 +1,6 @@
-"""results.render: TODO docstring."""
+"""Owns rendering a leaderboard: display forms of each column (percent, 12.3K), the rich table
+that fits the terminal, and csv / json / markdown text.
+"""
 
 from __future__ import annotations
 

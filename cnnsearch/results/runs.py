@@ -1,4 +1,4 @@
-"""results.runs: TODO docstring."""
+"""Owns `cnnsearch runs`: one row per run folder with its trials counted by outcome group."""
 
 from __future__ import annotations
 

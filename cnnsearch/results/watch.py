@@ -1,4 +1,6 @@
-"""results.watch: TODO docstring."""
+"""Owns the watch view (`cnnsearch leaderboard --watch`): a summary line, the top trials and the
+running ones with their progress and heartbeats.
+"""
 
 from __future__ import annotations
 
@@ -63,7 +65,12 @@ def watch_view(run: RunDir, *, study: Any = None, now: float | None = None, widt
         ("heartbeat", "right"),
     ):
         # Only the worker name may be shortened on a narrow terminal.
-        table.add_column(header, justify=justify, no_wrap=True, min_width=None if header == "worker" else len(header))
+        table.add_column(
+            header,
+            justify="right" if justify == "right" else "left",
+            no_wrap=True,
+            min_width=None if header == "worker" else len(header),
+        )
     for fact in running:
         record = fact.record
         total = arch_epochs(record) or info.epochs

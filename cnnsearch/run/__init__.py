@@ -33,6 +33,7 @@ _EXPORTS = {
     "on_stale_trial": "liveness",
     "requeue": "liveness",
     "heartbeat_age": "liveness",
+    "judge_worker": "liveness",
     "worker_alive": "liveness",
     "open_storage": "storage",
     "rdb_storage": "storage",

@@ -1,4 +1,18 @@
-"""run.folder: TODO docstring."""
+"""Owns the layout of a run folder and opening its Optuna study.
+
+`runs/<name>/` answers "what exactly ran?" from its own files:
+
+    run.json            settings, data, split, budgets, command, versions (RunInfo)
+    space.toml          the space file as it was when the run started
+    split.npz           the train/validation indices (data.split.save_split)
+    study.journal       the Optuna study (journal storage: safe for several local processes)
+    trials/<n>.json     one finished trial: its architecture and metrics
+    weights/trial_<n>.pt  weights of the best trials only
+    checkpoints/<key>.pt  the last finished epoch of an unfinished trial (resume)
+    heartbeats/<n>      touched by the worker that trains trial n (stale = dead worker)
+
+Must not import torch or Lightning: the leaderboard and report read runs through this.
+"""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from optuna.storages.journal import BaseJournalBackend
 
 from cnnsearch.run.optuna_private import journal_snapshot_base
 
-BaseJournalSnapshot = journal_snapshot_base()
+BaseJournalSnapshot: Any = journal_snapshot_base()  # a class; Any: Optuna may not have it
 
 # Journal op codes (part of the file format Optuna reads back, so stable across versions; a
 # test checks them against optuna.storages.journal._storage.JournalOperation).

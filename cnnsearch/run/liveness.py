@@ -158,19 +158,15 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
     # the trial's attributes (outcome, reason) can no longer be written.
     stale = set(stale_trial_ids(storage, study)) if rdb_heartbeat else set()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        worker = TrialRecord.of(trial).worker
-        alive = process_alive(worker) if worker else True  # not yet claimed: judged by age alone
+        verdict = judge_worker(run, trial, now)
         beat = run.heartbeat_file(trial.number)
-        if alive is None or (worker and alive and rdb_heartbeat and not beat.exists()):
+        if rdb_heartbeat and (verdict is None or not beat.exists()):
             # Another machine's worker, or one here using another run folder (its heartbeat
             # file is not in ours): only the database heartbeat can tell.
             if trial_id(trial) not in stale:
                 continue
-        else:
-            started = trial.datetime_start.timestamp() if trial.datetime_start else now
-            last_sign = beat.stat().st_mtime if beat.exists() else started
-            if alive and now - last_sign < HEARTBEAT_GRACE_S:
-                continue
+        elif verdict is not False:  # alive, or nothing here can tell
+            continue
         try:
             number = trial_id(trial)
             storage.set_trial_user_attr(number, "outcome", "interrupted")
@@ -210,16 +206,29 @@ def heartbeat_age(run: RunDir, number: int, now: float) -> float | None:
         return None
 
 
-def worker_alive(run: RunDir, trial: Any, now: float | None = None) -> bool:
-    """Whether the worker of a RUNNING trial still runs: by process id when it runs on this
-    machine (a SIGKILL shows at once), else by its heartbeat file (fresh: younger than
-    HEARTBEAT_GRACE_S).
+def judge_worker(run: RunDir, trial: Any, now: float | None = None) -> bool | None:
+    """Whether the worker of a RUNNING trial still runs: the ONE rule of the search, the
+    leaderboard, `runs`, `show` and the watch view.
 
-    A worker elsewhere whose heartbeat file this run folder lacks (one using another run folder
-    and a shared database) cannot be judged from here and counts as alive.
+    A worker process on this machine that is gone is dead at once (a SIGKILL shows at once).
+    Otherwise its heartbeat file decides: fresh when younger than HEARTBEAT_GRACE_S (a trial
+    not beating yet counts from its start). None: a worker elsewhere whose heartbeat file this
+    run folder lacks (another run folder and a shared database), which only the database can judge.
     """
-    alive = process_alive(TrialRecord.of(trial).worker)
-    if alive is not None:
-        return alive
-    age = heartbeat_age(run, trial.number, time.time() if now is None else now)
-    return age is None or age < HEARTBEAT_GRACE_S
+    now = time.time() if now is None else now
+    worker = TrialRecord.of(trial).worker
+    process = process_alive(worker) if worker else True  # not yet claimed: judged by age alone
+    if process is False:
+        return False
+    age = heartbeat_age(run, trial.number, now)
+    if age is None:
+        if process is None:
+            return None
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        age = now - started
+    return age < HEARTBEAT_GRACE_S
+
+
+def worker_alive(run: RunDir, trial: Any, now: float | None = None) -> bool:
+    """`judge_worker`, with a worker that cannot be judged from here counted as alive."""
+    return judge_worker(run, trial, now) is not False

@@ -1,4 +1,6 @@
-"""run.storage: TODO docstring."""
+"""Owns opening a run's Optuna storage: the local journal file, or an RDB (PostgreSQL, MySQL)
+that fails fast with one sentence when it cannot be reached.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def rdb_storage(
     try:
         import sqlalchemy
 
-        engine_kwargs = {"pool_pre_ping": True}
+        engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if url.startswith("postgresql"):
             engine_kwargs["connect_args"] = {"connect_timeout": 5}
         # Probe once ourselves: Optuna would otherwise retry and print a long traceback.

@@ -28,7 +28,6 @@ _EXPORTS = {
     "open_search": "setup",
     "prepare_run": "setup",
     "fork_settings": "setup",
-    "check_same_data": "setup",
     "resolve_target": "setup",
     "publish_run": "setup",
     "join_run": "setup",

@@ -1,4 +1,6 @@
-"""search.settings: TODO docstring."""
+"""Owns what a user asks a search for (`SearchSettings`), its defaults, and parsing the CLI's
+text options (durations, `--checkpoint-every`, `--objective`).
+"""
 
 from __future__ import annotations
 

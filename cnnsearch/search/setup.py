@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+from cnnsearch.data.load import load_run_dataset
 from cnnsearch.errors import UserError
 from cnnsearch.run.folder import RunDir, RunInfo, check_run_name, write_atomic
 from cnnsearch.run.storage import describe_storage, rdb_storage
@@ -139,11 +139,9 @@ def _resume_run(run: RunDir, settings: SearchSettings) -> tuple[RunDir, RunInfo,
             f"run {run.name!r} was started with other settings ({shown}); resume it without them, "
             f"or start a new run from its trials with --fork NEW_NAME"
         )
-    from cnnsearch.data.load import load_dataset_cached
+    from cnnsearch.data.load import load_run_dataset
 
-    check_same_data(
-        info, load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
-    )
+    load_run_dataset(info, consequence="its saved split would pick other images")
     return run, info, saved_space
 
 
@@ -248,18 +246,6 @@ def fork_settings(settings: SearchSettings) -> SearchSettings:
     return SearchSettings(**merged)
 
 
-def check_same_data(info: RunInfo, dataset: Any) -> None:
-    """Refuse to go on when the data changed since the run started: the saved split would
-    then point at other images, and the test share could overlap what was trained on."""
-    from cnnsearch.data.dataset import dataset_fingerprint
-
-    if info.data_fingerprint and dataset_fingerprint(dataset) != info.data_fingerprint:
-        raise UserError(
-            f"the data of run {info.name!r} ({info.data}) changed since the search started; its saved split "
-            f"would pick other images; restore the data, or start a new run on the new data"
-        )
-
-
 def resolve_target(run: RunDir, info: RunInfo, trials: int | None) -> int:
     """The requested total: --trials, else the run's last target, else the default.
 
@@ -284,8 +270,7 @@ def join_run(runs_dir: str | Path, name: str, storage: str | None) -> tuple[RunD
     """The run to work on: the local folder, or one rebuilt from a shared database's study."""
     import optuna
 
-    from cnnsearch.data.load import load_dataset_cached
-    from cnnsearch.data.split import make_split, save_split, subsample
+    from cnnsearch.data.split import make_split, save_split
 
     run = RunDir(runs_dir, name)
     if run.exists():
@@ -315,10 +300,7 @@ def join_run(runs_dir: str | Path, name: str, storage: str | None) -> tuple[RunD
         )
     info = RunInfo.from_dict(raw)
     info.storage = storage  # this machine's URL (host names may differ between machines)
-    dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
-    check_same_data(info, dataset)
-    if info.subset:
-        dataset = subsample(dataset, info.subset, seed=info.split_seed)
+    dataset = load_run_dataset(info, consequence="its saved split would pick other images")
     split = make_split(dataset.train_labels, val_fraction=info.val_fraction, seed=info.split_seed)
     if len(split.val_indices) != info.split_sizes.get("val"):
         raise UserError(

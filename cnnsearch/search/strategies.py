@@ -1,4 +1,6 @@
-"""search.strategies: TODO docstring."""
+"""Owns the sampler and pruner tables (the CLI's choices come from them), Optuna's log
+settings, and multi-objective pruning (`pareto_prune`).
+"""
 
 from __future__ import annotations
 

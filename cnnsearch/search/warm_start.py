@@ -1,4 +1,7 @@
-"""search.warm_start: TODO docstring."""
+"""Owns warm start: reading `--enqueue` files and `--from-run`, and queueing their
+architectures through the space's inverse (`space.sample.params_for`), so only candidates the
+space can express are queued.
+"""
 
 from __future__ import annotations
 

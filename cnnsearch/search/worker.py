@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnsearch.data.load import load_run_dataset
 from cnnsearch.outcomes import (
     OUTCOMES,
     TrialRecord,
@@ -40,7 +41,6 @@ from cnnsearch.run.liveness import (
 from cnnsearch.run.optuna_private import storage_of, stored_user_attrs, trial_id
 from cnnsearch.run.storage import rdb_storage
 from cnnsearch.search.settings import DEFAULT_CHECKPOINT_EVERY_S
-from cnnsearch.search.setup import check_same_data
 from cnnsearch.search.strategies import (
     COST_ATTRS,
     make_pruner,
@@ -161,17 +161,11 @@ class WorkerLoop:
 
     def load_data(self) -> Any:
         from cnnsearch.data.device import to_device
-        from cnnsearch.data.load import load_dataset_cached
-        from cnnsearch.data.split import load_split, subsample
+        from cnnsearch.data.split import load_split
         from cnnsearch.train.loop import resolve_device
 
         info = self.info
-        dataset = load_dataset_cached(
-            info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed
-        )
-        check_same_data(info, dataset)
-        if info.subset:
-            dataset = subsample(dataset, info.subset, seed=info.split_seed)
+        dataset = load_run_dataset(info, consequence="its saved split would pick other images")
         split = load_split(self.run.split_file)
         self.device = resolve_device(self.device_name)
         return to_device(dataset, split, self.device)
@@ -186,7 +180,7 @@ class WorkerLoop:
                 break
             with ask_lock(self.run, self.info.storage):
                 recover_dead_trials(self.run, study)
-                if uses_rdb_heartbeat(study._storage):
+                if uses_rdb_heartbeat(storage_of(study)):
                     optuna.storages.fail_stale_trials(study)
                 running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
                 if len(counted_trials(study)) + running >= self.target:

@@ -1,4 +1,13 @@
-"""space.parse: TODO docstring."""
+"""Owns search-space files: the rules of every key (declared as data), reading and validating a
+TOML file with every problem reported at once, and the `SearchSpace` it becomes.
+
+A space is a TOML file. Every searched key uses one grammar: `x = 3` is fixed,
+`x = [3, 5]` is a choice, `x = { low = 16, high = 128, log = true }` or
+`x = { low = 0.0, high = 0.5, step = 0.1 }` is a range. The name a user writes is the name
+Optuna stores (`stage2.kernel_size`, `train.lr`).
+
+Knows the spec. Must not import torch, and needs no Optuna import.
+"""
 
 from __future__ import annotations
 

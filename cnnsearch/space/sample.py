@@ -1,7 +1,13 @@
-"""space.sample: TODO docstring."""
+"""Owns drawing a candidate from a space and its inverse, side by side so they cannot drift:
+`sample_architecture` asks an Optuna trial (or anything with its `suggest_*` methods) for
+exactly the parameters a candidate has; `params_for` finds the parameter values that sample to
+a given architecture (warm start), by replaying the same questions.
+"""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cnnsearch.spec import (
@@ -101,16 +107,92 @@ def sample_architecture(space: SearchSpace, trial: SuggestingTrial, *, epochs: i
     return Architecture(layers=tuple(layers), head=head, train=train, augment=augment)
 
 
+MAX_STAGE_SPLITS = 512  # ways of cutting an architecture into stages tried by `params_for`
+
+
 def params_for(space: SearchSpace, arch: Any) -> dict[str, Any] | None:
-    """Find the parameter values that sample to `arch`, by replaying the space's questions."""
-    recorder = _ParamRecorder(arch)
-    try:
-        sampled = space.sample(recorder, epochs=arch.train.epochs)
-    except _NoMatch:
-        return None
-    return (
-        recorder.params if sampled.canonical_hash() == arch.with_epochs(sampled.train.epochs).canonical_hash() else None
+    """Find the parameter values that sample to `arch`, by replaying the space's questions.
+
+    Several stages can give the same layers (2 convs, then 1 conv and a pool, at one width, are
+    also 3 convs and a pool), so every way of cutting runs of equal convs into stages is tried,
+    fewest stages first, until one samples back to `arch`; None when none does.
+    """
+    target = arch.with_epochs(arch.train.epochs).canonical_hash()
+    for stages in itertools.islice(_stage_splits(arch), MAX_STAGE_SPLITS):
+        recorder = _ParamRecorder(arch, stages)
+        try:
+            sampled = space.sample(recorder, epochs=arch.train.epochs)
+        except _NoMatch:
+            continue
+        if sampled.canonical_hash() == arch.with_epochs(sampled.train.epochs).canonical_hash() == target:
+            return recorder.params
+    return None
+
+
+def _stage_splits(arch: Any) -> Iterator[list[dict[str, Any]]]:
+    """Every cut of the architecture's conv runs into stages, fewest stages first."""
+    merged = _merged_stages(arch)
+    options = []
+    for stage in merged:
+        cuts = []
+        for parts in _compositions(stage["convs"]):
+            pieces = []
+            for index, convs in enumerate(parts):
+                last = index == len(parts) - 1
+                piece = {**stage, "convs": convs, "stride": stage["stride"] if index == 0 else 1}
+                if not last:  # only the last piece keeps the stage's pooling layer
+                    piece = {key: value for key, value in piece.items() if not key.startswith("pool_")}
+                    piece["pool"] = False
+                pieces.append(piece)
+            cuts.append(pieces)
+        options.append(cuts)
+    combos = itertools.product(*options)
+    yield from sorted(
+        ([piece for pieces in combo for piece in pieces] for combo in itertools.islice(combos, MAX_STAGE_SPLITS)),
+        key=len,
     )
+
+
+def _compositions(total: int) -> list[tuple[int, ...]]:
+    """The ordered ways of writing `total` as a sum of positive parts, fewest parts first."""
+    found = [
+        tuple(b - a for a, b in zip((0, *cuts), (*cuts, total), strict=True))
+        for size in range(total)
+        for cuts in itertools.combinations(range(1, total), size)
+    ]
+    return sorted(found, key=len)
+
+
+def _merged_stages(arch: Any) -> list[dict[str, Any]]:
+    """Stages with as many convs as possible: a stage ends at a pool, or where a conv differs."""
+    from cnnsearch.spec import ConvLayer, PoolLayer
+
+    stages: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for layer in arch.layers:
+        if isinstance(layer, ConvLayer):
+            if (
+                current is None
+                or current.get("pool")
+                or layer.filters != current["filters"]
+                or layer.kernel_size != current["kernel_size"]
+                or layer.stride != 1
+            ):
+                current = {
+                    "convs": 0,
+                    "filters": layer.filters,
+                    "kernel_size": layer.kernel_size,
+                    "stride": layer.stride,
+                    "padding": layer.padding,
+                    "activation": layer.activation,
+                    "batch_norm": layer.batch_norm,
+                    "pool": False,
+                }
+                stages.append(current)
+            current["convs"] += 1
+        elif isinstance(layer, PoolLayer) and current is not None:
+            current.update(pool=True, pool_type=layer.pool_type, pool_window=layer.window, pool_stride=layer.stride)
+    return stages
 
 
 class _NoMatch(Exception):
@@ -120,37 +202,11 @@ class _NoMatch(Exception):
 class _ParamRecorder:
     """A stand-in trial that answers each question with the value found in a given architecture."""
 
-    def __init__(self, arch: Any) -> None:
-        from cnnsearch.spec import ConvLayer, PoolLayer
+    def __init__(self, arch: Any, stages: list[dict[str, Any]]) -> None:
+        from cnnsearch.spec import ConvLayer
 
         self.params: dict[str, Any] = {}
         convs = [layer for layer in arch.layers if isinstance(layer, ConvLayer)]
-        stages: list[dict[str, Any]] = []
-        current: dict[str, Any] | None = None
-        for layer in arch.layers:
-            if isinstance(layer, ConvLayer):
-                # A stage ends at a pooling layer, or where the filters, kernel or stride change.
-                if (
-                    current is None
-                    or current.get("pool")
-                    or layer.filters != current["filters"]
-                    or layer.kernel_size != current["kernel_size"]
-                    or layer.stride != 1
-                ):
-                    current = {
-                        "convs": 0,
-                        "filters": layer.filters,
-                        "kernel_size": layer.kernel_size,
-                        "stride": layer.stride,
-                        "padding": layer.padding,
-                        "activation": layer.activation,
-                        "batch_norm": layer.batch_norm,
-                        "pool": False,
-                    }
-                    stages.append(current)
-                current["convs"] += 1
-            elif isinstance(layer, PoolLayer) and current is not None:
-                current.update(pool=True, pool_type=layer.pool_type, pool_window=layer.window, pool_stride=layer.stride)
         self.answers: dict[str, Any] = {"network.stages": len(stages)}
         for index, stage in enumerate(stages, start=1):
             for key, value in stage.items():

@@ -1,4 +1,6 @@
-"""train.checkpoint: TODO docstring."""
+"""Owns resume checkpoints: everything needed to continue a trial after its last finished
+epoch, written atomically (a kill never leaves half a file).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""train.evaluate: TODO docstring."""
+"""Owns scoring a network: accuracy on a whole resident split (one host sync), bf16 autocast on
+GPUs that have it, and the inference latency of one batch.
+"""
 
 from __future__ import annotations
 

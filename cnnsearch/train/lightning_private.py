@@ -1,4 +1,9 @@
-"""train.lightning_private: TODO docstring."""
+"""The only place that touches private Lightning names; tests/train/test_lightning_private.py
+pins each, so a Lightning upgrade that moves one fails loudly.
+
+Also sets Lightning up once per process: quiet loggers, a frozen import-time heap, and no
+per-Trainer scan for plugin callbacks.
+"""
 
 from __future__ import annotations
 

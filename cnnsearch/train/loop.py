@@ -1,4 +1,11 @@
-"""train.loop: TODO docstring."""
+"""Owns `train_candidate`: check a candidate's shape and budget, train it on resident data with
+Lightning, retry with micro-batches (gradient accumulation, same effective batch) after an
+out-of-memory error, and return a `TrialResult`. Never raises for a bad candidate.
+
+The trainer is built for thousands of short trainings: data stays resident on the device as
+uint8, metrics stay on the device until an epoch ends, and Lightning's banners, progress bars,
+loggers and checkpoints are off.
+"""
 
 from __future__ import annotations
 

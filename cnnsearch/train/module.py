@@ -1,4 +1,7 @@
-"""train.module: TODO docstring."""
+"""Owns the training step: shuffled, augmented batches sliced from resident uint8 tensors,
+the learning-rate schedule, and the LightningModule with its per-epoch bookkeeping
+(validation, checkpoints, pruning callbacks, NaN and budget checks).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""train.result: TODO docstring."""
+"""Owns the types of one training: what the caller controls (`TrialControl`), what comes back
+(`TrialResult`, whose `outcome` is a name of `cnnsearch.outcomes`) and the exception that ends
+a training early with an outcome (`StopTrial`).
+"""
 
 from __future__ import annotations
 

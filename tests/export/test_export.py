@@ -22,11 +22,10 @@ from PIL import Image
 from rich.console import Console
 
 from cnnsearch.data.dataset import dataset_fingerprint
-from cnnsearch.data.load import load_dataset_cached
+from cnnsearch.data.load import load_dataset_cached, load_run_dataset
 from cnnsearch.errors import UserError
-from cnnsearch.export import retrain as export
 from cnnsearch.export.finetune import finetune_model
-from cnnsearch.export.model_dir import load_exported
+from cnnsearch.export.model_files import load_exported
 from cnnsearch.export.rerun import rerun_trial
 from cnnsearch.export.retrain import export_run
 from cnnsearch.model.build import build_model
@@ -255,22 +254,24 @@ def test_export_refuses_a_trial_without_a_final_result(search_run: RunDir, tmp_p
     )
 
 
-def test_export_refuses_data_that_changed_since_the_search(
-    search_run: RunDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_export_refuses_data_that_changed_since_the_search(search_run: RunDir, tmp_path: Path) -> None:
     info = search_run.read_info()
     info.data_fingerprint = dataset_fingerprint(load_dataset_cached("digits", seed=info.split_seed))
-    assert export._run_dataset(info, consequence="unused").num_classes == 10  # the same data passes
+    assert load_run_dataset(info, consequence="unused").num_classes == 10  # the same data passes
+    original = search_run.run_file.read_bytes()
     info.data_fingerprint = "0123456789abcdef"  # what a different digits would have given
-    monkeypatch.setattr(RunDir, "read_info", lambda self: info)
-    with pytest.raises(UserError) as caught:
-        export_run(search_run, out=tmp_path / "model", device="cpu")
-    assert str(caught.value) == (
-        "the data for run 't' changed since the search (digits now holds different images); "
-        "export would test on images the search may have seen; restore the data or start a new run"
-    )
-    with pytest.raises(UserError, match="the saved split would pick other images than the search trained on"):
-        rerun_trial(search_run, 0, device="cpu")
+    search_run.write_info(info)
+    try:
+        with pytest.raises(UserError) as caught:
+            export_run(search_run, out=tmp_path / "model", device="cpu")
+        assert str(caught.value) == (
+            "the data of run 't' (digits) changed since the search started; "
+            "export would test on images the search may have seen; restore the data, or start a new run on the new data"
+        )
+        with pytest.raises(UserError, match="the saved split would pick other images than the search trained on"):
+            rerun_trial(search_run, 0, device="cpu")
+    finally:
+        search_run.run_file.write_bytes(original)
     assert not (tmp_path / "model").exists()
 
 

@@ -212,10 +212,10 @@ def test_duplicate_candidates_are_not_retrained(tmp_path: Path) -> None:
 def test_infeasible_candidate_is_pruned_with_its_reason(tmp_path: Path) -> None:
     space = write_space(tmp_path / "bad.toml", network__stages="3", network__padding='"valid"', stage__kernel_size="5")
     run, info, loaded = _library_search(tmp_path, space, 1)
-    started = time.monotonic()
     WorkerLoop(run, info, loaded, target=1, device="cpu").run_loop()
-    assert time.monotonic() - started < 30
     (trial,) = run.load_study().trials
+    assert trial.user_attrs["epochs_run"] == 0 and trial.user_attrs["val_acc"] == [], "never trained"
+    assert not run.checkpoint_file("trial_0").exists()
     assert trial.state == STATES.PRUNED
     assert trial.user_attrs["outcome"] == "infeasible"
     assert "larger than its" in trial.user_attrs["reason"] or "below 1x1" in trial.user_attrs["reason"]
@@ -287,14 +287,16 @@ def test_deadline_stops_the_running_trial_and_queues_it(tmp_path: Path) -> None:
     space = write_space(tmp_path / "long.toml", train__epochs="200")
     run, info, loaded = _library_search(tmp_path, space, 5)
     loop = WorkerLoop(run, info, loaded, target=5, device="cpu", deadline=time.monotonic() + 4.0)
-    started = time.monotonic()
     loop.run_loop()
-    assert time.monotonic() - started < 60, "the search must not overshoot its deadline by a whole trial"
     assert not loop.interrupted, "a deadline is a normal end, not Ctrl-C"
     trials = run.load_study().trials
     assert trials[0].user_attrs["outcome"] == "interrupted"
     assert "time budget" in trials[0].user_attrs["reason"]
+    # Stopped inside the trial, not after it: far from its 200 epochs, with its epochs kept for the resume.
+    assert 0 < trials[0].user_attrs["epochs_run"] < 200
+    assert run.checkpoint_file("trial_0").is_file()
     assert [t.state for t in trials[1:]] == [STATES.WAITING]
+    assert trials[1].user_attrs["origin"] == 0, "the queued re-run continues trial 0's checkpoint"
 
 
 def test_resume_refuses_other_settings_and_fork_keeps_them(finished_run: Path) -> None:

@@ -148,27 +148,6 @@ def test_a_clean_stop_writes_the_last_epoch_kept_in_memory(digits, tmp_path: Pat
     assert resumed.val_acc == pytest.approx(straight.val_acc, abs=1e-9)  # the copy was not changed by epoch 3
 
 
-def test_trainers_skip_the_plugin_callback_scan_when_no_package_registers_one() -> None:
-    from pytorch_lightning.trainer.connectors import callback_connector
-
-    from cnnsearch.train.lightning_private import _lightning, _no_external_callbacks
-
-    pl = _lightning()
-    # Pins Lightning's private name: if it moves, this fails instead of the saving going silently.
-    assert callback_connector._load_external_callbacks is _no_external_callbacks
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    assert not [
-        c for c in trainer.callbacks if type(c).__module__.split(".")[0] not in ("pytorch_lightning", "lightning")
-    ]
-
-
 def test_schedule_warms_up_then_decays() -> None:
     settings = TrainSettings(schedule="onecycle", warmup=0.2)
     factors = [lr_factor(step, 100, settings) for step in range(100)]

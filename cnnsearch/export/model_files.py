@@ -1,0 +1,201 @@
+"""Owns writing and loading an export folder's model files: every format written to a temp name,
+verified against the PyTorch network, then renamed into place with model.json last; and
+model.pt loaded back into an eval-mode CPU network with its preprocessing (`load_exported`).
+
+The folder's layout and its model.json reader live in `export.model_dir` (no torch there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnsearch.data.device import normalize
+from cnnsearch.errors import InfeasibleArchitecture, UserError
+from cnnsearch.export.formats import (
+    FILE_NAMES,
+    FORMAT_TABLE,
+    MODEL_FORMAT_VERSION,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    VERIFY_TOLERANCE,
+    SavedModel,
+    net_from_payload,
+)
+from cnnsearch.export.model_dir import META_FILE, read_model_meta
+from cnnsearch.model.build import CandidateNet
+from cnnsearch.run.folder import package_versions, write_atomic
+from cnnsearch.spec import Architecture
+
+# Files a previous export may have left; --force replaces these and nothing else.
+_OWN_FILES = (*FILE_NAMES.values(), "model.onnx.data", META_FILE)
+
+
+INPUT_DESCRIPTION = "float32 NCHW normalised as (x/255 - mean)/std"
+
+
+@dataclass
+class ExportedModel:
+    """An exported network loaded back: ready for inference on normalised input."""
+
+    net: CandidateNet  # eval mode, on the CPU
+    arch: Architecture
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, int, int]  # C, H, W
+    mean: list[float]  # per channel, in [0, 1] units
+    std: list[float]
+    meta: dict[str, Any]  # model.json ({} when the folder has none)
+
+    def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        return normalize(images_uint8.cpu(), self.mean, self.std)
+
+
+def _check_out(out: Path, *, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; choose a folder for --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"{out} exists; pass --force to overwrite it or choose another --out")
+
+
+def _model_meta(
+    arch: Architecture, dataset: Any, *, mean: list[float], std: list[float], test_accuracy: float
+) -> dict[str, Any]:
+    """What every model.json says about the network, its input and its one test evaluation."""
+    return {
+        "format": "cnnsearch-model",
+        "format_version": MODEL_FORMAT_VERSION,
+        "architecture": arch.to_dict(),
+        "compact": arch.compact(),
+        "class_names": list(dataset.class_names),
+        "num_classes": dataset.num_classes,
+        "input_shape": list(dataset.input_shape),
+        "mean": mean,
+        "std": std,
+        "input": INPUT_DESCRIPTION,
+        "output": "logits (N, num_classes); softmax gives class probabilities",
+        "test_accuracy": test_accuracy,
+        "test_size": len(dataset.test_labels),
+        "test_source": dataset.test_source,
+    }
+
+
+def _cpu_eval(net: nn.Module) -> nn.Module:
+    # Training on a GPU leaves conv weights channels-last; exported files want plain layouts.
+    return net.cpu().to(memory_format=torch.contiguous_format).eval()
+
+
+def _temp_name(folder: Path, name: str) -> Path:
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.close(handle)
+    return Path(temp)
+
+
+def _write_model_folder(
+    out: Path,
+    *,
+    net: nn.Module,
+    arch: Architecture,
+    input_shape: tuple[int, int, int],
+    class_names: Sequence[str],
+    mean: list[float],
+    std: list[float],
+    verify_images: torch.Tensor,
+    formats: Sequence[str],
+    meta: dict[str, Any],
+    on_message: Callable[[str], None],
+) -> tuple[list[Path], dict[str, float]]:
+    """Write every format to a temp name, verify each against `net`, then rename all into place.
+
+    A file that disagrees with the PyTorch model by more than VERIFY_TOLERANCE stops the export
+    with RuntimeError and leaves `out` as it was. model.json is written last.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    batch = normalize(verify_images.cpu(), mean, std)
+    with torch.no_grad():
+        reference = net(batch)
+    temps: dict[str, Path] = {}
+    saved = SavedModel(arch=arch, input_shape=tuple(input_shape), class_names=tuple(class_names), mean=mean, std=std)
+    verification: dict[str, float] = {}
+    try:
+        for name in formats:
+            temp = temps[name] = _temp_name(out, FILE_NAMES[name])
+            writer = FORMAT_TABLE[name]
+            writer.write(temp, net, batch, saved)
+            outputs = writer.run(temp, batch)
+            verification[name] = float((outputs - reference).abs().max()) if len(batch) else 0.0
+            if not verification[name] <= VERIFY_TOLERANCE:  # also catches NaN
+                raise RuntimeError(
+                    f"the exported {name} model differs from the PyTorch model by up to {verification[name]:.3g} "
+                    f"(tolerance {VERIFY_TOLERANCE:g}) on {len(batch)} test images; nothing was written to {out}"
+                )
+            on_message(f"{name}: max |diff| {verification[name]:.2g} on {len(batch)} test images")
+        # Every file checked: replace what an earlier export left, then move the new files in.
+        for stale in _OWN_FILES:
+            (out / stale).unlink(missing_ok=True)
+        files = []
+        for name, temp in temps.items():
+            os.replace(temp, out / FILE_NAMES[name])
+            files.append(out / FILE_NAMES[name])
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+    meta.update(
+        files=[path.name for path in files] + [META_FILE],
+        verification=verification,
+        verification_images=len(batch),
+        onnx_io={"input": ONNX_INPUT, "output": ONNX_OUTPUT} if "onnx" in formats else None,
+        versions=package_versions(("torch", "cnnsearch", "onnx", "onnxruntime"), python=False),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    write_atomic(out / META_FILE, json.dumps(meta, indent=2) + "\n")
+    files.append(out / META_FILE)
+    return files, verification
+
+
+def load_exported(model_dir: Path) -> ExportedModel:
+    """Load an export folder's model.pt into an eval-mode CPU network, with its preprocessing."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UserError(f"model folder {model_dir} does not exist; pass a folder written by `cnnsearch export`")
+    path = model_dir / FILE_NAMES["pt"]
+    if not path.is_file():
+        raise UserError(
+            f"{model_dir} has no model.pt; export the model with --format pt (or predict with --runtime onnx)"
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        net = net_from_payload(payload)
+        arch = Architecture.from_dict(payload["architecture"])
+        input_shape = tuple(int(size) for size in payload["input_shape"])
+    except (
+        OSError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        pickle.UnpicklingError,
+        InfeasibleArchitecture,
+    ) as error:  # any damage to the file means the same to the user
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"{path} is not a model written by `cnnsearch export` ({first}); export the model again"
+        ) from None
+    return ExportedModel(
+        net=net,
+        arch=arch,
+        class_names=tuple(payload["class_names"]),
+        input_shape=input_shape,  # type: ignore[arg-type]
+        mean=[float(value) for value in payload["mean"]],
+        std=[float(value) for value in payload["std"]],
+        meta=read_model_meta(model_dir),
+    )
