@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CNN := $(VENV)/bin/cnnsearch
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo test lint bench clean-demo
 
 # The venv, installed once (again when pyproject.toml changes). torch==2.13.0 goes in first
 # when no torch is present: pip finds the local CPU build here, the standard build elsewhere.
@@ -22,7 +22,13 @@ demo: setup
 	$(CNN) search --space search_spaces/default.toml --data digits --name demo --trials 16 --epochs 6
 	$(CNN) leaderboard demo --top 10
 
-test: setup
+# Lint, format check and types first (seconds), then the tests.
+lint: setup
+	$(VENV)/bin/ruff check cnnsearch tests bench
+	$(VENV)/bin/ruff format --check cnnsearch tests bench
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup

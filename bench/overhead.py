@@ -113,14 +113,30 @@ def timed(name: str, function):
     return wrapper
 
 
+def patch_everywhere(name: str, make) -> None:
+    """Replace a cnnsearch function in every loaded cnnsearch module that holds it (the
+    sub-packages import names from each other, so each holder needs the wrapped one)."""
+    holders = [
+        module for key, module in list(sys.modules.items()) if key.startswith("cnnsearch") and hasattr(module, name)
+    ]
+    originals = {id(getattr(module, name)) for module in holders}
+    if len(originals) != 1:
+        raise RuntimeError(f"bench/overhead.py: {name} is {len(originals)} different objects in cnnsearch")
+    wrapped = make(getattr(holders[0], name))
+    for module in holders:
+        setattr(module, name, wrapped)
+
+
 def instrument() -> None:
     """Wrap the functions a trial goes through, and the fixes; nothing in cnnsearch's files changes."""
     import optuna
     import pytorch_lightning as pl
 
-    import cnnsearch.search as search
-    import cnnsearch.space as space
-    import cnnsearch.train as train
+    import cnnsearch.search.worker
+    import cnnsearch.space.parse as space
+    import cnnsearch.train.loop
+    import cnnsearch.train.module as train_module
+    from cnnsearch.search.worker import WorkerLoop
 
     original_ask = optuna.study.Study.ask
 
@@ -151,8 +167,8 @@ def instrument() -> None:
         "checkpoint_state",
         "write_checkpoint",
     ):
-        setattr(train, name, timed(name, getattr(train, name)))
-    original_flops = train.forward_flops
+        patch_everywhere(name, lambda original, name=name: timed(name, original))
+    original_flops = cnnsearch.train.loop.forward_flops
 
     def forward_flops(arch, input_shape, num_classes):
         if "flops" in State.before:  # as before: torch's counter on a second build
@@ -161,8 +177,8 @@ def instrument() -> None:
             return count_flops(build_model(arch, input_shape, num_classes), input_shape)
         return original_flops(arch, input_shape, num_classes)
 
-    train.forward_flops = timed("flops", forward_flops)
-    original_train = train.train_candidate
+    patch_everywhere("forward_flops", lambda original: timed("flops", forward_flops))
+    original_train = cnnsearch.train.loop.train_candidate
 
     def train_candidate(*args, **kwargs):
         mark("train_start")
@@ -180,26 +196,24 @@ def instrument() -> None:
         finally:
             mark("train_end")
 
-    train.train_candidate = train_candidate
+    patch_everywhere("train_candidate", lambda original: train_candidate)
     pl.Trainer.__init__ = timed("Trainer.__init__", pl.Trainer.__init__)
 
-    module_class = train._module_class()
+    module_class = train_module._module_class()
     module_class.on_train_batch_start = lambda self, batch, index: mark("first_batch", first=True)
     module_class.on_train_batch_end = lambda self, outputs, batch, index: mark("last_batch")
 
-    loop = search.WorkerLoop
     for method in ("_duplicate_of", "_save_weights", "_finish"):
-        setattr(loop, method, timed(f"WorkerLoop.{method}", getattr(loop, method)))
-    search.recover_dead_trials = timed("recover_dead_trials", search.recover_dead_trials)
-    search.counted_trials = timed("counted_trials", search.counted_trials)
-    search.write_atomic = timed("write_atomic", search.write_atomic)
+        setattr(WorkerLoop, method, timed(f"WorkerLoop.{method}", getattr(WorkerLoop, method)))
+    for name in ("recover_dead_trials", "counted_trials", "write_atomic"):
+        patch_everywhere(name, lambda original, name=name: timed(name, original))
 
 
 def time_journal() -> None:
     """Time each journal append, by backend (and put Optuna's file backend back for `before`)."""
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    import cnnsearch.rundir as rundir
+    import cnnsearch.run.folder as rundir
     from cnnsearch.run.journal import RunJournal
 
     RunJournal.append_logs = timed("journal append (RunJournal)", RunJournal.append_logs)

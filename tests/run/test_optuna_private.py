@@ -34,9 +34,9 @@ def test_only_optuna_private_touches_private_optuna_names() -> None:
             continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("optuna"):
-                if any(part.startswith("_") for part in node.module.split(".")):
-                    offenders.append(f"{path.name}: from {node.module}")
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            if module and module.startswith("optuna") and any(part.startswith("_") for part in module.split(".")):
+                offenders.append(f"{path.name}: from {module}")
             if isinstance(node, ast.Attribute) and node.attr in (
                 "_storage",
                 "_trial_id",

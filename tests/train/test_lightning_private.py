@@ -36,7 +36,8 @@ def test_only_lightning_private_touches_private_lightning_names() -> None:
         if path.name == "lightning_private.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and "lightning" in node.module:
-                if any(part.startswith("_") for part in node.module.split(".")) or "connectors" in node.module:
-                    offenders.append(f"{path.name}: from {node.module}")
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            private = module and (any(part.startswith("_") for part in module.split(".")) or "connectors" in module)
+            if module and "lightning" in module and private:
+                offenders.append(f"{path.name}: from {module}")
     assert not offenders
