@@ -199,7 +199,7 @@ def instrument() -> None:
     patch_everywhere("train_candidate", lambda original: train_candidate)
     pl.Trainer.__init__ = timed("Trainer.__init__", pl.Trainer.__init__)
 
-    module_class = train_module._module_class()
+    module_class = train_module.candidate_module_class()
     module_class.on_train_batch_start = lambda self, batch, index: mark("first_batch", first=True)
     module_class.on_train_batch_end = lambda self, outputs, batch, index: mark("last_batch")
 

@@ -162,7 +162,7 @@ def run_trainer(arch: Architecture, data: DeviceData, *, seed: int) -> dict[str,
 
 
 # ---- b and c: one hand-written loop, two sources of batches ----------------------------------------
-def _autocast(device: torch.device):
+def autocast_for(device: torch.device):
     # The trainer's choice: bf16 autocast on a GPU that has it, full float32 elsewhere.
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -201,7 +201,7 @@ def plain_fit(
     for epoch in range(arch.train.epochs):
         loss_sum.zero_()
         for images, labels in batches(epoch):
-            with _autocast(device):
+            with autocast_for(device):
                 logits = net(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
             optimizer.zero_grad(set_to_none=True)

@@ -27,3 +27,10 @@ class InfeasibleArchitecture(Exception):
 
     Ends the trial as PRUNED (TPE learns from pruned trials, ignores failed ones).
     """
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): the part
+    of a library's error that fits in one sentence to the user."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -66,8 +66,6 @@ UNRECORDED_PHRASES = {
     "waiting": "is waiting to run",
     "stopped": "was stopped when its worker died",
 }
-PRUNED_OUTCOMES = tuple(name for name, outcome in OUTCOMES.items() if outcome.state == "PRUNED")
-FAILED_OUTCOMES = tuple(name for name, outcome in OUTCOMES.items() if outcome.state == "FAIL")
 
 
 def group_of(outcome: str) -> str:
@@ -98,7 +96,7 @@ def count_groups(outcomes: list[str]) -> dict[str, int]:
     return counts
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     try:
@@ -108,8 +106,8 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _integer(value: Any) -> int | None:
-    number = _number(value)
+def as_integer(value: Any) -> int | None:
+    number = as_number(value)
     return int(number) if number is not None else None
 
 
@@ -120,7 +118,7 @@ def _text(value: Any) -> str:
 def _floats(value: Any) -> list[float]:
     if not isinstance(value, (list, tuple)):
         return []
-    return [math.nan if (number := _number(item)) is None else number for item in value]
+    return [math.nan if (number := as_number(item)) is None else number for item in value]
 
 
 @dataclass
@@ -182,8 +180,8 @@ class TrialRecord:
             kinds = {
                 "str | None": lambda v: v if isinstance(v, str) else None,
                 "str": _text,
-                "int | None": _integer,
-                "float | None": _number,
+                "int | None": as_integer,
+                "float | None": as_number,
                 "list[float]": _floats,
                 "bool": bool,
                 "dict[str, Any] | None": lambda v: v if isinstance(v, dict) else None,
@@ -196,20 +194,17 @@ class TrialRecord:
         return {name: getattr(self, name) for name in names}
 
 
-# The trial attributes a finished training writes (TrialResult.metrics()); a duplicate copies them.
-METRIC_KEYS = (
+# What a duplicate copies from the trial whose training it repeats (its own time is 0).
+DUPLICATE_COPIES = (
     "val_acc",
     "train_loss",
     "best_val_acc",
     "final_val_acc",
     "best_epoch",
     "epochs_run",
-    "train_seconds",
-    "images_per_sec",
     "params",
     "flops",
     "latency_ms",
-    "micro_batch",
 )
 RECORD_KEYS = tuple(item.name for item in fields(TrialRecord))
 
@@ -243,7 +238,7 @@ def best_so_far(trials: Any) -> tuple[int, float, str] | None:
     for trial in trials:
         if trial.state.name != "COMPLETE":
             continue
-        accuracy = _number(trial.user_attrs.get("best_val_acc"))
+        accuracy = as_number(trial.user_attrs.get("best_val_acc"))
         if accuracy is not None and (best is None or accuracy > best[1]):
             best = (trial.number, accuracy, str(trial.user_attrs.get("compact", "")))
     return best

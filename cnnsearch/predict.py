@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnsearch.errors import UserError
+from cnnsearch.errors import UserError, first_line
 
 # The suffixes `data` reads from folders (data.IMAGE_SUFFIXES); repeated here because data imports torch.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -206,7 +206,7 @@ def _load_torchscript(path: Path) -> Any:
             warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, still loads
             module = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, OSError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise UserError(f"{path} is not a TorchScript model torch can load ({first}); export the model again") from None
     return module.eval()
 
@@ -222,7 +222,7 @@ def _onnx_runner(model_dir: Path) -> Callable[[Any], Any]:
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types for a bad file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise UserError(f"{path} is not a model onnxruntime can load ({first}); export the model again") from None
     name = session.get_inputs()[0].name
 

@@ -19,6 +19,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from cnnsearch.errors import InfeasibleArchitecture
+from cnnsearch.outcomes import OUTCOMES
 from cnnsearch.run.folder import RunDir, RunInfo
 from cnnsearch.spec import Architecture, AugmentSettings, ConvLayer, Head, PoolLayer, TrainSettings, layer_table
 
@@ -39,7 +40,7 @@ DISTRIBUTIONS = {
 OUTCOME_BLOCK = (
     ["complete"] * 15 + ["pruned"] * 4 + ["infeasible", "over_budget", "nan", "duplicate", "error", "timeout"]
 )
-PRUNED_OUTCOMES = {"pruned", "infeasible", "over_budget", "oom", "nan", "timeout"}
+PRUNED_OUTCOMES = {name for name, outcome in OUTCOMES.items() if outcome.state == "PRUNED"}
 
 
 def make_synthetic_run(

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cnnsearch.outcomes import TrialRecord, best_so_far, count_groups, trial_outcome
-from cnnsearch.search.worker import SearchEvent
+from cnnsearch.search.progress import SearchEvent
 
 
 def format_seconds(seconds: float | None) -> str:

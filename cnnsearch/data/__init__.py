@@ -11,36 +11,37 @@ package costs nothing until a name is needed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cnnsearch._lazy import lazy_exports
 
 _EXPORTS = {
     "make_generator": "augment",
     "augment_batch": "augment",
+    "load_cifar": "cifar",
     "DataWarning": "dataset",
     "Dataset": "dataset",
     "dataset_fingerprint": "dataset",
     "to_channels": "dataset",
+    "check_fraction": "dataset",
+    "cache_root": "dataset",
+    "search_roots": "dataset",
+    "download_file": "dataset",
     "DeviceData": "device",
     "normalize": "device",
     "normalization_stats": "device",
     "to_device": "device",
     "full_train_device_data": "device",
+    "load_digits_dataset": "digits",
+    "load_folder": "folder",
     "read_idx": "idx",
+    "load_idx": "idx",
     "load_dataset": "load",
     "load_dataset_cached": "load",
     "load_run_dataset": "load",
+    "stratified_partition": "split",
     "Split": "split",
     "make_split": "split",
     "save_split": "split",
     "load_split": "split",
     "subsample": "split",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnsearch.data.dataset import Dataset, _cache_root, _download, _search_roots
+from cnnsearch.data.dataset import Dataset, cache_root, download_file, search_roots
 from cnnsearch.errors import UserError
 
 
@@ -32,7 +32,7 @@ class _CifarSource:
     md5: str
 
 
-_CIFAR_SOURCES = {
+CIFAR_SOURCES = {
     "cifar10": _CifarSource(
         title="CIFAR-10",
         name="cifar10",
@@ -92,9 +92,9 @@ def _cifar_batch(path: Path, labels_key: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _load_cifar_dataset(spec: str, source: _CifarSource, data_dir: str | Path | None, download: bool) -> Dataset:
+def load_cifar(spec: str, source: _CifarSource, data_dir: str | Path | None, download: bool) -> Dataset:
     needed = (*source.train_files, source.test_file, source.meta_file)
-    roots = _search_roots(source.name, data_dir, inner=source.folder)
+    roots = search_roots(source.name, data_dir, inner=source.folder)
     root = next((r for r in roots if all((r / f).is_file() for f in needed)), None)
     if root is None and download:
         root = _download_cifar(source)
@@ -129,10 +129,10 @@ def _load_cifar_dataset(spec: str, source: _CifarSource, data_dir: str | Path | 
 
 def _download_cifar(source: _CifarSource) -> Path:
     """Download and unpack the official archive into the cache; returns the unpacked folder."""
-    cache = _cache_root() / source.name
+    cache = cache_root() / source.name
     archive = cache / Path(source.url).name
     if not archive.is_file():
-        _download(source.url, archive, source.md5)
+        download_file(source.url, archive, source.md5)
     # Unpack beside the target and rename, so a half-extracted folder is never found later.
     with tempfile.TemporaryDirectory(dir=cache, prefix=".unpack-") as tmp:
         try:

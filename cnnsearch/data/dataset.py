@@ -121,7 +121,7 @@ def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     raise ValueError(f"can convert between 1 and 3 channels only, but got {have} -> {channels}")
 
 
-def _check_fraction(name: str, value: float) -> None:
+def check_fraction(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
         raise UserError(f"`0 < {name} < 1` must hold, but got {name}={value!r}.")
 
@@ -138,12 +138,12 @@ def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     return out
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
     # Resolved at call time so HOME set by a test (or a container) is honoured.
     return Path.home() / ".cache" / "cnnsearch"
 
 
-def _search_roots(name: str, data_dir: str | Path | None, inner: str | None = None) -> list[Path]:
+def search_roots(name: str, data_dir: str | Path | None, inner: str | None = None) -> list[Path]:
     """Folders to look in, in order: data_dir, data_dir/<name>, the user cache, the system share.
 
     `inner` is the folder an archive unpacks to (e.g. cifar-10-batches-py); each root is also
@@ -153,7 +153,7 @@ def _search_roots(name: str, data_dir: str | Path | None, inner: str | None = No
     if data_dir is not None:
         base = Path(data_dir).expanduser()
         bases += [base, base / name]
-    bases += [_cache_root() / name, SYSTEM_DATA_ROOT / name]
+    bases += [cache_root() / name, SYSTEM_DATA_ROOT / name]
     roots: list[Path] = []
     for base in bases:
         for root in (base, base / inner) if inner else (base,):
@@ -162,7 +162,7 @@ def _search_roots(name: str, data_dir: str | Path | None, inner: str | None = No
     return roots
 
 
-def _download(url: str, dest: Path, md5: str) -> None:
+def download_file(url: str, dest: Path, md5: str) -> None:
     """Fetch `url` into `dest` via a temp file, so an interrupted download never looks complete."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")

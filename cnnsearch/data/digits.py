@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _load_digits() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def load_digits_dataset() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     from sklearn.datasets import load_digits  # bundled with scikit-learn: no network
 
     bunch = load_digits()

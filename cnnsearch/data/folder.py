@@ -14,7 +14,7 @@ from cnnsearch.errors import UserError
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 
 
-def _load_folder(
+def load_folder(
     path: Path, image_size: int | None
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[tuple[int, int], ...]]:
     """Read `path/<class>/<image>` with Pillow into uint8 (N, C, H, W), labels, class names and the

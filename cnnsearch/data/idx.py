@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnsearch.data.dataset import Dataset, _cache_root, _download, _search_roots
+from cnnsearch.data.dataset import Dataset, cache_root, download_file, search_roots
 from cnnsearch.errors import UserError
 
 FASHION_MNIST_CLASSES = (
@@ -48,7 +48,7 @@ _IDX_PARTS = (
 )
 
 
-_IDX_SOURCES = {
+IDX_SOURCES = {
     "fashion-mnist": _IdxSource(
         title="Fashion-MNIST",
         name="fashion-mnist",
@@ -128,8 +128,8 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
-def _load_idx_dataset(spec: str, source: _IdxSource, data_dir: str | Path | None, download: bool) -> Dataset:
-    roots = _search_roots(source.name, data_dir)
+def load_idx(spec: str, source: _IdxSource, data_dir: str | Path | None, download: bool) -> Dataset:
+    roots = search_roots(source.name, data_dir)
     files = None
     partial: list[str] = []
     for root in roots:
@@ -140,10 +140,10 @@ def _load_idx_dataset(spec: str, source: _IdxSource, data_dir: str | Path | None
         if any(found):
             partial.append(f"{root} has only {sum(p is not None for p in found)} of the 4")
     if files is None and download:
-        root = _cache_root() / source.name
+        root = cache_root() / source.name
         for file_name, md5 in source.md5.items():
             if not (root / file_name).is_file():
-                _download(source.base_url + file_name, root / file_name, md5)
+                download_file(source.base_url + file_name, root / file_name, md5)
         files = _find_idx_files(root)
     if files is None or not all(files):
         names = ", ".join(f"{stem}-{kind}-ubyte[.gz]" for stem, kind, _ in _IDX_PARTS)

@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from cnnsearch.data.cifar import _CIFAR_SOURCES, _load_cifar_dataset
+from cnnsearch.data.cifar import CIFAR_SOURCES, load_cifar
 from cnnsearch.data.dataset import (
     _ALIASES,
     VALID_SPECS,
     Dataset,
-    _check_fraction,
     _resize_uint8,
+    check_fraction,
     dataset_fingerprint,
 )
-from cnnsearch.data.digits import _load_digits
-from cnnsearch.data.folder import _load_folder
-from cnnsearch.data.idx import _IDX_SOURCES, _load_idx_dataset
-from cnnsearch.data.split import _stratified_partition, subsample
+from cnnsearch.data.digits import load_digits_dataset
+from cnnsearch.data.folder import load_folder
+from cnnsearch.data.idx import IDX_SOURCES, load_idx
+from cnnsearch.data.split import stratified_partition, subsample
 from cnnsearch.errors import UserError
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def load_dataset(
     differ in size). `seed` and `test_fraction` choose the held-out test share for sources
     without an official test set (digits, folders); official test sets are used as they are.
     """
-    _check_fraction("test_fraction", test_fraction)
+    check_fraction("test_fraction", test_fraction)
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise UserError(f"--image-size must be a positive whole number of pixels, but got {image_size!r}.")
     spec = spec.strip()
@@ -55,18 +55,18 @@ def load_dataset(
         folder = spec[len("folder:") :].strip()
         if not folder:
             raise UserError("--data folder: needs a path after the colon, e.g. --data folder:/data/pets.")
-        images, labels, names, resized = _load_folder(Path(folder).expanduser(), image_size)
+        images, labels, names, resized = load_folder(Path(folder).expanduser(), image_size)
         dataset = _held_out_dataset(spec, images, labels, names, seed=seed, test_fraction=test_fraction)
         return replace(dataset, resized_from=resized)
 
     key = _ALIASES.get(spec.lower(), spec.lower())
     if key == "digits":
-        images, labels, names = _load_digits()
+        images, labels, names = load_digits_dataset()
         dataset = _held_out_dataset(spec, images, labels, names, seed=seed, test_fraction=test_fraction)
-    elif key in _IDX_SOURCES:
-        dataset = _load_idx_dataset(spec, _IDX_SOURCES[key], data_dir, download)
-    elif key in _CIFAR_SOURCES:
-        dataset = _load_cifar_dataset(spec, _CIFAR_SOURCES[key], data_dir, download)
+    elif key in IDX_SOURCES:
+        dataset = load_idx(spec, IDX_SOURCES[key], data_dir, download)
+    elif key in CIFAR_SOURCES:
+        dataset = load_cifar(spec, CIFAR_SOURCES[key], data_dir, download)
     else:
         close = difflib.get_close_matches(key, [s for s in VALID_SPECS if s != "folder:PATH"], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -111,7 +111,7 @@ def _held_out_dataset(
     spec: str, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...], *, seed: int, test_fraction: float
 ) -> Dataset:
     """A Dataset whose test set is a stratified `test_fraction` share of all the images."""
-    keep, test = _stratified_partition(labels, test_fraction, seed=seed, what="test set", names=names)
+    keep, test = stratified_partition(labels, test_fraction, seed=seed, what="test set", names=names)
     return Dataset(
         name=spec,
         train_images=torch.from_numpy(np.ascontiguousarray(images[keep])),

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnsearch.data.dataset import Dataset, _check_fraction
+from cnnsearch.data.dataset import Dataset, check_fraction
 from cnnsearch.errors import UserError
 
 
-def _stratified_partition(
+def stratified_partition(
     labels: np.ndarray, share: float, *, seed: int, what: str, names: tuple[str, ...] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (kept, taken), `taken` a stratified `share`; both sorted int64."""
@@ -74,10 +74,10 @@ class Split:
 
 def make_split(labels: torch.Tensor | np.ndarray, *, val_fraction: float = 0.15, seed: int) -> Split:
     """A stratified train/validation split of the training pool, the same for the same seed."""
-    _check_fraction("val_fraction", val_fraction)
+    check_fraction("val_fraction", val_fraction)
     if isinstance(labels, torch.Tensor):
         labels = labels.detach().cpu().numpy()
-    train, val = _stratified_partition(np.asarray(labels), float(val_fraction), seed=seed, what="validation set")
+    train, val = stratified_partition(np.asarray(labels), float(val_fraction), seed=seed, what="validation set")
     return Split(train_indices=train, val_indices=val, seed=int(seed), val_fraction=float(val_fraction))
 
 

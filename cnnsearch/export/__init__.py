@@ -10,13 +10,13 @@ package costs nothing until a name is needed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cnnsearch._lazy import lazy_exports
 
 _EXPORTS = {
     "ConfirmationRow": "choose",
     "finetune_model": "finetune",
     "SavedModel": "formats",
+    "check_formats": "formats",
     "net_from_payload": "formats",
     "ExportFormat": "formats",
     "read_model_meta": "model_dir",
@@ -24,14 +24,9 @@ _EXPORTS = {
     "load_exported": "model_files",
     "RerunResult": "rerun",
     "rerun_trial": "rerun",
+    "ignore_message": "retrain",
     "ExportResult": "retrain",
     "export_run": "retrain",
+    "measure_test_accuracy": "retrain",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -16,30 +16,13 @@ from cnnsearch.data.dataset import Dataset
 from cnnsearch.data.device import to_device
 from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError
-from cnnsearch.outcomes import TrialRecord, phrase_of
+from cnnsearch.outcomes import TRAINED_TO_THE_END, TrialRecord, phrase_of
 from cnnsearch.run.folder import RunDir, RunInfo, find_trial
 from cnnsearch.spec import Architecture
 from cnnsearch.train.loop import train_candidate
 from cnnsearch.train.result import TrialControl
 
 CONFIRM_SEED_STRIDE = 1000  # confirmation seed k of trial n: run seed + 1000 * k + n
-
-
-# What `_candidate` says of a trial that did not finish: "trial 3 of run 'x' <phrase> (reason), ...".
-# Outcomes an export names in its refusal: "trial 3 of run 'x' <phrase> (reason), ...".
-_UNFINISHED = (
-    "interrupted",
-    "pruned",
-    "infeasible",
-    "over_budget",
-    "oom",
-    "nan",
-    "timeout",
-    "error",
-    "failed",
-    "running",
-    "waiting",
-)
 
 
 @dataclass
@@ -150,7 +133,12 @@ def _candidate(run: RunDir, trials: Sequence[Any], number: int) -> _Candidate:
     if not _is_exportable(trial):
         state = trial.state.name.lower()
         outcome = state if state in ("running", "waiting") else (record.outcome or state)
-        what = phrase_of(outcome) if outcome in _UNFINISHED else f"ended {outcome} without a validation accuracy"
+        # "trial 3 of run 'x' was pruned (reason), ..."; a trained one that lacks an accuracy says so.
+        what = (
+            phrase_of(outcome)
+            if outcome not in TRAINED_TO_THE_END
+            else f"ended {outcome} without a validation accuracy"
+        )
         reason = record.reason
         why = f" ({reason})" if reason and outcome not in ("running", "waiting") else ""
         raise UserError(

@@ -25,7 +25,7 @@ from cnnsearch.export.model_files import (
     _write_model_folder,
     load_exported,
 )
-from cnnsearch.export.retrain import ExportResult, _quiet, _test_accuracy
+from cnnsearch.export.retrain import ExportResult, ignore_message, measure_test_accuracy
 from cnnsearch.train.loop import resolve_device, train_candidate
 from cnnsearch.train.result import TrialControl
 
@@ -55,7 +55,7 @@ def finetune_model(
     force: bool = False,
     seed: int = 0,
     device: str = "auto",
-    on_message: Callable[[str], None] = _quiet,
+    on_message: Callable[[str], None] = ignore_message,
 ) -> ExportResult:
     """Transfer an exported network to new data: a new classifier, optionally frozen conv stages.
 
@@ -150,7 +150,7 @@ def finetune_model(
     val_accuracy = result.final_val_acc
     if val_accuracy is not None:
         on_message(f"validation accuracy after fine-tuning: {val_accuracy:.2%}")
-    test_accuracy = _test_accuracy(net, dataset, source.mean, source.std)
+    test_accuracy = measure_test_accuracy(net, dataset, source.mean, source.std)
     on_message(f"test accuracy {test_accuracy:.2%} on {len(dataset.test_labels)} images (evaluated once)")
 
     meta = {

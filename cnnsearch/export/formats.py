@@ -35,7 +35,7 @@ class SavedModel:
     std: list[float]
 
 
-def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     chosen: list[str] = []
     for name in formats:
         key = str(name).strip().lower()

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cnnsearch.data.device import normalize
-from cnnsearch.errors import InfeasibleArchitecture, UserError
+from cnnsearch.errors import InfeasibleArchitecture, UserError, first_line
 from cnnsearch.export.formats import (
     FILE_NAMES,
     FORMAT_TABLE,
@@ -186,7 +186,7 @@ def load_exported(model_dir: Path) -> ExportedModel:
         pickle.UnpicklingError,
         InfeasibleArchitecture,
     ) as error:  # any damage to the file means the same to the user
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise UserError(
             f"{path} is not a model written by `cnnsearch export` ({first}); export the model again"
         ) from None

@@ -24,7 +24,7 @@ from cnnsearch.data.device import (
 )
 from cnnsearch.data.load import load_run_dataset
 from cnnsearch.data.split import load_split
-from cnnsearch.errors import UserError
+from cnnsearch.errors import UserError, first_line
 from cnnsearch.export.choose import (
     ConfirmationRow,
     _Candidate,
@@ -33,7 +33,7 @@ from cnnsearch.export.choose import (
     _confirm,
     _parse_trial,
 )
-from cnnsearch.export.formats import FORMATS, VERIFY_IMAGES, _check_formats
+from cnnsearch.export.formats import FORMATS, VERIFY_IMAGES, check_formats
 from cnnsearch.export.model_files import (
     _check_out,
     _cpu_eval,
@@ -49,7 +49,7 @@ from cnnsearch.train.result import TrialControl
 EXPORTS_FILE = "exports.json"  # in the run folder: one entry per export, for the report
 
 
-def _quiet(message: str) -> None:
+def ignore_message(message: str) -> None:
     pass
 
 
@@ -113,7 +113,7 @@ def export_run(
     no_retrain: bool = False,
     force: bool = False,
     device: str = "auto",
-    on_message: Callable[[str], None] = _quiet,
+    on_message: Callable[[str], None] = ignore_message,
 ) -> ExportResult:
     """Retrain the chosen trial on train+validation, test it once, write and verify model files.
 
@@ -124,7 +124,7 @@ def export_run(
     """
     info = run.read_info()
     out = Path(out)
-    chosen_formats = _check_formats(formats)
+    chosen_formats = check_formats(formats)
     number = _parse_trial(trial)
     _check_export_options(number, retrain_epochs=retrain_epochs, top=top, seeds=seeds, no_retrain=no_retrain)
     _check_out(out, force=force)
@@ -180,7 +180,7 @@ def export_run(
         del full
 
     net = _cpu_eval(net)
-    test_accuracy = _test_accuracy(net, dataset, mean, std)
+    test_accuracy = measure_test_accuracy(net, dataset, mean, std)
     on_message(f"test accuracy {test_accuracy:.2%} on {len(dataset.test_labels)} images (evaluated once)")
 
     meta = {
@@ -289,7 +289,7 @@ def _search_weights(
         saved = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(saved["state_dict"])
     except (OSError, RuntimeError, KeyError, TypeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise UserError(
             f"{path} does not hold the weights of trial {candidate.number} ({first}); drop --no-retrain to retrain it"
         ) from None
@@ -311,7 +311,7 @@ def _cpu_data(
     )
 
 
-def _test_accuracy(net: nn.Module, dataset: Dataset, mean: Sequence[float], std: Sequence[float]) -> float:
+def measure_test_accuracy(net: nn.Module, dataset: Dataset, mean: Sequence[float], std: Sequence[float]) -> float:
     # float32 on the CPU: the accuracy of exactly the network the files hold (no bf16 autocast).
     data = _cpu_data(dataset.test_images, dataset.test_labels, mean, std, dataset.class_names)
     return evaluate(net, data, images=data.val_x, labels=data.val_y)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnsearch.model.layers import POOL_LAYERS, _conv_block, activation_layer
+from cnnsearch.model.layers import POOL_LAYERS, activation_layer, conv_block
 from cnnsearch.spec import Architecture, ConvLayer, layer_table
 
 
@@ -32,7 +32,7 @@ def build_model(arch: Architecture, input_shape: tuple[int, int, int], num_class
     features: list[nn.Module] = []
     for layer, row in zip(arch.layers, rows):
         if isinstance(layer, ConvLayer):
-            features.extend(_conv_block(layer, channels, (height, width)))
+            features.extend(conv_block(layer, channels, (height, width)))
         else:
             features.append(POOL_LAYERS[layer.pool_type](layer.window, stride=layer.stride))
         channels, height, width = row.output_shape

@@ -28,7 +28,7 @@ def activation_layer(name: str) -> nn.Module:
     return layer_type(inplace=True) if layer_type in (nn.ReLU, nn.SiLU, nn.ELU) else layer_type()
 
 
-def _conv_block(layer: ConvLayer, in_channels: int, size: tuple[int, int]) -> list[nn.Module]:
+def conv_block(layer: ConvLayer, in_channels: int, size: tuple[int, int]) -> list[nn.Module]:
     modules: list[nn.Module] = []
     padding: int | str = 0
     if layer.padding == "same":

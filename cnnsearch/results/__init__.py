@@ -11,8 +11,7 @@ package costs nothing until a name is needed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cnnsearch._lazy import lazy_exports
 
 _EXPORTS = {
     "trial_detail": "detail",
@@ -27,23 +26,21 @@ _EXPORTS = {
     "Leaderboard": "leaderboard",
     "leaderboard_rows": "leaderboard",
     "leaderboard_frame": "leaderboard",
+    "run_objectives": "leaderboard",
     "pareto_ranks": "leaderboard",
+    "make_board": "leaderboard",
     "board_frame": "leaderboard",
     "sort_and_cut": "leaderboard",
     "param_importances": "plots",
     "humanise": "render",
+    "percent": "render",
+    "plain_text": "render",
     "display_cells": "render",
     "frame_to_text": "render",
+    "state_style": "render",
     "leaderboard_table": "render",
     "runs_frame": "runs",
     "runs_table": "runs",
     "watch_view": "watch",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -19,13 +19,9 @@ from cnnsearch.run.folder import RunDir, RunInfo, find_trial
 
 if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
     from cnnsearch.spec import Architecture
-from cnnsearch.results.facts import (
-    TrialFacts,
-    _integer,
-    _number_or_nan,
-    trial_facts,
-)
-from cnnsearch.results.render import _percent, _plain_text, _state_style, humanise
+from cnnsearch.outcomes import as_integer
+from cnnsearch.results.facts import TrialFacts, _number_or_nan, trial_facts
+from cnnsearch.results.render import humanise, percent, plain_text, state_style
 from cnnsearch.run.liveness import worker_alive
 from cnnsearch.spec import Architecture
 
@@ -80,10 +76,10 @@ def _trial_header(fact: TrialFacts, record: TrialRecord, trial: Any) -> Renderab
     seconds = fact.train_s
     if seconds is None and trial.datetime_start and trial.datetime_complete:
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
-    val_acc = _percent(fact.val_acc)
+    val_acc = percent(fact.val_acc)
     if fact.val_acc is not None and record.final_val_acc is not None:
         best_epoch = record.best_epoch if record.best_epoch is not None else "?"
-        val_acc += f" (final {_percent(record.final_val_acc)}, best at epoch {best_epoch})"
+        val_acc += f" (final {percent(record.final_val_acc)}, best at epoch {best_epoch})"
     rows = [
         ("trial", str(fact.number)),
         ("outcome", fact.state),
@@ -94,7 +90,7 @@ def _trial_header(fact: TrialFacts, record: TrialRecord, trial: Any) -> Renderab
         ("latency", _latency_text(fact.latency_ms, record) if fact.latency_ms is not None else ""),
         ("seconds", f"{seconds:.1f}" if seconds is not None else ""),
         ("epochs run", str(fact.epochs) if fact.epochs is not None else ""),
-        ("images/s", _plain_text(record.images_per_sec) if record.images_per_sec is not None else ""),
+        ("images/s", plain_text(record.images_per_sec) if record.images_per_sec is not None else ""),
         ("arch", fact.arch),
         ("hash", record.hash),
         ("seed", str(record.seed) if record.seed is not None else ""),
@@ -104,13 +100,13 @@ def _trial_header(fact: TrialFacts, record: TrialRecord, trial: Any) -> Renderab
     ]
     for key, value in rows:
         if value:
-            grid.add_row(Text(key), Text(value, style=_state_style(value) if key == "outcome" else ""))
+            grid.add_row(Text(key), Text(value, style=state_style(value) if key == "outcome" else ""))
     return grid
 
 
 def _latency_text(latency_ms: float, record: TrialRecord) -> str:
     arch = record.arch
-    batch = _integer(arch.get("train", {}).get("batch_size")) if isinstance(arch, dict) else None
+    batch = as_integer(arch.get("train", {}).get("batch_size")) if isinstance(arch, dict) else None
     if batch is None:
         return f"{latency_ms:.3f} ms per batch"
     return f"{latency_ms:.3f} ms per batch of {min(batch, LATENCY_BATCH_MAX)} images"

@@ -19,8 +19,8 @@ from cnnsearch.outcomes import (
     RANKED,
     TRAINED_TO_THE_END,
     TrialRecord,
-    _integer,
-    _number,
+    as_integer,
+    as_number,
     group_of,
     trial_outcome,
 )
@@ -70,7 +70,7 @@ def trial_facts(
         outcome = "stopped"
     curve = list(record.val_acc)
     if not curve and trial.intermediate_values:
-        curve = [_number(trial.intermediate_values[step]) or math.nan for step in sorted(trial.intermediate_values)]
+        curve = [as_number(trial.intermediate_values[step]) or math.nan for step in sorted(trial.intermediate_values)]
     val_acc = record.best_val_acc
     if val_acc is None and any(math.isfinite(value) for value in curve):
         val_acc = max(value for value in curve if math.isfinite(value))
@@ -119,7 +119,7 @@ def arch_epochs(record: TrialRecord) -> int | None:
     """The epochs budget written in the trial's architecture."""
     if isinstance(record.arch, dict):
         train = record.arch.get("train")
-        return _integer(train.get("epochs")) if isinstance(train, dict) else None
+        return as_integer(train.get("epochs")) if isinstance(train, dict) else None
     return None
 
 
@@ -137,11 +137,6 @@ def study_facts(study: Any, info: RunInfo, *, run: RunDir | None = None, now: fl
     ]
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _number_or_nan(value: Any) -> float:
-    number = _number(value)
+    number = as_number(value)
     return math.nan if number is None else number

@@ -17,13 +17,15 @@ from cnnsearch.run.storage import describe_storage
 
 if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
     pass
-from cnnsearch.results.facts import TrialFacts, _first_line, _number, study_facts
+from cnnsearch.errors import first_line
+from cnnsearch.outcomes import as_number
+from cnnsearch.results.facts import TrialFacts, study_facts
 from cnnsearch.results.leaderboard import (
     EMPTY_MESSAGE,
     Board,
     Leaderboard,
-    _board,
-    _objectives,
+    make_board,
+    run_objectives,
     sort_and_cut,
 )
 from cnnsearch.results.plots import (
@@ -38,9 +40,9 @@ from cnnsearch.results.plots import (
 from cnnsearch.results.render import (
     HEADERS,
     NUMERIC_COLUMNS,
-    _percent,
     _table_columns,
     humanise,
+    percent,
 )
 
 REPORT_TOP = 20  # leaderboard rows in the HTML report
@@ -58,8 +60,8 @@ def write_report(run: RunDir, *, study: Any = None) -> Path:
     info = run.read_info()
     study = study if study is not None else run.load_study(info)
     facts = study_facts(study, info, run=run)
-    objectives = _objectives(study, info)
-    frame = _board(facts, objectives, include_all=False)
+    objectives = run_objectives(study, info)
+    frame = make_board(facts, objectives, include_all=False)
     plots_dir = run.path / "report"
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name in PLOT_NAMES:  # a plot left from an earlier report must not pass for this one's
@@ -142,8 +144,8 @@ def _models_section(run: RunDir) -> str:
     for entry in exports if isinstance(exports, list) else []:
         if not isinstance(entry, dict):
             continue
-        accuracy = _number(entry.get("test_accuracy"))
-        text = f"test accuracy <b>{_percent(accuracy)}</b>" if accuracy is not None else "no test accuracy recorded"
+        accuracy = as_number(entry.get("test_accuracy"))
+        text = f"test accuracy <b>{percent(accuracy)}</b>" if accuracy is not None else "no test accuracy recorded"
         size = f" on {entry['test_size']} held-out images, evaluated once" if entry.get("test_size") else ""
         items.append(
             f"<li>{html.escape(str(entry.get('out', '')))} (trial {html.escape(str(entry.get('trial')))}, "
@@ -154,11 +156,11 @@ def _models_section(run: RunDir) -> str:
         try:
             model = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
-            items.append(f"<li>{where}: unreadable ({html.escape(_first_line(error))})</li>")
+            items.append(f"<li>{where}: unreadable ({html.escape(first_line(error))})</li>")
             continue
-        accuracy = _number(model.get("test_accuracy")) if isinstance(model, dict) else None
+        accuracy = as_number(model.get("test_accuracy")) if isinstance(model, dict) else None
         trial = model.get("trial") if isinstance(model, dict) else None
-        text = f"test accuracy <b>{_percent(accuracy)}</b>" if accuracy is not None else "no test accuracy recorded"
+        text = f"test accuracy <b>{percent(accuracy)}</b>" if accuracy is not None else "no test accuracy recorded"
         source = f" (trial {html.escape(str(trial))})" if trial is not None else ""
         items.append(f"<li>{where}{source}: {text}</li>")
     if not items:
@@ -173,7 +175,7 @@ def _summary_section(facts: Sequence[TrialFacts], frame: Board) -> str:
     return (
         "<h2>Summary</h2>"
         f"<p>{len(facts)} trials: {html.escape(listed)}.</p>"
-        f"<p>Best: trial {int(best['trial'])}, validation accuracy <b>{_percent(best['val_acc'])}</b>, "
+        f"<p>Best: trial {int(best['trial'])}, validation accuracy <b>{percent(best['val_acc'])}</b>, "
         f"{humanise(best['params'])} params, <code>{html.escape(str(best['arch']))}</code></p>"
     )
 

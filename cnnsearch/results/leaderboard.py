@@ -77,7 +77,7 @@ def leaderboard_rows(run: RunDir, *, include_all: bool = False, study: Any = Non
     info = run.read_info()
     study = study if study is not None else run.load_study(info)
     facts = study_facts(study, info, run=run)
-    return _board(facts, _objectives(study, info), include_all=include_all)
+    return make_board(facts, run_objectives(study, info), include_all=include_all)
 
 
 def leaderboard_frame(run: RunDir, *, include_all: bool = False, study: Any = None) -> pd.DataFrame:
@@ -100,7 +100,7 @@ class _Objective:
     maximize: bool
 
 
-def _objectives(study: Any, info: RunInfo) -> list[_Objective]:
+def run_objectives(study: Any, info: RunInfo) -> list[_Objective]:
     """The run's objectives when it has several; empty for single-objective runs."""
     directions = list(study.directions)
     if len(directions) < 2:
@@ -194,7 +194,7 @@ def pareto_ranks(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
     return ranks
 
 
-def _board(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *, include_all: bool) -> Board:
+def make_board(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *, include_all: bool) -> Board:
     # Pruned trials stopped early on a shorter schedule: shown with --all, ranked after every trained one.
     ranked = [fact for fact in facts if fact.ranked and (include_all or fact.outcome in TRAINED_TO_THE_END)]
     pareto = [math.inf] * len(ranked)

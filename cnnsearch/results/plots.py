@@ -20,15 +20,11 @@ from cnnsearch.run.folder import RunInfo
 if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
     import numpy as np
 
+from cnnsearch.errors import first_line
 from cnnsearch.results.detail import LATENCY_BATCH_MAX
-from cnnsearch.results.facts import (
-    TRAINED_TO_THE_END,
-    TrialFacts,
-    _first_line,
-    study_facts,
-)
+from cnnsearch.results.facts import TRAINED_TO_THE_END, TrialFacts, study_facts
 from cnnsearch.results.leaderboard import Board, pareto_ranks
-from cnnsearch.results.render import _percent, humanise
+from cnnsearch.results.render import humanise, percent
 
 TIME_OUTCOMES = (  # "where the time went", in this order
     "complete",
@@ -242,8 +238,7 @@ def _cost_section(facts: Sequence[TrialFacts], images: _Images) -> str:
     text = "".join(
         f"<p>Front on accuracy and {html.escape(column)}: "
         + ", ".join(
-            f"#{fact.number} ({_percent(fact.val_acc)}, {_cost_text(column, getattr(fact, column))})"
-            for fact in members
+            f"#{fact.number} ({percent(fact.val_acc)}, {_cost_text(column, getattr(fact, column))})" for fact in members
         )
         + "</p>"
         for column, members in listed
@@ -331,7 +326,7 @@ def param_importances(
         try:
             importances = optuna.importance.get_param_importances(study, target=target)
         except (ValueError, RuntimeError, ZeroDivisionError) as error:
-            return {}, f"{not_enough[:-1]}: {_first_line(error)}."
+            return {}, f"{not_enough[:-1]}: {first_line(error)}."
     if not importances or any("too small" in str(warning.message) for warning in caught):
         return {}, not_enough
     return dict(importances), ""
@@ -372,7 +367,7 @@ def _curves_section(frame: Board, facts: Sequence[TrialFacts], images: _Images) 
             marker="o",
             markersize=3,
             linewidth=1.6,
-            label=f"#{fact.number} {_percent(fact.val_acc)}",
+            label=f"#{fact.number} {percent(fact.val_acc)}",
         )
     axis.autoscale_view()
     axis.set_xlabel("epoch")

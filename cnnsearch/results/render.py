@@ -18,7 +18,7 @@ from cnnsearch.errors import UserError
 if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
     import pandas as pd
 
-from cnnsearch.results.facts import _number
+from cnnsearch.outcomes import as_number
 from cnnsearch.results.leaderboard import (
     EMPTY_MESSAGE,
     Board,
@@ -32,7 +32,7 @@ FORMATS = ("csv", "json", "markdown")
 
 def humanise(number: Any) -> str:
     """12345 -> '12.3K', 4_500_000 -> '4.5M', 999 -> '999'; missing -> '-'."""
-    value = _number(number)
+    value = as_number(number)
     if value is None:
         return "-"
     units = (("G", 1e9), ("M", 1e6), ("K", 1e3))
@@ -47,20 +47,20 @@ def humanise(number: Any) -> str:
     return str(rounded) if abs(value - rounded) < 1e-9 else f"{value:.3g}"
 
 
-def _percent(value: Any) -> str:
-    number = _number(value)
+def percent(value: Any) -> str:
+    number = as_number(value)
     return "-" if number is None else f"{number * 100:.2f}%"
 
 
 def _fixed(digits: int):
     def format_value(value: Any) -> str:
-        number = _number(value)
+        number = as_number(value)
         return "-" if number is None else f"{number:.{digits}f}"
 
     return format_value
 
 
-def _plain_text(value: Any) -> str:
+def plain_text(value: Any) -> str:
     if _missing(value):
         return "-"
     return str(value)
@@ -68,7 +68,7 @@ def _plain_text(value: Any) -> str:
 
 # Display form of each column (terminal, markdown, HTML); csv and json keep raw values.
 DISPLAY = {
-    "val_acc": _percent,
+    "val_acc": percent,
     "params": humanise,
     "flops": humanise,
     "latency_ms": _fixed(2),
@@ -100,7 +100,7 @@ def _column_values(frame: Leaderboard) -> tuple[list[Any], list[list[Any]]]:
 
 def _display_columns(columns: Sequence[Any], values: Sequence[list[Any]]) -> list[list[str]]:
     return [
-        [DISPLAY.get(column, _plain_text)(value) for value in column_values]
+        [DISPLAY.get(column, plain_text)(value) for value in column_values]
         for column, column_values in zip(columns, values)
     ]
 
@@ -121,7 +121,7 @@ def _table_columns(frame: Leaderboard) -> tuple[list[Any], list[list[str]]]:
     keep = [
         index
         for index, column in enumerate(columns)
-        if not (column in HIDDEN_WHEN_EMPTY and all(_number(value) is None for value in values[index]))
+        if not (column in HIDDEN_WHEN_EMPTY and all(as_number(value) is None for value in values[index]))
     ]
     columns = [columns[index] for index in keep]
     return columns, _rows_of(_display_columns(columns, [values[index] for index in keep]))
@@ -172,7 +172,7 @@ def _plain(value: Any) -> Any:
 STATE_STYLES = {"complete": "green", "pruned": "yellow", "running": "cyan"}
 
 
-def _state_style(state: str) -> str:
+def state_style(state: str) -> str:
     if state.startswith("failed") or state in ("interrupted", "stopped"):
         return "red"
     if state.startswith("duplicate") or state in ("infeasible", "over budget"):
@@ -218,7 +218,7 @@ def leaderboard_table(frame: Leaderboard, *, title: str = "", width: int | None 
             if columns[index] == "front":
                 cells.append(Text("●" if cell else "", style="bold magenta"))
             elif index == state_index:
-                cells.append(Text(cell, style=_state_style(cell)))
+                cells.append(Text(cell, style=state_style(cell)))
             else:
                 cells.append(Text(cell))  # user strings: never read as markup
         table.add_row(*cells)

@@ -16,13 +16,9 @@ from cnnsearch.run.folder import RunDir, list_run_names
 if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
     import pandas as pd
 
-from cnnsearch.results.facts import (
-    STOPPED_NOTE,
-    TRAINED_TO_THE_END,
-    _first_line,
-    study_facts,
-)
-from cnnsearch.results.render import _percent, _plain_text
+from cnnsearch.errors import first_line
+from cnnsearch.results.facts import STOPPED_NOTE, TRAINED_TO_THE_END, study_facts
+from cnnsearch.results.render import percent, plain_text
 
 RUNS_COLUMNS = (
     "name",
@@ -61,7 +57,7 @@ def runs_frame(runs_dir: str | Path, *, now: float | None = None) -> pd.DataFram
             facts = study_facts(study, info, run=run, now=now)
         # A damaged or unreachable run must not hide the others: any error becomes its note.
         except Exception as error:  # noqa: BLE001 — journal, RDB and JSON errors all land here
-            row["note"] = _first_line(error)
+            row["note"] = first_line(error)
             rows.append(row)
             continue
         outcomes = [fact.outcome for fact in facts]
@@ -103,12 +99,12 @@ def runs_table(frame: pd.DataFrame, *, title: str = "") -> RenderableType:
         for column in RUNS_COLUMNS:
             value = record[column]
             if column == "best_val_acc":
-                cells.append(Text(_percent(value)))
+                cells.append(Text(percent(value)))
             elif column == "running":
                 cells.append(Text("running" if value else "", style="bold cyan"))
             elif column == "note":
                 cells.append(Text("" if value is None else str(value), style="red"))
             else:
-                cells.append(Text(_plain_text(value) if value is not None else ""))
+                cells.append(Text(plain_text(value) if value is not None else ""))
         table.add_row(*cells)
     return table

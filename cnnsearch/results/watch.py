@@ -17,14 +17,9 @@ from cnnsearch.run.folder import RunDir
 
 if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
     pass
-from cnnsearch.results.facts import (
-    STOPPED_NOTE,
-    TRAINED_TO_THE_END,
-    arch_epochs,
-    study_facts,
-)
-from cnnsearch.results.leaderboard import _board, _objectives, sort_and_cut
-from cnnsearch.results.render import _percent, leaderboard_table
+from cnnsearch.results.facts import STOPPED_NOTE, TRAINED_TO_THE_END, arch_epochs, study_facts
+from cnnsearch.results.leaderboard import make_board, run_objectives, sort_and_cut
+from cnnsearch.results.render import leaderboard_table, percent
 from cnnsearch.run.liveness import HEARTBEAT_GRACE_S, heartbeat_age
 
 WATCH_TOP = 10  # leaderboard rows in the watch view
@@ -39,7 +34,7 @@ def watch_view(run: RunDir, *, study: Any = None, now: float | None = None, widt
     info = run.read_info()
     study = study if study is not None else run.load_study(info)
     facts = study_facts(study, info, run=run, now=now)
-    frame = _board(facts, _objectives(study, info), include_all=False)
+    frame = make_board(facts, run_objectives(study, info), include_all=False)
     outcomes = [fact.outcome for fact in facts]
     running = [fact for fact in facts if fact.outcome == "running"]
     stamp = datetime.datetime.fromtimestamp(now).strftime("%H:%M:%S")
@@ -89,8 +84,8 @@ def watch_view(run: RunDir, *, study: Any = None, now: float | None = None, widt
             Text(record.worker),
             Text(record.device),
             Text(f"{current} / {total}" if total else str(current)),
-            Text(_percent(finite[-1]) if finite else "-"),
-            Text(_percent(max(finite)) if finite else "-"),
+            Text(percent(finite[-1]) if finite else "-"),
+            Text(percent(max(finite)) if finite else "-"),
             Text(_duration(elapsed) if elapsed is not None else "-"),
             beat,
         )

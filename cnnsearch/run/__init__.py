@@ -10,8 +10,7 @@ package costs nothing until a name is needed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cnnsearch._lazy import lazy_exports
 
 _EXPORTS = {
     "RunInfo": "folder",
@@ -40,11 +39,4 @@ _EXPORTS = {
     "engine_url": "storage",
     "describe_storage": "storage",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

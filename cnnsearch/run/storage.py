@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cnnsearch.errors import UserError
+from cnnsearch.errors import UserError, first_line
 
 
 def open_storage(url: str, *, journal_path: Path) -> Any:
@@ -59,11 +59,9 @@ def rdb_storage(
             f"the database driver for {describe_storage(url)} is not installed ({error.name}); pip install psycopg2-binary or pymysql"
         ) from None
     except Exception as error:  # sqlalchemy raises driver-specific errors; all mean "can't connect"
-        first_line = (
-            str(getattr(error, "orig", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
+        reason = first_line(getattr(error, "orig", None) or error)
         raise UserError(
-            f"cannot connect to storage {describe_storage(url)}: {first_line}; check the URL, password and that the server is running"
+            f"cannot connect to storage {describe_storage(url)}: {reason}; check the URL, password and that the server is running"
         ) from None
 
 

@@ -10,13 +10,16 @@ package costs nothing until a name is needed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cnnsearch._lazy import lazy_exports
 
 _EXPORTS = {
     "worker_devices": "parallel",
     "spawn_workers": "parallel",
     "run_workers": "parallel",
+    "SearchEvent": "progress",
+    "SearchSummary": "progress",
+    "counted_trials": "progress",
+    "summarize": "progress",
     "SearchSettings": "settings",
     "parse_duration": "settings",
     "parse_checkpoint_every": "settings",
@@ -26,6 +29,7 @@ _EXPORTS = {
     "command_line": "settings",
     "OpenedSearch": "setup",
     "open_search": "setup",
+    "check_settings": "setup",
     "prepare_run": "setup",
     "fork_settings": "setup",
     "resolve_target": "setup",
@@ -39,17 +43,6 @@ _EXPORTS = {
     "read_warm_start": "warm_start",
     "enqueue_warm_start": "warm_start",
     "enqueue_warm_start_for": "warm_start",
-    "SearchEvent": "worker",
-    "SearchSummary": "worker",
-    "counted_trials": "worker",
     "WorkerLoop": "worker",
-    "summarize": "worker",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

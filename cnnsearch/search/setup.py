@@ -56,8 +56,6 @@ def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = 
     """
     if workers < 1:
         raise UserError(f"--workers must be at least 1, but got {workers}")
-    if settings.trials is not None and settings.trials < 1:
-        raise UserError(f"--trials must be at least 1, but got {settings.trials}")
     runs_dir = Path(settings.runs_dir)
     if not settings.name:  # a new run: the defaults make the bare command work
         space = settings.space or "default"
@@ -69,6 +67,7 @@ def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = 
         settings = fork_settings(settings)
     elif settings.space is not None and settings.data is None and not exists:
         settings = replace(settings, data="digits")
+    check_settings(settings)  # before a download, which writes to the cache
     if download and settings.data:
         from cnnsearch.data.load import load_dataset
 
@@ -80,13 +79,9 @@ def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = 
     return OpenedSearch(run=run, info=info, space=space_obj, target=target, resumed=resumed, notes=notes)
 
 
-def prepare_run(settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]:
-    """Validate everything, then create the run (or check a resume matches it).
-
-    Nothing is written until every check has passed: a bad option leaves no half run.
-    """
+def check_settings(settings: SearchSettings) -> None:
+    """The checks of every option that need no file: a UserError naming the first bad one."""
     check_run_name(settings.name)
-    quiet_optuna()
     if settings.trials is not None and settings.trials < 1:
         raise UserError(f"--trials must be at least 1, but got {settings.trials}")
     if settings.epochs is not None and settings.epochs < 1:
@@ -99,6 +94,15 @@ def prepare_run(settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]
         raise UserError(f"--sampler {settings.sampler!r} is not valid; choose one of {', '.join(SAMPLERS)}")
     if settings.pruner is not None and settings.pruner not in PRUNERS:
         raise UserError(f"--pruner {settings.pruner!r} is not valid; choose one of {', '.join(PRUNERS)}")
+
+
+def prepare_run(settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]:
+    """Validate everything, then create the run (or check a resume matches it).
+
+    Nothing is written until every check has passed: a bad option leaves no half run.
+    """
+    check_settings(settings)
+    quiet_optuna()
     read_warm_start(settings)  # bad --enqueue files or --from-run are refused before anything is written
     run = RunDir(settings.runs_dir, settings.name)
     if run.exists():

@@ -15,16 +15,13 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from cnnsearch.data.load import load_run_dataset
 from cnnsearch.outcomes import (
-    OUTCOMES,
+    DUPLICATE_COPIES,
     TrialRecord,
-    best_so_far,
     optuna_state,
-    trial_outcome,
     write_attrs,
 )
 from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
@@ -40,6 +37,7 @@ from cnnsearch.run.liveness import (
 )
 from cnnsearch.run.optuna_private import storage_of, stored_user_attrs, trial_id
 from cnnsearch.run.storage import rdb_storage
+from cnnsearch.search.progress import SearchEvent, counted_trials
 from cnnsearch.search.settings import DEFAULT_CHECKPOINT_EVERY_S
 from cnnsearch.search.strategies import (
     COST_ATTRS,
@@ -49,51 +47,6 @@ from cnnsearch.search.strategies import (
     quiet_optuna,
 )
 from cnnsearch.space.parse import SearchSpace
-
-
-@dataclass
-class SearchEvent:
-    """One thing that happened, for the live view: `kind` says which fields are set."""
-
-    kind: str  # "trial_start", "epoch", "trial_end", "message"
-    trial: int = -1
-    compact: str = ""
-    epoch: int = 0
-    epochs: int = 0
-    val_acc: float | None = None
-    outcome: str = ""
-    reason: str = ""
-    best_val_acc: float | None = None
-    params: int = 0
-    seconds: float = 0.0
-    worker: str = ""
-    device: str = ""
-    text: str = ""
-    finished_total: int | None = None  # trials counted toward --trials, all workers included
-
-
-@dataclass
-class SearchSummary:
-    name: str
-    counts: dict[str, int] = field(default_factory=dict)  # outcome -> trials
-    best_trial: int | None = None
-    best_val_acc: float | None = None
-    best_compact: str = ""
-    interrupted: bool = False
-    elapsed_s: float = 0.0
-
-
-def counted_trials(study: Any) -> list[Any]:
-    """Trials that count toward --trials: finished ones, but not those that will be re-run."""
-    import optuna
-
-    states = optuna.trial.TrialState
-    return [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (states.COMPLETE, states.PRUNED)
-        or (t.state == states.FAIL and trial_outcome(t) in OUTCOMES and OUTCOMES[trial_outcome(t)].counted)
-    ]
 
 
 class WorkerLoop:
@@ -311,19 +264,7 @@ class WorkerLoop:
         import optuna
 
         record = TrialRecord.of(earlier)
-        copied = record.to_attrs(
-            keys=(
-                "val_acc",
-                "train_loss",
-                "best_val_acc",
-                "final_val_acc",
-                "best_epoch",
-                "epochs_run",
-                "params",
-                "flops",
-                "latency_ms",
-            )
-        )
+        copied = record.to_attrs(keys=DUPLICATE_COPIES)
         copied.update(train_seconds=0.0, images_per_sec=0.0, duplicate_of=earlier.number)
         reason = f"same network and training as trial {earlier.number}; not retrained"
         if earlier.state == optuna.trial.TrialState.COMPLETE:
@@ -399,17 +340,3 @@ class WorkerLoop:
         if len(self.info.objective) == 1:
             return float(metrics["best_val_acc"])
         return [float(metrics["best_val_acc"]), float(metrics[COST_ATTRS[self.info.objective[1]]])]
-
-
-def summarize(run: RunDir, *, interrupted: bool = False, elapsed_s: float = 0.0) -> SearchSummary:
-    """Counts per outcome and the best trial so far."""
-    study = run.load_study()
-    summary = SearchSummary(name=run.name, interrupted=interrupted, elapsed_s=elapsed_s)
-    trials = study.get_trials(deepcopy=False)
-    for trial in trials:
-        outcome = trial_outcome(trial)
-        summary.counts[outcome] = summary.counts.get(outcome, 0) + 1
-    best = best_so_far(trials)
-    if best is not None:
-        summary.best_trial, summary.best_val_acc, summary.best_compact = best
-    return summary

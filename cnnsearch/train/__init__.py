@@ -11,29 +11,23 @@ package costs nothing until a name is needed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cnnsearch._lazy import lazy_exports
 
 _EXPORTS = {
     "checkpoint_state": "checkpoint",
     "write_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "evaluate": "evaluate",
+    "autocast_for": "evaluate",
     "measure_latency": "evaluate",
     "resolve_device": "loop",
     "check_candidate": "loop",
     "train_candidate": "loop",
     "ResidentBatches": "module",
     "lr_factor": "module",
+    "candidate_module_class": "module",
     "TrialResult": "result",
     "StopTrial": "result",
     "TrialControl": "result",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

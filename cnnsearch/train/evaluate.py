@@ -27,7 +27,7 @@ def evaluate(
     was_training = net.training
     net.eval()
     correct = torch.zeros((), dtype=torch.long, device=labels.device)
-    autocast = _autocast(labels.device)
+    autocast = autocast_for(labels.device)
     with torch.no_grad(), autocast:
         for start in range(0, len(labels), batch_size):
             batch = data.normalize(images[start : start + batch_size])
@@ -38,7 +38,7 @@ def evaluate(
     return correct.item() / len(labels)
 
 
-def _autocast(device: torch.device):
+def autocast_for(device: torch.device):
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
@@ -63,7 +63,7 @@ def measure_latency(
     if channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     timings = []
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), autocast_for(device):
         for attempt in range(repeats + 1):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

@@ -14,7 +14,7 @@ import warnings
 _HEAP_FROZEN = False
 
 
-def _lightning():
+def import_lightning():
     global _HEAP_FROZEN
     import pytorch_lightning as pl
 

@@ -22,8 +22,8 @@ from cnnsearch.model.build import build_model
 from cnnsearch.spec import Architecture, forward_flops
 from cnnsearch.train.checkpoint import load_checkpoint, write_checkpoint
 from cnnsearch.train.evaluate import measure_latency
-from cnnsearch.train.lightning_private import _lightning
-from cnnsearch.train.module import ResidentBatches, _module_class
+from cnnsearch.train.lightning_private import import_lightning
+from cnnsearch.train.module import ResidentBatches, candidate_module_class
 from cnnsearch.train.result import StopTrial, TrialControl, TrialResult
 
 
@@ -129,7 +129,7 @@ def train_candidate(
 def _train_once(
     arch: Architecture, data: DeviceData, control: TrialControl, *, micro_batch: int, net: nn.Module
 ) -> TrialResult:
-    pl = _lightning()
+    pl = import_lightning()
     device = data.train_y.device
     channels_last = device.type == "cuda"
     net = net.to(device)
@@ -180,7 +180,7 @@ def _train_once(
         return result
 
     started = time.monotonic()
-    module = _module_class()(
+    module = candidate_module_class()(
         net,
         arch,
         data,

@@ -17,8 +17,8 @@ from cnnsearch.data.augment import augment_batch
 from cnnsearch.data.device import DeviceData
 from cnnsearch.spec import Architecture, TrainSettings
 from cnnsearch.train.checkpoint import checkpoint_state, write_checkpoint
-from cnnsearch.train.evaluate import _autocast, evaluate
-from cnnsearch.train.lightning_private import _lightning
+from cnnsearch.train.evaluate import autocast_for, evaluate
+from cnnsearch.train.lightning_private import import_lightning
 from cnnsearch.train.result import StopTrial, TrialControl, TrialResult
 
 NAN_CHECK_EVERY = 16  # steps between finite-loss checks (each one syncs with the device)
@@ -84,7 +84,7 @@ def lr_factor(step: int, total: int, settings: TrainSettings) -> float:
 
 
 def _make_module_class():
-    pl = _lightning()
+    pl = import_lightning()
 
     class CandidateModule(pl.LightningModule):
         """Wraps a built network with its optimiser, schedule and per-epoch bookkeeping."""
@@ -148,7 +148,7 @@ def _make_module_class():
 
         def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
             images, labels = batch
-            with _autocast(images.device):
+            with autocast_for(images.device):
                 logits = self.net(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.arch.train.label_smoothing)
             detached = loss.detach()
@@ -224,7 +224,7 @@ def _make_module_class():
 _MODULE_CLASS = None
 
 
-def _module_class():
+def candidate_module_class():
     global _MODULE_CLASS
     if _MODULE_CLASS is None:
         _MODULE_CLASS = _make_module_class()

@@ -16,7 +16,7 @@ from torch import nn
 class TrialResult:
     """What one training of one candidate produced; everything the leaderboard shows."""
 
-    outcome: str  # "complete", one of PRUNED_OUTCOMES, or one of FAILED_OUTCOMES
+    outcome: str  # a name of cnnsearch.outcomes.OUTCOMES: "complete", "pruned", "nan", ...
     reason: str = ""
     val_acc: list[float] = field(default_factory=list)  # per finished epoch
     train_loss: list[float] = field(default_factory=list)  # mean per finished epoch

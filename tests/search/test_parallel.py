@@ -26,9 +26,9 @@ from pg import PostgresServer, postgres_server  # noqa: F401  (postgres_server i
 from cnnsearch.run.folder import RunDir
 from cnnsearch.run.liveness import advisory_lock_key, ask_lock
 from cnnsearch.run.storage import engine_url
+from cnnsearch.search.progress import counted_trials
 from cnnsearch.search.settings import SearchSettings
 from cnnsearch.search.setup import prepare_run, resolve_target
-from cnnsearch.search.worker import counted_trials
 
 STATES = optuna.trial.TrialState
 

@@ -13,10 +13,11 @@ import torch
 from conftest import TINY_SPACE, load_study, run_cli, start_cli
 
 from cnnsearch.errors import UserError
+from cnnsearch.search.progress import counted_trials
 from cnnsearch.search.settings import SearchSettings
 from cnnsearch.search.setup import prepare_run
 from cnnsearch.search.strategies import make_pruner
-from cnnsearch.search.worker import WorkerLoop, counted_trials
+from cnnsearch.search.worker import WorkerLoop
 
 STATES = optuna.trial.TrialState
 

@@ -11,9 +11,9 @@ from cnnsearch.train import lightning_private
 def test_trainers_skip_the_plugin_callback_scan_when_no_package_registers_one() -> None:
     from pytorch_lightning.trainer.connectors import callback_connector
 
-    from cnnsearch.train.lightning_private import _lightning, _no_external_callbacks
+    from cnnsearch.train.lightning_private import _no_external_callbacks, import_lightning
 
-    pl = _lightning()
+    pl = import_lightning()
     # Pins Lightning's private name: if it moves, this fails instead of the saving going silently.
     assert callback_connector._load_external_callbacks is _no_external_callbacks
     trainer = pl.Trainer(
