@@ -20,6 +20,8 @@ _EXPORTS = {
     "KeyRule": "parse",
     "Dimension": "parse",
     "SearchSpace": "parse",
+    "SHIPPED_SPACES": "parse",
+    "shipped_space": "parse",
     "resolve_space_path": "parse",
     "load_space": "parse",
     "parse_space": "parse",
