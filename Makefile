@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CNN := $(VENV)/bin/cnnsearch
 
-.PHONY: setup demo test lint bench clean-demo
+.PHONY: setup demo test lint package-check bench clean-demo
 
 # The venv, installed once (again when pyproject.toml changes). torch==2.13.0 goes in first
 # when no torch is present: pip finds the local CPU build here, the standard build elsewhere.
@@ -30,6 +30,10 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The wheel, installed into a fresh venv and run from outside the repository (about 2 minutes).
+package-check: setup
+	PY=$(abspath $(PY)) .ci/package_check
 
 bench: setup
 	$(PY) bench/run_all.py --quick

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from cnnsearch import __version__
 from cnnsearch.errors import UserError
 
 app = typer.Typer(
@@ -34,9 +35,27 @@ app = typer.Typer(
 space_app = typer.Typer(help="Check, show and sample search-space files.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
 
+
 # Data goes to stdout; a pipe or log file gets a wide fixed width instead of rich's 80 columns.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)  # messages
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(Text(f"cnnsearch {__version__}"), highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Options of the program itself (`--version`); the help text above the commands is the app's."""
+
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the runs.", envvar="CNNSEARCH_RUNS_DIR")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda or cuda:N.")]

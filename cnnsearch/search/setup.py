@@ -29,6 +29,7 @@ from cnnsearch.search.settings import (
 from cnnsearch.search.strategies import PRUNERS, SAMPLERS, quiet_optuna
 from cnnsearch.search.warm_start import enqueue_warm_start_for, read_warm_start
 from cnnsearch.space.parse import (
+    SHIPPED_SPACES,
     SearchSpace,
     load_space,
     resolve_space_path,
@@ -109,8 +110,8 @@ def prepare_run(settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]
         return _resume_run(run, settings)
     if settings.space is None:
         raise UserError(
-            f"no run named {settings.name!r} in {settings.runs_dir}; to start it, pass --space FILE "
-            f"(e.g. --space default, or search_spaces/default.toml)"
+            f"no run named {settings.name!r} in {settings.runs_dir}; to start it, pass --space with "
+            f"a shipped space ({', '.join(SHIPPED_SPACES)}) or a .toml file"
         )
     space = load_space(resolve_space_path(settings.space))
     return _create_run(run, settings, space)

@@ -19,6 +19,7 @@ _EXPORTS = {
     "KeyRule": "parse",
     "Dimension": "parse",
     "SearchSpace": "parse",
+    "shipped_space": "parse",
     "resolve_space_path": "parse",
     "load_space": "parse",
     "parse_space": "parse",

@@ -15,6 +15,8 @@ import difflib
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -208,30 +210,47 @@ class SearchSpace:
         return table_rows
 
 
-SHIPPED_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+# The spaces that ship inside the package (cnnsearch/search_spaces/NAME.toml), in the order
+# they are named to the user; tests/test_package.py holds this list against the folder.
+SHIPPED_SPACES = ("default", "tiny", "cifar")
 
 
-def resolve_space_path(text: str | Path) -> Path:
-    """A space file path, or the name of a shipped space (`default`, `tiny`, `cifar`)."""
+def shipped_space(name: str) -> Traversable | None:
+    """The packaged file of a shipped space (`default` or `default.toml`), or None when there is none.
+
+    Read through importlib.resources, so it is found wherever cnnsearch is installed (a wheel in
+    site-packages, an editable checkout), not only next to the repository.
+    """
+    stem = name.removesuffix(".toml")
+    if stem not in SHIPPED_SPACES:
+        return None
+    found = files("cnnsearch") / "search_spaces" / f"{stem}.toml"
+    return found if found.is_file() else None
+
+
+def resolve_space_path(text: str | Path) -> Path | Traversable:
+    """A space file path, or the packaged file of a shipped space (`default`, `tiny`, `cifar`)."""
     path = Path(text)
     if path.is_file() or len(path.parts) > 1:
         return path
-    shipped = SHIPPED_SPACES / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
-    return shipped if shipped.is_file() else path
+    return shipped_space(path.name) or path
 
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a space file (or a shipped space by name); every problem is reported at once."""
-    path = resolve_space_path(path)
-    if not path.is_file():
-        raise UserError(f"space file not found: {path}; pass an existing .toml file (see search_spaces/)")
+    resolved = resolve_space_path(path)
+    hint = f"pass an existing .toml file or a shipped space: {', '.join(SHIPPED_SPACES)}"
+    if resolved.is_dir():
+        raise UserError(f"space file {resolved} is a directory; {hint}")
+    if not resolved.is_file():
+        raise UserError(f"space file not found: {resolved}; {hint}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(resolved.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
-        raise SpaceError(f"{path}: invalid TOML: {error}") from None
+        raise SpaceError(f"{resolved}: invalid TOML: {error}") from None
     except UnicodeDecodeError:
-        raise SpaceError(f"{path}: not a text file; a space is a UTF-8 TOML file") from None
-    return parse_space(raw, source=str(path))
+        raise SpaceError(f"{resolved}: not a text file; a space is a UTF-8 TOML file") from None
+    return parse_space(raw, source=str(resolved))
 
 
 def parse_space(raw: dict[str, Any], *, source: str = "<space>") -> SearchSpace:

@@ -138,13 +138,16 @@ def test_broken_file_exits_2_with_every_problem_on_stderr(tmp_path: Path) -> Non
 def test_missing_file_and_bad_input_shape_exit_2_with_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     tiny = str(REPO / "search_spaces" / "tiny.toml")
-    not_found, bad_shape = cnnsearch_many(
-        ["space", "check", str(missing)], ["space", "sample", tiny, "--input", "28x28"]
+    not_found, directory, bad_shape = cnnsearch_many(
+        ["space", "check", str(missing)],
+        ["space", "show", str(tmp_path)],
+        ["space", "sample", tiny, "--input", "28x28"],
     )
+    hint = "pass an existing .toml file or a shipped space: default, tiny, cifar"
     assert not_found.returncode == 2
-    assert not_found.stderr.splitlines() == [
-        f"error: space file not found: {missing}; pass an existing .toml file (see search_spaces/)"
-    ]
+    assert not_found.stderr.splitlines() == [f"error: space file not found: {missing}; {hint}"]
+    assert directory.returncode == 2
+    assert directory.stderr.splitlines() == [f"error: space file {tmp_path} is a directory; {hint}"]
     assert bad_shape.returncode == 2
     assert bad_shape.stderr.splitlines() == [
         "error: --input: input shape must look like CxHxW (e.g. 1x28x28), but got '28x28'"

@@ -201,7 +201,17 @@ def test_missing_file_is_a_user_error(tmp_path: Path) -> None:
     path = tmp_path / "nope.toml"
     with pytest.raises(UserError) as caught:
         load_space(path)
-    assert str(caught.value) == f"space file not found: {path}; pass an existing .toml file (see search_spaces/)"
+    assert str(caught.value) == (
+        f"space file not found: {path}; pass an existing .toml file or a shipped space: default, tiny, cifar"
+    )
+
+
+def test_a_directory_is_refused_as_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as caught:
+        load_space(tmp_path)
+    assert str(caught.value) == (
+        f"space file {tmp_path} is a directory; pass an existing .toml file or a shipped space: default, tiny, cifar"
+    )
 
 
 def test_ranges_and_choices_are_read_as_declared() -> None:
