@@ -3,7 +3,9 @@
 Images are read with Pillow, converted to the model's channels (L or RGB), resized to its
 height x width when they differ, normalised with the mean and std saved in model.json, and
 run in batches. The ONNX runtime path needs only model.json, model.onnx, onnxruntime, numpy
-and Pillow: it must never import torch, so a deployment can leave torch out.
+and Pillow: it must never import torch, so a deployment can leave torch out. The export
+folder's own predict.py (export/standalone_predict.py, which cannot import cnnsearch) repeats
+this preprocessing; tests/export/test_standalone_predict.py holds the two to one answer.
 
 Must not know: training, runs, Optuna. Imports torch only inside the torch runtime.
 """
@@ -178,8 +180,29 @@ def _softmax(logits: Any) -> Any:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def require_module(module: str, *, needed_by: str, fix: str) -> None:
+    """UserError "NEEDED_BY needs MODULE, which is not installed; FIX" unless MODULE is importable.
+
+    Checked with importlib.util.find_spec, before anything imports it, so a missing runtime is
+    one line to the user and not an ImportError traceback.
+    """
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a dotted name whose parent is missing, or a broken entry
+        found = False
+    if not found:
+        raise UserError(f"{needed_by} needs {module}, which is not installed; {fix}")
+
+
 def _torch_runner(model_dir: Path) -> Callable[[Any], Any]:
     """model.pt rebuilt with build_model; the TorchScript file when an export left model.pt out."""
+    require_module(
+        "torch",
+        needed_by="--runtime torch",
+        fix="use --runtime onnx (needs only onnxruntime), or install torch (https://pytorch.org)",
+    )
     import torch
 
     if not (model_dir / "model.pt").is_file() and (model_dir / "model.ts").is_file():
@@ -215,10 +238,9 @@ def _onnx_runner(model_dir: Path) -> Callable[[Any], Any]:
     path = model_dir / "model.onnx"
     if not path.is_file():
         raise UserError(f"{model_dir} has no model.onnx; export the model with --format onnx, or use --runtime torch")
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UserError("--runtime onnx needs onnxruntime; pip install onnxruntime, or use --runtime torch") from None
+    require_module("onnxruntime", needed_by="--runtime onnx", fix="pip install onnxruntime, or use --runtime torch")
+    import onnxruntime
+
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types for a bad file

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -69,7 +70,16 @@ def search(
         str | None, typer.Option("--trial-timeout", help="Longest a single trial may train, e.g. 60s.")
     ] = None,
     sampler: Annotated[
-        Sampler | None, typer.Option("--sampler", help="How candidates are proposed. [default: tpe]")
+        Sampler | None,
+        typer.Option(
+            "--sampler",
+            help="How candidates are proposed. tpe (default): models every parameter, conditional ones "
+            "included, after 8 random trials. random: no model. nsga2: genetic, for Pareto searches. "
+            "gp: 10 random trials, then a Gaussian process over the parameters every candidate has; "
+            "the extra stages' parameters stay random. cmaes: models the numeric ranges only; every choice "
+            "and per-stage parameter falls back to random sampling, so on these spaces it searches the "
+            "architecture at random. Fallback warnings go to runs/NAME/search.log.",
+        ),
     ] = None,
     pruner: Annotated[
         Pruner | None,
@@ -170,16 +180,21 @@ def search(
     _finish_search(run, interrupted)
 
 
-def _install_sigint(*, quiet: bool = False) -> threading.Event:
-    """First Ctrl-C asks for a clean stop (the trial is checkpointed); a second one forces it."""
+STOPPING = "stopping after saving the running trial's state (Ctrl-C again to force)…"
+
+
+def _install_sigint(notify: Callable[[str], None] | None) -> threading.Event:
+    """First Ctrl-C asks for a clean stop (the trial is checkpointed); a second one forces it.
+
+    `notify` tells the user (the live view shows it inside itself); None: say nothing."""
     stop = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        if not quiet:
-            err.print("\nstopping after saving the running trial's state (Ctrl-C again to force)…")
+        if notify is not None:
+            notify(STOPPING)
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -206,12 +221,13 @@ def _run_search(
     from cnnsearch.search.worker import WorkerLoop
 
     run = opened.run
-    stop = _install_sigint()
     deadline = time.monotonic() + timeout_s if timeout_s else None
     state = ProgressState(name=run.name, target=opened.target, deadline=deadline)
     reported = start_from_study(run.load_study(opened.info), state)
+    view = SearchView(state, console=out, messages=err, live=out.is_terminal)
+    stop = _install_sigint(view.notify)
     if workers == 1:
-        with SearchView(state, console=out) as view:
+        with view:
             loop = WorkerLoop(
                 run,
                 opened.info,
@@ -225,7 +241,7 @@ def _run_search(
             )
             loop.run_loop()
         return stop.is_set() or loop.interrupted
-    with SearchView(state, console=out, live=out.is_terminal) as view:
+    with view:
 
         def on_poll(study) -> None:  # noqa: ANN001
             if view.live is not None:
@@ -301,7 +317,7 @@ def worker(
     run, run_info, space_obj = searching.join_run(runs_dir, name, storage)
     timeout_s = searching.parse_duration(timeout)
     checkpoint_every_s = searching.parse_checkpoint_every(checkpoint_every)
-    stop = _install_sigint(quiet=quiet)
+    stop = _install_sigint(None if quiet else info)
     deadline = time.monotonic() + timeout_s if timeout_s else None
     target = searching.resolve_target(run, run_info, None)
     state = ProgressState(name=run.name, target=target, deadline=deadline)

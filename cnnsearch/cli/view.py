@@ -55,6 +55,7 @@ class ProgressState:
     started: float = field(default_factory=time.monotonic)
     deadline: float | None = None
     finished_seconds: list[float] = field(default_factory=list)
+    note: str = ""  # e.g. that a Ctrl-C is being honoured; shown under the header
 
     @property
     def finished(self) -> int:
@@ -108,7 +109,10 @@ def render(state: ProgressState) -> Group:
         f"elapsed {format_seconds(time.monotonic() - state.started)}  ",
         f"left ~{format_seconds(state.time_left())}",
     )
-    overall = ProgressBar(total=max(1, state.target), completed=state.finished, width=60)
+    # A bar ends no line by itself: in a grid row it gets its own, so the table header is not
+    # pushed off a narrow terminal.
+    overall = Table.grid()
+    overall.add_row(ProgressBar(total=max(1, state.target), completed=state.finished, width=60))
     table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
     for column in ("trial", "candidate", "epoch", "", "val acc", "device"):
         table.add_column(column)
@@ -130,15 +134,20 @@ def render(state: ProgressState) -> Group:
         if state.best_val_acc is not None
         else Text("best so far: no finished trial yet", style="dim")
     )
-    return Group(header, overall, table, best)
+    parts = [header, Text(state.note, style="yellow")] if state.note else [header]
+    return Group(*parts, overall, table, best)
 
 
 class SearchView:
     """Consumes events; draws live on a terminal, or prints one line per finished trial."""
 
-    def __init__(self, state: ProgressState, *, console: Console | None = None, live: bool | None = None) -> None:
+    def __init__(
+        self, state: ProgressState, *, console: Console | None = None, live: bool | None = None,
+        messages: Console | None = None,
+    ) -> None:  # fmt: skip
         self.state = state
         self.console = console or Console(stderr=False)
+        self.messages = messages or Console(stderr=True)  # notes when not drawing live
         self.live_enabled = self.console.is_terminal if live is None else live
         self.live: Live | None = None
 
@@ -161,6 +170,15 @@ class SearchView:
             self.console.print(plain_line(self.state, event), highlight=False, soft_wrap=True)
         elif event.kind == "message":
             self.console.print(Text(event.text), soft_wrap=True)
+
+    def notify(self, text: str) -> None:
+        """A note for the user: inside the live view (a line printed beside it would be drawn
+        over), else one line on the message console."""
+        if self.live is not None:
+            self.state.note = text
+            self.live.update(render(self.state))
+        else:
+            self.messages.print(Text(text), highlight=False)
 
     def refresh(self) -> None:
         if self.live is not None:

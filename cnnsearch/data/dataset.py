@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cnnsearch.errors import UserError
+from cnnsearch.run.folder import honour_umask
 
 # Where Debian's dataset packages put their files (dataset-fashion-mnist → <root>/fashion-mnist).
 # A module constant so tests can point it at an empty folder.
@@ -167,6 +168,7 @@ def download_file(url: str, dest: Path, md5: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
+    honour_umask(fd)
     try:
         digest = hashlib.md5(usedforsecurity=False)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:

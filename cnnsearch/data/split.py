@@ -16,6 +16,7 @@ import torch
 
 from cnnsearch.data.dataset import Dataset, check_fraction
 from cnnsearch.errors import UserError
+from cnnsearch.run.folder import honour_umask
 
 
 def stratified_partition(
@@ -87,6 +88,7 @@ def save_split(split: Split, path: Path | str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        honour_umask(fd)
         with os.fdopen(fd, "wb") as f:
             np.savez(
                 f,

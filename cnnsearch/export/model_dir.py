@@ -9,6 +9,9 @@ An export folder describes itself:
     model.ts     TorchScript of the eval-mode CPU network
     model.onnx   ONNX with a dynamic batch axis (input "input", output "logits")
     model.json   architecture, preprocessing, test accuracy, verification, provenance
+    predict.py   (with model.onnx) classifies images with model.json's preprocessing and
+                 model.onnx, needing only numpy, pillow and onnxruntime: a verbatim copy of
+                 cnnsearch/export/standalone_predict.py
 
 Every model file takes NORMALISED float32 (N, C, H, W) input, (x / 255 - mean) / std with the
 mean and std of the images the network was trained on, and returns logits.
@@ -23,6 +26,15 @@ from typing import Any
 from cnnsearch.errors import UserError
 
 META_FILE = "model.json"
+PREDICT_SCRIPT = "predict.py"  # written beside model.onnx
+PREDICT_TEMPLATE = "standalone_predict.py"  # its source, package data of cnnsearch.export
+
+
+def predict_script_source() -> str:
+    """The text of the folder's predict.py: the package's standalone_predict.py, unchanged."""
+    from importlib.resources import files
+
+    return (files("cnnsearch.export") / PREDICT_TEMPLATE).read_text(encoding="utf-8")
 
 
 def read_model_meta(model_dir: Path, *, required: bool = False) -> dict[str, Any]:

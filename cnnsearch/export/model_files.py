@@ -32,13 +32,13 @@ from cnnsearch.export.formats import (
     SavedModel,
     net_from_payload,
 )
-from cnnsearch.export.model_dir import META_FILE, read_model_meta
+from cnnsearch.export.model_dir import META_FILE, PREDICT_SCRIPT, predict_script_source, read_model_meta
 from cnnsearch.model.build import CandidateNet
-from cnnsearch.run.folder import package_versions, write_atomic
+from cnnsearch.run.folder import honour_umask, package_versions, write_atomic
 from cnnsearch.spec import Architecture
 
 # Files a previous export may have left; --force replaces these and nothing else.
-_OWN_FILES = (*FILE_NAMES.values(), "model.onnx.data", META_FILE)
+_OWN_FILES = (*FILE_NAMES.values(), "model.onnx.data", PREDICT_SCRIPT, META_FILE)
 
 
 INPUT_DESCRIPTION = "float32 NCHW normalised as (x/255 - mean)/std"
@@ -96,6 +96,7 @@ def _cpu_eval(net: nn.Module) -> nn.Module:
 
 def _temp_name(folder: Path, name: str) -> Path:
     handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    honour_umask(handle)  # the writers keep this mode: a model folder is meant to be shared
     os.close(handle)
     return Path(temp)
 
@@ -117,7 +118,8 @@ def _write_model_folder(
     """Write every format to a temp name, verify each against `net`, then rename all into place.
 
     A file that disagrees with the PyTorch model by more than VERIFY_TOLERANCE stops the export
-    with RuntimeError and leaves `out` as it was. model.json is written last.
+    with RuntimeError and leaves `out` as it was. With the onnx format, predict.py (the
+    package's standalone_predict.py, verbatim) goes beside model.onnx. model.json is written last.
     """
     out.mkdir(parents=True, exist_ok=True)
     batch = normalize(verify_images.cpu(), mean, std)
@@ -126,6 +128,7 @@ def _write_model_folder(
     temps: dict[str, Path] = {}
     saved = SavedModel(arch=arch, input_shape=tuple(input_shape), class_names=tuple(class_names), mean=mean, std=std)
     verification: dict[str, float] = {}
+    script: Path | None = None  # predict.py's temp name, when the onnx format is written
     try:
         for name in formats:
             temp = temps[name] = _temp_name(out, FILE_NAMES[name])
@@ -139,6 +142,9 @@ def _write_model_folder(
                     f"(tolerance {VERIFY_TOLERANCE:g}) on {len(batch)} test images; nothing was written to {out}"
                 )
             on_message(f"{name}: max |diff| {verification[name]:.2g} on {len(batch)} test images")
+        if "onnx" in formats:  # predict.py runs model.onnx with onnxruntime, without torch or cnnsearch
+            script = _temp_name(out, PREDICT_SCRIPT)
+            script.write_text(predict_script_source(), encoding="utf-8")
         # Every file checked: replace what an earlier export left, then move the new files in.
         for stale in _OWN_FILES:
             (out / stale).unlink(missing_ok=True)
@@ -146,9 +152,13 @@ def _write_model_folder(
         for name, temp in temps.items():
             os.replace(temp, out / FILE_NAMES[name])
             files.append(out / FILE_NAMES[name])
+        if script is not None:
+            os.replace(script, out / PREDICT_SCRIPT)
+            files.append(out / PREDICT_SCRIPT)
     finally:
-        for temp in temps.values():
-            temp.unlink(missing_ok=True)
+        for leftover in (*temps.values(), script):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
     meta.update(
         files=[path.name for path in files] + [META_FILE],
         verification=verification,

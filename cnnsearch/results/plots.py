@@ -124,13 +124,14 @@ def _progress_section(facts: Sequence[TrialFacts], images: _Images) -> str:
     )
 
 
-def _clip_accuracy_axis(axes: Sequence[Any], accuracies: np.ndarray) -> None:
-    """Zoom on the interesting band: a few bad trials should not squash the best ones."""
+def _clip_accuracy_axis(axes: Sequence[Any], accuracies: np.ndarray, *, keep: Sequence[float] = ()) -> None:
+    """Zoom on the interesting band: a few bad trials should not squash the best ones. The
+    accuracies in `keep` (a Pareto front's members) always stay in view, however low."""
     import numpy as np
 
     if len(accuracies) == 0:
         return
-    low = max(float(np.percentile(accuracies, 5)) * 100 - 2, 0.0)
+    low = max(min([float(np.percentile(accuracies, 5)), *keep]) * 100 - 2, 0.0)
     high = min(float(accuracies.max()) * 100 + 1, 100.5)
     if high > low:
         for axis in axes:
@@ -232,7 +233,7 @@ def _cost_section(facts: Sequence[TrialFacts], images: _Images) -> str:
         axis.set_xlabel(label)
         axis.set_ylabel("validation accuracy (%)")
         axis.legend(loc="lower right", fontsize="small")
-        _clip_accuracy_axis([axis], accuracy)
+        _clip_accuracy_axis([axis], accuracy, keep=accuracy[front].tolist())
         members = sorted((points[index] for index in np.flatnonzero(front)), key=lambda fact: getattr(fact, column))
         listed.append((column, members))
     text = "".join(
@@ -369,9 +370,15 @@ def _curves_section(frame: Board, facts: Sequence[TrialFacts], images: _Images) 
             linewidth=1.6,
             label=f"#{fact.number} {percent(fact.val_acc)}",
         )
+    from matplotlib.ticker import MaxNLocator
+
     axis.autoscale_view()
+    longest = max(len(fact.curve) for fact in [*top, *pruned])
+    axis.set_xlim(0.5, longest + 0.5)  # whole epochs: a 1-epoch run reads 1, not 0.96 .. 1.04
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation accuracy (%)")
-    axis.set_title(f"learning curves: top {len(top)} and pruned trials")
+    parts = ([f"top {len(top)}"] if top else []) + (["pruned trials"] if pruned else [])
+    axis.set_title("learning curves: " + " and ".join(parts))
     axis.legend(loc="lower right", fontsize="small")
     return "<h2>Learning curves</h2>" + images.embed(figure, "learning_curves", "learning curves")

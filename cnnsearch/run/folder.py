@@ -10,6 +10,7 @@
     weights/trial_<n>.pt  weights of the best trials only
     checkpoints/<key>.pt  the last finished epoch of an unfinished trial (resume)
     heartbeats/<n>      touched by the worker that trains trial n (stale = dead worker)
+    search.log          Optuna's own warnings (e.g. a sampler's fallbacks), kept out of the live view
 
 Must not import torch or Lightning: the leaderboard and report read runs through this.
 """
@@ -59,7 +60,8 @@ class RunInfo:
     epochs: int | None = None  # per-trial epochs budget (overrides the space), None = space's
     trial_timeout: float | None = None  # seconds
     keep_weights: int = 3  # best trials whose weights are kept
-    command: str = ""
+    command: str = ""  # the command that started the run
+    resumes: list[str] = field(default_factory=list)  # "TIME COMMAND" of each later `cnnsearch search` on it
     versions: dict[str, str] = field(default_factory=dict)
     device: str = ""
     created: str = ""
@@ -87,11 +89,25 @@ def package_versions(packages: tuple[str, ...], *, python: bool = True) -> dict[
     return found
 
 
+def user_file_mode() -> int:
+    """The mode a plain `open()` gives a new file under this process's umask (0644 under 022)."""
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def honour_umask(file: int | str | Path) -> None:
+    """Give a temp file the mode a normal file would get: mkstemp makes them 0600, which breaks a
+    runs folder or a model shared with a team."""
+    os.chmod(file, user_file_mode())
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a file so that a reader (or a crash) never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        honour_umask(handle)
         with os.fdopen(handle, "wb") as file:
             file.write(data.encode() if isinstance(data, str) else data)
             file.flush()
@@ -138,6 +154,10 @@ class RunDir:
 
     def heartbeat_file(self, number: int) -> Path:
         return self.path / "heartbeats" / str(number)
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "search.log"
 
     def exists(self) -> bool:
         return self.run_file.is_file()

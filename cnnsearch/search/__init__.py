@@ -36,6 +36,7 @@ _EXPORTS = {
     "publish_run": "setup",
     "join_run": "setup",
     "quiet_optuna": "strategies",
+    "check_sampler_installed": "strategies",
     "make_sampler": "strategies",
     "make_pruner": "strategies",
     "pareto_prune": "strategies",

@@ -114,7 +114,9 @@ def parse_objective(text: str) -> tuple[str, ...]:
 
 
 def versions() -> dict[str, str]:
-    return package_versions(("cnnsearch", "torch", "optuna", "pytorch-lightning", "numpy"))
+    return package_versions(
+        ("cnnsearch", "torch", "optuna", "pytorch-lightning", "numpy", "scikit-learn", "onnx", "onnxruntime")
+    )
 
 
 def default_run_name(space_path: str) -> str:

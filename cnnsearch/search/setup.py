@@ -26,7 +26,7 @@ from cnnsearch.search.settings import (
     default_run_name,
     versions,
 )
-from cnnsearch.search.strategies import PRUNERS, SAMPLERS, quiet_optuna
+from cnnsearch.search.strategies import METRIC_NAMES, PRUNERS, SAMPLERS, check_sampler_installed, quiet_optuna
 from cnnsearch.search.warm_start import enqueue_warm_start_for, read_warm_start
 from cnnsearch.space.parse import (
     SHIPPED_SPACES,
@@ -95,6 +95,8 @@ def check_settings(settings: SearchSettings) -> None:
         raise UserError(f"--sampler {settings.sampler!r} is not valid; choose one of {', '.join(SAMPLERS)}")
     if settings.pruner is not None and settings.pruner not in PRUNERS:
         raise UserError(f"--pruner {settings.pruner!r} is not valid; choose one of {', '.join(PRUNERS)}")
+    if settings.sampler is not None:
+        check_sampler_installed(settings.sampler)
 
 
 def prepare_run(settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]:
@@ -147,6 +149,11 @@ def _resume_run(run: RunDir, settings: SearchSettings) -> tuple[RunDir, RunInfo,
     from cnnsearch.data.load import load_run_dataset
 
     load_run_dataset(info, consequence="its saved split would pick other images")
+    check_sampler_installed(info.sampler)
+    if settings.command:  # last: a refused resume changes nothing
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        info.resumes.append(f"{stamp} {settings.command}")
+        run.write_info(info)
     return run, info, saved_space
 
 
@@ -211,7 +218,9 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
     if storage is None:
         storage = run.open_storage(info)
     directions = ["maximize"] + ["minimize"] * (len(settings.objective) - 1)
-    optuna.create_study(study_name=run.name, storage=storage, directions=directions, load_if_exists=True)
+    study = optuna.create_study(study_name=run.name, storage=storage, directions=directions, load_if_exists=True)
+    # optuna-dashboard and Optuna's plots show these names instead of "Objective 0".
+    study.set_metric_names([METRIC_NAMES[name] for name in settings.objective])
     run.write_info(info)  # last: a run exists once run.json does
     publish_run(run, info)
     return run, info, space

@@ -28,6 +28,28 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
+# Packages a sampler needs beyond Optuna: (module, pip name). A missing one is refused before a
+# run is created or resumed, instead of failing every trial.
+SAMPLER_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "gp": (("torch", "torch"), ("scipy", "scipy")),
+    "cmaes": (("cmaes", "cmaes"),),
+}
+# Study metric names per objective (optuna-dashboard, Optuna's plots): the leaderboard's columns.
+METRIC_NAMES = {"accuracy": "val_acc", "params": "params", "flops": "flops", "latency": "latency_ms"}
+
+
+def check_sampler_installed(name: str) -> None:
+    """A UserError naming the `pip install` when the sampler's packages are missing."""
+    from importlib.util import find_spec
+
+    missing = [pip for module, pip in SAMPLER_NEEDS.get(name, ()) if find_spec(module) is None]
+    if missing:
+        raise UserError(
+            f"--sampler {name} needs {', '.join(missing)}, which is not installed; pip install {' '.join(missing)}, "
+            f"or choose another --sampler"
+        )
+
+
 def make_sampler(name: str, seed: int, *, multi_objective: bool, worker_index: int = 0) -> Any:
     import optuna
 

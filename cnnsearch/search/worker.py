@@ -11,10 +11,13 @@ Never prints: progress reaches the caller as `SearchEvent`s through a callback.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from cnnsearch.data.load import load_run_dataset
@@ -47,6 +50,25 @@ from cnnsearch.search.strategies import (
     quiet_optuna,
 )
 from cnnsearch.space.parse import SearchSpace
+
+
+@contextmanager
+def optuna_log_to(path: Path) -> Iterator[None]:
+    """Send Optuna's log records (a sampler's fallback warnings, one per parameter and trial) to
+    the run's log file instead of the terminal, where they would break the live view."""
+    import optuna
+
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("optuna")
+    logger.addHandler(handler)
+    optuna.logging.disable_default_handler()
+    try:
+        yield
+    finally:
+        optuna.logging.enable_default_handler()
+        logger.removeHandler(handler)
+        handler.close()
 
 
 class WorkerLoop:
@@ -124,6 +146,10 @@ class WorkerLoop:
         return to_device(dataset, split, self.device)
 
     def run_loop(self) -> None:
+        with optuna_log_to(self.run.log_file):
+            self._loop()
+
+    def _loop(self) -> None:
         import optuna
 
         study = self.open_study()

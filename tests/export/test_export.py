@@ -130,7 +130,13 @@ def test_export_writes_verified_files(exported, search_run: RunDir, digits) -> N
     out, result, messages = exported
     for name in ("model.pt", "model.ts", "model.onnx", "model.json"):
         assert (out / name).is_file(), name
-    assert result.files == [out / "model.onnx", out / "model.ts", out / "model.pt", out / "model.json"]
+    assert result.files == [
+        out / "model.onnx",
+        out / "model.ts",
+        out / "model.pt",
+        out / "predict.py",
+        out / "model.json",
+    ]
 
     net, payload = net_from_pt(out / "model.pt")
     assert payload["class_names"] == [str(i) for i in range(10)]
@@ -159,7 +165,7 @@ def test_export_writes_verified_files(exported, search_run: RunDir, digits) -> N
     assert meta["run"] == "t" and meta["trial"] == result.trial
     assert meta["test_size"] == len(digits.test_labels) == 360
     assert meta["test_accuracy"] > 0.5  # chance is 0.1
-    assert meta["files"] == ["model.onnx", "model.ts", "model.pt", "model.json"]
+    assert meta["files"] == ["model.onnx", "model.ts", "model.pt", "predict.py", "model.json"]
     assert set(meta["verification"]) == {"onnx", "torchscript", "pt"}
     assert all(diff < 1e-3 for diff in meta["verification"].values())
     assert set(meta["versions"]) >= {"cnnsearch", "torch", "onnx", "onnxruntime"}

@@ -18,6 +18,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -591,3 +592,47 @@ def test_two_objective_sweep_matches_pairwise_sorting():
             points[rng.integers(0, len(points))] = np.nan
         pairwise = report.pareto_ranks(np.column_stack([points, np.zeros(len(points))]), [True, False, False])
         assert report.pareto_ranks(points, [True, False]).tolist() == pairwise.tolist()
+
+
+class _KeptFigures(_Images):
+    """The report's image writer, keeping each figure instead of encoding it."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.figures: dict[str, Any] = {}
+
+    def embed(self, figure: Any, name: str, alt: str) -> str:
+        self.figures[name] = figure
+        return ""
+
+
+def _fact(number: int, val_acc: float, params: int, curve: list[float], outcome: str = "complete") -> Any:
+    return report.TrialFacts(
+        number=number, outcome=outcome, state=outcome, val_acc=val_acc, params=params, flops=None,
+        latency_ms=None, train_s=1.0, epochs=len(curve), arch="c8k3-gap", reason="", curve=curve,
+    )  # fmt: skip
+
+
+def test_every_pareto_front_member_is_drawn_however_low(tmp_path: Path) -> None:
+    # Many good expensive trials and one cheap bad one: the cheap one is on the front.
+    facts = [_fact(number, 0.90 + number / 1000, 20_000 + number, [0.9]) for number in range(40)]
+    facts.append(_fact(40, 0.30, 346, [0.3]))
+    images = _KeptFigures(tmp_path)
+    _cost_section(facts, images)
+    (axis,) = images.figures["accuracy_vs_cost"].axes
+    low, high = axis.get_ylim()
+    assert low <= 30.0 <= high, f"the front member at 30% is off the chart ({low:.1f}..{high:.1f})"
+
+
+def test_learning_curves_of_a_one_epoch_run_read_whole_epochs_and_say_what_they_show(tmp_path: Path) -> None:
+    from cnnsearch.results.leaderboard import Board
+    from cnnsearch.results.plots import _curves_section
+
+    facts = [_fact(number, 0.5 + number / 100, 1000, [0.5 + number / 100]) for number in range(3)]
+    board = Board(["trial"], [{"trial": fact.number} for fact in reversed(facts)])
+    images = _KeptFigures(tmp_path)
+    _curves_section(board, facts, images)
+    (axis,) = images.figures["learning_curves"].axes
+    ticks = [tick for tick in axis.get_xticks() if axis.get_xlim()[0] <= tick <= axis.get_xlim()[1]]
+    assert ticks == [1.0], ticks
+    assert axis.get_title() == "learning curves: top 3"  # nothing was pruned

@@ -1,0 +1,125 @@
+"""Every offered sampler runs; optional engines are checked up front; a run records what shapes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY_SPACE, cli_env, load_study, run_cli
+
+from cnnsearch.errors import UserError
+from cnnsearch.search import strategies
+from cnnsearch.search.progress import counted_trials
+from cnnsearch.search.settings import SearchSettings
+from cnnsearch.search.setup import prepare_run
+from cnnsearch.search.strategies import SAMPLERS
+from cnnsearch.search.worker import WorkerLoop
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_runs_a_four_trial_search(sampler: str, tmp_path: Path) -> None:
+    settings = SearchSettings(
+        name=sampler, space=str(TINY_SPACE), data="digits", runs_dir=str(tmp_path), trials=4, epochs=1,
+        sampler=sampler, pruner="asha",
+    )  # fmt: skip
+    run, info, space = prepare_run(settings)
+    WorkerLoop(run, info, space, target=4, device="cpu").run_loop()
+    study = run.load_study()
+    assert len(counted_trials(study)) == 4
+    outcomes = {trial.user_attrs.get("outcome") for trial in study.trials}
+    assert "error" not in outcomes, [trial.user_attrs.get("reason") for trial in study.trials]
+    assert "complete" in outcomes
+
+
+def test_a_sampler_whose_package_is_missing_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The table of what each sampler needs, pointed at a package that cannot exist.
+    monkeypatch.setitem(strategies.SAMPLER_NEEDS, "cmaes", (("cnnsearch_no_such_module", "cmaes"),))
+    settings = SearchSettings(name="c", space=str(TINY_SPACE), data="digits", runs_dir=str(tmp_path), sampler="cmaes")
+    with pytest.raises(UserError) as caught:
+        prepare_run(settings)
+    assert str(caught.value) == (
+        "--sampler cmaes needs cmaes, which is not installed; pip install cmaes, or choose another --sampler"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+def test_cmaes_fallback_warnings_go_to_the_run_log_not_the_terminal(runs_dir: Path) -> None:
+    result = run_cli(
+        "search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "cm", "--trials", "3", "--epochs", "1",
+        "--sampler", "cmaes", "--device", "cpu", "--runs-dir", str(runs_dir),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "sampled independently" not in result.stderr + result.stdout
+    assert "sampled independently" in (runs_dir / "cm" / "search.log").read_text()
+
+
+def test_study_metric_names_and_run_json_versions(tmp_path: Path) -> None:
+    for objective, names in ((("accuracy",), ["val_acc"]), (("accuracy", "params"), ["val_acc", "params"])):
+        name = "-".join(objective)
+        settings = SearchSettings(
+            name=name, space=str(TINY_SPACE), data="digits", runs_dir=str(tmp_path), objective=objective
+        )
+        run, info, _ = prepare_run(settings)
+        assert load_study(tmp_path, name).metric_names == names  # what optuna-dashboard shows
+    assert {"scikit-learn", "onnx", "onnxruntime", "torch", "optuna"} <= set(info.versions)
+    assert all(version != "not installed" for version in info.versions.values())
+
+
+def test_every_resume_is_recorded_and_a_refused_one_changes_nothing(runs_dir: Path) -> None:
+    base = [
+        "--space",
+        str(TINY_SPACE),
+        "--data",
+        "digits",
+        "--name",
+        "r",
+        "--device",
+        "cpu",
+        "--runs-dir",
+        str(runs_dir),
+    ]
+    assert run_cli("search", *base, "--trials", "1", "--epochs", "1").returncode == 0
+    run_json = runs_dir / "r" / "run.json"
+    assert json.loads(run_json.read_text())["resumes"] == []
+    assert run_cli("search", "--name", "r", "--trials", "2", "--runs-dir", str(runs_dir)).returncode == 0
+    (resume,) = json.loads(run_json.read_text())["resumes"]
+    assert resume.endswith(f"cnnsearch search --name r --trials 2 --runs-dir {runs_dir}")
+    before = run_json.read_bytes()
+    refused = run_cli("search", "--name", "r", "--epochs", "3", "--runs-dir", str(runs_dir))
+    assert refused.returncode == 2 and "--epochs" in refused.stderr
+    assert run_json.read_bytes() == before
+
+
+def test_files_of_a_run_honour_the_umask(runs_dir: Path) -> None:
+    """mkstemp makes 0600 files; a runs folder shared with a team needs the user's umask."""
+    command = [sys.executable, "-m", "cnnsearch", "search", "--space", str(TINY_SPACE), "--data", "digits",
+               "--name", "u", "--trials", "1", "--epochs", "1", "--device", "cpu", "--runs-dir", str(runs_dir)]  # fmt: skip
+    for umask, mode in ((0o002, 0o664), (0o022, 0o644)):
+        name = f"u{umask:o}"
+        command[command.index("--name") + 1] = name
+        done = subprocess.run(command, capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=240,
+                              preexec_fn=lambda umask=umask: os.umask(umask))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        report = subprocess.run([*command[:3], "report", name, "--runs-dir", str(runs_dir)], capture_output=True,
+                                text=True, env=cli_env(), cwd=ROOT, timeout=240, preexec_fn=lambda umask=umask: os.umask(umask))  # fmt: skip
+        assert report.returncode == 0, report.stderr
+        model = runs_dir / f"model-{name}"
+        export = subprocess.run([*command[:3], "export", name, "--out", str(model), "--no-retrain", "--device", "cpu",
+                                 "--runs-dir", str(runs_dir)], capture_output=True, text=True, env=cli_env(), cwd=ROOT,
+                                timeout=240, preexec_fn=lambda umask=umask: os.umask(umask))  # fmt: skip
+        assert export.returncode == 0, export.stderr
+        run_files = [
+            runs_dir / name / relative
+            for relative in ("run.json", "space.toml", "split.npz", "trials/0.json", "report.html")
+        ]
+        model_files = [model / file for file in ("model.onnx", "model.ts", "model.pt", "predict.py", "model.json")]
+        for path in run_files + model_files:
+            got = stat.S_IMODE(path.stat().st_mode)
+            assert got == mode, f"{path.name}: {got:o} under umask {umask:03o}"
