@@ -85,7 +85,7 @@ def test_an_infeasible_candidate_is_skipped_in_the_live_view_and_in_runs(tmp_pat
     state_from_study(run.load_study(), state)
     console = Console(file=io.StringIO(), width=200, color_system=None)
     console.print(render(state))
-    header = console.file.getvalue().splitlines()[0]
+    header = console.file.getvalue().splitlines()[1]  # the counts line
     assert "1 skipped" in header and "0 failed" in header, header
     row = runs_frame(run.runs_dir).iloc[0]
     assert (row["skipped"], row["failed"], row["complete"]) == (1, 0, 0)

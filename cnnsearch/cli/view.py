@@ -98,16 +98,18 @@ class ProgressState:
 def render(state: ProgressState) -> Group:
     counts = state.counts
     groups = count_groups([outcome for outcome, count in counts.items() for _ in range(count)])
+    # Two short lines, not one long one: the live view crops (it never wraps) at the terminal's width.
     header = Text.assemble(
         (f"search {state.name}  ", "bold"),
         f"{state.finished}/{state.target} trials  ",
+        f"elapsed {format_seconds(time.monotonic() - state.started)}  ",
+        f"left ~{format_seconds(state.time_left())}",
+        "\n",
         (f"{counts.get('complete', 0)} complete  ", "green"),
         (f"{counts.get('pruned', 0)} pruned  ", "yellow"),
         (f"{groups['skipped']} skipped  ", "dim"),
         (f"{groups['failed']} failed  ", "red"),
-        f"{counts.get('duplicate', 0)} duplicates  ",
-        f"elapsed {format_seconds(time.monotonic() - state.started)}  ",
-        f"left ~{format_seconds(state.time_left())}",
+        f"{counts.get('duplicate', 0)} duplicates",
     )
     # A bar ends no line by itself: in a grid row it gets its own, so the table header is not
     # pushed off a narrow terminal.

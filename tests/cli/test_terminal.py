@@ -42,6 +42,11 @@ def test_live_view_fits_the_terminal_and_ctrl_c_says_what_it_does(width: int, tm
     try:
         screen = _wait_for(session, "val acc", timeout=120)  # a trial is training
         lines = screen.splitlines()
+        # tmux crops what does not fit: the whole of each line must be there, ends included.
+        assert any(
+            line.startswith("search t ") and line.rstrip().endswith(("s", "—")) and "left ~" in line for line in lines
+        ), screen
+        assert any(line.rstrip().endswith("duplicates") for line in lines), screen
         (header,) = [line for line in lines if line.startswith("trial")]
         assert header.split() == ["trial", "candidate", "epoch", "val", "acc", "device"], screen
         bars = [line.strip() for line in lines if line.strip() and set(line.strip()) <= set("━╸╺ ")]
