@@ -263,8 +263,9 @@ def test_folder_errors(tmp_path: Path) -> None:
         load_dataset(f"folder:{tmp_path / 'missing'}")
     with pytest.raises(UserError, match="no class sub-folders"):
         load_dataset(f"folder:{tmp_path}")
-    (tmp_path / "x").mkdir()
-    (tmp_path / "x" / "bad.png").write_bytes(b"junk")
+    for name in ("x", "y"):  # two classes: one class is refused before any image is read
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "bad.png").write_bytes(b"junk")
     with pytest.warns(DataWarning), pytest.raises(UserError, match="no readable image"):
         load_dataset(f"folder:{tmp_path}")
 
