@@ -2,14 +2,56 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from cnnsearch.cli.app import DeviceOption, Format, RunsDir, Runtime, app, info, out
+from cnnsearch.cli.app import DeviceOption, Format, RunsDir, Runtime, app, err, info, out
+
+
+class ExportInterrupted(BaseException):
+    """Ctrl-C during an export. Not a KeyboardInterrupt: Lightning turns that into a silent exit 1."""
+
+
+@contextmanager
+def _removed_on_ctrl_c(out_dir: Path, doing: list[str]) -> Iterator[None]:
+    """On Ctrl-C, say what was stopped and remove what this export created under `out_dir` (only that)."""
+    existed = out_dir.exists()
+    top = out_dir  # the highest folder this export will create (mkdir makes the parents too)
+    while not existed and not top.parent.exists() and top.parent != top:
+        top = top.parent
+    before = set(out_dir.rglob("*")) if existed and out_dir.is_dir() else set()
+
+    def handler(signum: int, frame: object) -> None:
+        raise ExportInterrupted
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    except ExportInterrupted:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up
+        if not existed:
+            shutil.rmtree(top, ignore_errors=True)
+            removed = f"removed {top}, which it had created"
+        else:
+            created = sorted(set(out_dir.rglob("*")) - before, reverse=True)  # files before their folders
+            for path in created:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            removed = f"removed the {len(created)} file(s) it had written to {out_dir}"
+        err.print(Text(f"export interrupted while {doing[0]}; {removed}"), highlight=False)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @app.command()
@@ -42,19 +84,26 @@ def export(
     from cnnsearch.export.retrain import export_run
     from cnnsearch.run.folder import RunDir
 
-    result = export_run(
-        RunDir(runs_dir, name),
-        out=out_dir,
-        trial=trial,
-        retrain_epochs=retrain_epochs,
-        formats=tuple(part.strip() for part in formats.split(",") if part.strip()),
-        top=top,
-        seeds=seeds,
-        no_retrain=no_retrain,
-        force=force,
-        device=device,
-        on_message=info,
-    )
+    doing = ["starting"]
+
+    def on_message(message: str) -> None:
+        doing[0] = message
+        info(message)
+
+    with _removed_on_ctrl_c(out_dir, doing):
+        result = export_run(
+            RunDir(runs_dir, name),
+            out=out_dir,
+            trial=trial,
+            retrain_epochs=retrain_epochs,
+            formats=tuple(part.strip() for part in formats.split(",") if part.strip()),
+            top=top,
+            seeds=seeds,
+            no_retrain=no_retrain,
+            force=force,
+            device=device,
+            on_message=on_message,
+        )
     for line in result.summary_lines():
         out.print(Text(line), highlight=False)
 

@@ -149,9 +149,9 @@ def search(
         image_size=image_size,
         subset=subset,
         trials=trials,
-        timeout_s=searching.parse_duration(timeout),
+        timeout_s=searching.parse_duration(timeout, option="--timeout"),
         epochs=epochs,
-        trial_timeout_s=searching.parse_duration(trial_timeout),
+        trial_timeout_s=searching.parse_duration(trial_timeout, option="--trial-timeout"),
         sampler=sampler.value if sampler else None,
         pruner=pruner.value if pruner else None,
         seed=seed,
@@ -265,8 +265,18 @@ def _run_search(
             on_poll=on_poll,
         )
     if failed:
+        from cnnsearch.search.progress import counted_trials
+
+        study = run.load_study(opened.info)
+        lines = [worker.describe(study) for worker in failed]
+        killed_only = all(worker.returncode < 0 for worker in failed)
+        if killed_only and len(counted_trials(study)) >= opened.target:
+            for line in lines:  # the others finished its work: the search reached its total
+                info(line)
+            return stop.is_set()
         raise UserError(
-            f"{len(failed)} worker(s) stopped with an error (exit {failed[0]}); see their messages above, then resume with `cnnsearch search --name {run.name}{runs_flag(run)}`"
+            f"{'; '.join(lines)}; resume with `cnnsearch search --name {run.name}{runs_flag(run)}`"
+            + ("" if killed_only else " (the worker's own message is above)")
         )
     return stop.is_set()
 
@@ -315,7 +325,7 @@ def worker(
 
         torch.set_num_threads(threads)
     run, run_info, space_obj = searching.join_run(runs_dir, name, storage)
-    timeout_s = searching.parse_duration(timeout)
+    timeout_s = searching.parse_duration(timeout, option="--timeout")
     checkpoint_every_s = searching.parse_checkpoint_every(checkpoint_every)
     stop = _install_sigint(None if quiet else info)
     deadline = time.monotonic() + timeout_s if timeout_s else None

@@ -20,6 +20,15 @@ def space_check(
     ] = 0,
     input_shape: Annotated[str, typer.Option("--input", help="Input shape CxHxW for --sample.")] = "1x28x28",
     classes: Annotated[int, typer.Option("--classes", help="Number of classes for --sample.")] = 10,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Check against this dataset's input shape and classes (instead of --input/--classes), as a "
+            "search does before it starts: refused when no sampled candidate can be trained on it.",
+        ),
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Where dataset files are, for --data.")] = None,
 ) -> None:
     """Validate a space file; with --sample, report the share of infeasible candidates and why."""
     from cnnsearch.space.parse import load_space
@@ -29,13 +38,26 @@ def space_check(
     _check_classes(classes)
     shape = _input_shape(input_shape)
     loaded = load_space(file)
-    searched = sum(dim.searched for table in loaded.dimensions.values() for dim in table.values())
-    out.print(Text(f"{file}: valid ({searched} searched key{'s' if searched != 1 else ''})"), highlight=False)
+    loaded.require_searched()
+    if data is not None:
+        from cnnsearch.data.load import load_dataset
+        from cnnsearch.space.inspect import FIT_SAMPLES, require_trainable
+
+        dataset = load_dataset(data, data_dir=data_dir)
+        report = require_trainable(loaded, dataset.input_shape, dataset.num_classes, data=data, n=sample or FIT_SAMPLES)
+        out.print(Text(f"{file}: valid ({_keys(loaded.searched)}); fits {data}"), highlight=False)
+        out.print(Text(report.summary()), highlight=False)
+        return
+    out.print(Text(f"{file}: valid ({_keys(loaded.searched)})"), highlight=False)
     if sample:
         from cnnsearch.space.inspect import feasibility
 
         report = feasibility(loaded, shape, classes, n=sample)
         out.print(Text(report.summary()), highlight=False)
+
+
+def _keys(searched: int) -> str:
+    return f"{searched} searched key{'s' if searched != 1 else ''}"
 
 
 def _check_classes(classes: int) -> None:

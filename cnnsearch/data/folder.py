@@ -28,6 +28,11 @@ def load_folder(
         raise UserError(
             f"image folder {path} has no class sub-folders; put the images of each class in their own sub-folder."
         )
+    if len(classes) < 2:
+        raise UserError(
+            f"image folder {path} has only one class sub-folder ('{classes[0]}'), but a classifier needs at least 2; "
+            f"put the images of each class in their own sub-folder"
+        )
     files_per_class: list[list[Path]] = []
     for name in classes:
         files = sorted(

@@ -1,11 +1,16 @@
 """Owns `load_dataset`: a `--data` spec to a `Dataset`, memoised per process, with a held-out
 test share for sources that have no official test set.
+
+The held-out share is fixed per dataset (drawn with a seed taken from the images and labels
+themselves), never by a search's --seed: runs, forks and --from-run with other seeds all test
+on the same images and train on none of them.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,14 +43,17 @@ def load_dataset(
     data_dir: str | Path | None = None,
     image_size: int | None = None,
     download: bool = False,
-    seed: int = 0,
     test_fraction: float = 0.2,
+    test_seed: int | None = None,
 ) -> Dataset:
     """Load the dataset named by `spec` (see `VALID_SPECS`) as uint8 tensors.
 
     `image_size` resizes every image to a square of that side (needed for folders whose images
-    differ in size). `seed` and `test_fraction` choose the held-out test share for sources
-    without an official test set (digits, folders); official test sets are used as they are.
+    differ in size). Sources without an official test set (digits, folders) hold out a
+    stratified `test_fraction` share, the same for every search seed: `test_seed` None draws it
+    with a seed derived from the data (`content_seed`); an int redraws the share that runs made
+    before that used (their search seed), only to recognise such runs. Official test sets are
+    used as they are.
     """
     check_fraction("test_fraction", test_fraction)
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
@@ -56,13 +64,13 @@ def load_dataset(
         if not folder:
             raise UserError("--data folder: needs a path after the colon, e.g. --data folder:/data/pets.")
         images, labels, names, resized = load_folder(Path(folder).expanduser(), image_size)
-        dataset = _held_out_dataset(spec, images, labels, names, seed=seed, test_fraction=test_fraction)
+        dataset = _held_out_dataset(spec, images, labels, names, seed=test_seed, test_fraction=test_fraction)
         return replace(dataset, resized_from=resized)
 
     key = _ALIASES.get(spec.lower(), spec.lower())
     if key == "digits":
         images, labels, names = load_digits_dataset()
-        dataset = _held_out_dataset(spec, images, labels, names, seed=seed, test_fraction=test_fraction)
+        dataset = _held_out_dataset(spec, images, labels, names, seed=test_seed, test_fraction=test_fraction)
     elif key in IDX_SOURCES:
         dataset = load_idx(spec, IDX_SOURCES[key], data_dir, download)
     elif key in CIFAR_SOURCES:
@@ -87,30 +95,50 @@ def load_dataset_cached(
     data_dir: str | Path | None = None,
     image_size: int | None = None,
     download: bool = False,
-    seed: int = 0,
     test_fraction: float = 0.2,
+    test_seed: int | None = None,
 ) -> Dataset:
     """`load_dataset`, memoised per process so a worker reads each dataset once.
 
     The returned tensors are shared between callers: treat them as read-only.
     """
     key_dir = None if data_dir is None else str(Path(data_dir).expanduser().resolve())
-    return _load_dataset_memo(spec.strip(), key_dir, image_size, bool(download), int(seed), float(test_fraction))
+    return _load_dataset_memo(spec.strip(), key_dir, image_size, bool(download), float(test_fraction), test_seed)
 
 
 @functools.lru_cache(maxsize=4)
 def _load_dataset_memo(
-    spec: str, data_dir: str | None, image_size: int | None, download: bool, seed: int, test_fraction: float
+    spec: str, data_dir: str | None, image_size: int | None, download: bool, test_fraction: float, test_seed: int | None
 ) -> Dataset:
     return load_dataset(
-        spec, data_dir=data_dir, image_size=image_size, download=download, seed=seed, test_fraction=test_fraction
+        spec,
+        data_dir=data_dir,
+        image_size=image_size,
+        download=download,
+        test_fraction=test_fraction,
+        test_seed=test_seed,
     )
 
 
+def content_seed(images: np.ndarray, labels: np.ndarray) -> int:
+    """A seed that depends only on the data: the first 32 bits of a sha256 of labels and images."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(labels).astype(np.int64).tobytes())
+    digest.update(np.ascontiguousarray(images).tobytes())
+    return int(digest.hexdigest()[:8], 16)
+
+
 def _held_out_dataset(
-    spec: str, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...], *, seed: int, test_fraction: float
+    spec: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    names: tuple[str, ...],
+    *,
+    seed: int | None,
+    test_fraction: float,
 ) -> Dataset:
     """A Dataset whose test set is a stratified `test_fraction` share of all the images."""
+    seed = content_seed(images, labels) if seed is None else seed
     keep, test = stratified_partition(labels, test_fraction, seed=seed, what="test set", names=names)
     return Dataset(
         name=spec,
@@ -130,13 +158,19 @@ def load_run_dataset(info: RunInfo, *, consequence: str) -> Dataset:
     differs from the search's is refused, with `consequence` saying what would go wrong; the
     fingerprint in run.json is that of the dataset as loaded, before any subset is taken.
     """
-    dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size, seed=info.split_seed)
+    dataset = load_dataset_cached(info.data, data_dir=info.data_dir, image_size=info.image_size)
     if info.input_shape and list(dataset.input_shape) != list(info.input_shape):
         raise UserError(
             f"{info.data} now gives {'x'.join(map(str, dataset.input_shape))} images but run {info.name!r} used "
             f"{'x'.join(map(str, info.input_shape))}; restore the data the run was searched on"
         )
     if info.data_fingerprint and info.data_fingerprint != dataset_fingerprint(dataset):
+        if dataset.test_source == "held-out" and _is_seeded_test_share(info):
+            raise UserError(
+                f"run {info.name!r} was made before the test share of {info.data} was fixed per dataset (its test "
+                f"share followed --seed {info.split_seed}, so other runs may have trained on it); start a new run "
+                f"on {info.data}"
+            )
         raise UserError(
             f"the data of run {info.name!r} ({info.data}) changed since the search started; {consequence}; "
             f"restore the data, or start a new run on the new data"
@@ -144,3 +178,9 @@ def load_run_dataset(info: RunInfo, *, consequence: str) -> Dataset:
     if info.subset:
         dataset = subsample(dataset, info.subset, seed=info.split_seed)
     return dataset
+
+
+def _is_seeded_test_share(info: RunInfo) -> bool:
+    """True when the run's fingerprint is that of the test share drawn with its search seed."""
+    legacy = load_dataset(info.data, data_dir=info.data_dir, image_size=info.image_size, test_seed=info.split_seed)
+    return dataset_fingerprint(legacy) == info.data_fingerprint

@@ -74,7 +74,7 @@ def finetune_model(
     torch_device = resolve_device(device)
 
     channels, height, width = source.input_shape
-    dataset = load_dataset(data, data_dir=data_dir, image_size=height if height == width else None, seed=seed)
+    dataset = load_dataset(data, data_dir=data_dir, image_size=height if height == width else None)
     have = dataset.input_shape[0]
     kinds = {1: "grayscale", 3: "colour"}
     if have != channels and {have, channels} != {1, 3}:

@@ -146,6 +146,7 @@ def export_run(
     torch_device = resolve_device(device)
 
     dataset = load_run_dataset(info, consequence="export would test on images the search may have seen")
+    check_test_share_unseen(dataset, run=run.name)
     confirmation: list[ConfirmationRow] = []
     if top is not None:
         confirmation = _confirm(
@@ -242,6 +243,31 @@ def export_run(
         confirmation=confirmation,
         meta=meta,
     )
+
+
+def check_test_share_unseen(dataset: Dataset, *, run: str) -> None:
+    """Refuse data whose held-out test images also appear (identical pixels) among its training images.
+
+    Every export trains on images of the training pool only, so a test image found there would
+    be counted in the test accuracy after the network had learnt it. Official test sets are
+    taken as their publishers made them.
+    """
+    if dataset.test_source != "held-out":
+        return
+    trained = {_image_key(image) for image in dataset.train_images}
+    seen = sum(1 for image in dataset.test_images if _image_key(image) in trained)
+    if seen:
+        raise UserError(
+            f"{seen} of the {len(dataset.test_labels)} test images are also training images (identical pixels) "
+            f"in the data of run {run!r} ({dataset.name}), so its test accuracy would count images the model "
+            f"trained on; remove the duplicate images and start a new run"
+        )
+
+
+def _image_key(image: torch.Tensor) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(image.numpy().tobytes()).digest()
 
 
 def _check_export_options(

@@ -8,10 +8,13 @@ CPU the cores are split so workers do not oversubscribe them.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cnnsearch.run.folder import RunDir
@@ -62,6 +65,36 @@ def spawn_workers(
     return processes
 
 
+@dataclass(frozen=True)
+class WorkerExit:
+    """A worker that ended with an error or a signal."""
+
+    index: int  # its --worker-index
+    pid: int
+    returncode: int  # negative: killed by that signal
+
+    def describe(self, study: Any) -> str:
+        """`worker 1 (pid 4242) was killed by SIGKILL; its trial 3 was re-run`, from the study."""
+        if self.returncode < 0:
+            try:
+                how = f"was killed by {signal.Signals(-self.returncode).name}"
+            except ValueError:
+                how = f"was killed by signal {-self.returncode}"
+        else:
+            how = f"stopped with exit code {self.returncode}"
+        from cnnsearch.outcomes import TrialRecord
+
+        worker = f"{socket.gethostname()}:{self.pid}"
+        records = [(trial.number, TrialRecord.of(trial)) for trial in study.get_trials(deepcopy=False)]
+        taken_over = [
+            number for number, record in records if record.worker == worker and record.outcome == "interrupted"
+        ]
+        line = f"worker {self.index} (pid {self.pid}) {how}"
+        if taken_over:
+            line += f"; its trial {', '.join(map(str, taken_over))} was re-run by the other workers"
+        return line
+
+
 def run_workers(
     run: RunDir,
     *,
@@ -72,9 +105,9 @@ def run_workers(
     checkpoint_every_s: float,
     on_poll: Callable[[Any], None],
     poll_s: float = 1.0,
-) -> list[int]:
+) -> list[WorkerExit]:
     """Start the workers, call `on_poll(study)` about every `poll_s` while any runs and once
-    after the last ends; return the exit codes of those that ended with an error."""
+    after the last ends; return those that ended with an error or were killed (Ctrl-C's 130 is neither)."""
     study = run.load_study()
     processes = spawn_workers(
         run, workers=workers, target=target, timeout_s=timeout_s, device=device, checkpoint_every_s=checkpoint_every_s
@@ -85,4 +118,8 @@ def run_workers(
         if not running:
             break
         time.sleep(poll_s)
-    return [code for code in (process.returncode for process in processes) if code not in (0, 130)]
+    return [
+        WorkerExit(index=index, pid=process.pid, returncode=process.returncode)
+        for index, process in enumerate(processes)
+        if process.returncode not in (0, 130)
+    ]

@@ -67,8 +67,8 @@ RUN_DEFINING = {
 }
 
 
-def parse_duration(text: str | None) -> float | None:
-    """`90`, `90s`, `20m`, `2h`, `1h30m` -> seconds."""
+def parse_duration(text: str | None, *, option: str | None = None) -> float | None:
+    """`90`, `90s`, `20m`, `2h`, `1h30m` -> seconds; `option` (e.g. `--timeout`) leads the error."""
     if text is None:
         return None
     import re
@@ -80,9 +80,12 @@ def parse_duration(text: str | None) -> float | None:
     else:
         parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", cleaned)
         if not parts or "".join(number + unit for number, unit in parts) != cleaned:
-            raise UserError(f"cannot read the duration {text!r}; use e.g. 90s, 20m, 2h or 1h30m")
+            where = f"{option} {text}: " if option else ""
+            raise UserError(f"{where}cannot read the duration {text!r}; use e.g. 90s, 20m, 2h or 1h30m")
         seconds = sum(float(number) * units[unit] for number, unit in parts)
     if seconds <= 0:
+        if option:
+            raise UserError(f"{option} {text}: the duration must be positive, e.g. 90s, 20m or 2h")
         raise UserError(f"the duration {text!r} must be positive")
     return seconds
 

@@ -116,6 +116,7 @@ def prepare_run(settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]
             f"a shipped space ({', '.join(SHIPPED_SPACES)}) or a .toml file"
         )
     space = load_space(resolve_space_path(settings.space))
+    space.require_searched()
     return _create_run(run, settings, space)
 
 
@@ -174,10 +175,17 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
         }
     )
     device = resolve_device(settings.device)
-    dataset = load_dataset_cached(
-        settings.data, data_dir=settings.data_dir, image_size=settings.image_size, seed=settings.seed
-    )
+    dataset = load_dataset_cached(settings.data, data_dir=settings.data_dir, image_size=settings.image_size)
     fingerprint = dataset_fingerprint(dataset)
+    pool = len(dataset.train_labels)
+    if settings.subset and settings.subset > pool:
+        raise UserError(
+            f"--subset {settings.subset} is more than the {pool} training images of {settings.data}; "
+            f"ask for at most {pool}, or drop --subset to search on all of them"
+        )
+    from cnnsearch.space.inspect import require_trainable
+
+    require_trainable(space, dataset.input_shape, dataset.num_classes, data=settings.data, seed=settings.seed)
     if settings.subset:
         dataset = subsample(dataset, settings.subset, seed=settings.seed)
     split = make_split(dataset.train_labels, val_fraction=settings.val_fraction, seed=settings.seed)

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,8 @@ from cnnsearch.search.strategies import (
     quiet_optuna,
 )
 from cnnsearch.space.parse import SearchSpace
+
+UNTRAINABLE_STREAK = 20  # candidates in a row that cannot train (infeasible, over budget) before a worker stops
 
 
 @contextmanager
@@ -100,6 +103,7 @@ class WorkerLoop:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.interrupted = False
         self.checkpoint_every_s = checkpoint_every_s  # training seconds a kill may lose at most
+        self.untrainable: Counter[str] = Counter()  # reasons of the current run of untrainable candidates
 
     def _emit(self, **fields: Any) -> None:
         self.on_event(SearchEvent(worker=self.worker, **fields))
@@ -174,6 +178,18 @@ class WorkerLoop:
             self.run_trial(study, trial, data)
             if self.interrupted:
                 break
+            if sum(self.untrainable.values()) >= UNTRAINABLE_STREAK:
+                self._stop_untrainable()
+
+    def _stop_untrainable(self) -> None:
+        from cnnsearch.errors import UserError
+        from cnnsearch.space.inspect import describe_causes
+
+        raise UserError(
+            f"stopped run {self.info.name!r}: the last {UNTRAINABLE_STREAK} candidates could not be trained "
+            f"({describe_causes(self.untrainable)}); narrow the space (see `cnnsearch space check SPACE "
+            f"--data {self.info.data}`) or raise max_params/max_flops"
+        )
 
     def run_trial(self, study: Any, trial: Any, data: Any) -> None:
         from cnnsearch.train.loop import train_candidate
@@ -338,6 +354,13 @@ class WorkerLoop:
         import optuna
 
         metrics = {**metrics, "outcome": outcome, "reason": reason}
+        if outcome in ("infeasible", "over_budget"):
+            from cnnsearch.space.inspect import generic_reason
+
+            copied = reason.startswith("same network") and reason.endswith(")")  # a duplicate: the earlier reason
+            self.untrainable[generic_reason(reason[reason.index("(") + 1 : -1] if copied else reason)] += 1
+        elif outcome != "interrupted":
+            self.untrainable.clear()
         stored = stored_user_attrs(trial)  # read-only peek: no deep copy per key
         write_attrs(trial, metrics, stored=stored)  # only what changed: each write is a journal record
         record = {"trial": trial.number, "arch": stored.get("arch"), "params_sampled": trial.params, **metrics}

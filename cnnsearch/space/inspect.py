@@ -50,7 +50,7 @@ def _candidates(space: SearchSpace, n: int, seed: int):
         study.tell(trial, 0.0)
 
 
-def _generic(reason: str) -> str:
+def generic_reason(reason: str) -> str:
     """Group reasons that differ only in numbers ('conv3: …' and 'conv4: …')."""
     import re
 
@@ -67,12 +67,43 @@ def feasibility(
         try:
             params = count_params(arch, input_shape, num_classes)
         except InfeasibleArchitecture as error:
-            report.infeasible[_generic(str(error))] += 1
+            report.infeasible[generic_reason(str(error))] += 1
             continue
         if space.max_params is not None and params > space.max_params:
             report.over_budget["over max_params"] += 1
         elif space.max_flops is not None and forward_flops(arch, input_shape, num_classes) > space.max_flops:
             report.over_budget["over max_flops"] += 1
+    return report
+
+
+FIT_SAMPLES = 200  # candidates sampled before a run starts, to refuse a space that cannot fit the data
+
+
+def describe_causes(reasons: Counter, *, top: int = 3) -> str:
+    """`12 × reason; 8 × other reason`: the most common reasons first."""
+    return "; ".join(f"{count} × {reason}" for reason, count in reasons.most_common(top))
+
+
+def require_trainable(
+    space: SearchSpace,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    data: str,
+    n: int = FIT_SAMPLES,
+    seed: int = 0,
+) -> Feasibility:
+    """Sample `n` candidates for the data and refuse the space when none of them can be trained."""
+    from cnnsearch.errors import UserError
+
+    report = feasibility(space, input_shape, num_classes, n=n, seed=seed)
+    if sum(report.infeasible.values()) + sum(report.over_budget.values()) >= n:
+        shape = "x".join(map(str, input_shape))
+        raise UserError(
+            f"{space.path}: none of {n} sampled candidates can be trained on {data} ({shape} images, "
+            f"{num_classes} classes): {describe_causes(report.infeasible + report.over_budget)}; use fewer stages "
+            f"or pools for small images, or raise max_params/max_flops"
+        )
     return report
 
 

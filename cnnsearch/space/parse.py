@@ -190,6 +190,19 @@ class SearchSpace:
             return Dimension(table, key, "fixed", value=rule.default)
         return found
 
+    @property
+    def searched(self) -> int:
+        """How many keys vary (a choice or a range); 0: every candidate is the same network."""
+        return sum(dim.searched for table in self.dimensions.values() for dim in table.values())
+
+    def require_searched(self) -> None:
+        """Refuse a space that searches nothing: its search would train one network, then duplicates."""
+        if not self.searched:
+            raise UserError(
+                f"{self.path}: the space searches nothing (0 searched keys: every key is fixed); make at least one "
+                f"key a choice or a range, e.g. network.filters = [16, 32]"
+            )
+
     def sample(self, trial: SuggestingTrial, *, epochs: int | None = None) -> Architecture:
         """Draw one candidate, asking only for the parameters that exist in it (`space.sample`)."""
         from cnnsearch.space.sample import sample_architecture
@@ -236,6 +249,27 @@ def resolve_space_path(text: str | Path) -> Path | Traversable:
     return shipped_space(path.name) or path
 
 
+# Words other formats read as booleans; TOML knows only lowercase true and false.
+_BOOLEAN_WORDS = {"on": "true", "yes": "true", "off": "false", "no": "false", "True": "true", "False": "false"}
+
+
+def _toml_hint(path: Path | Traversable, error: tomllib.TOMLDecodeError) -> str:
+    """The likely fix of an invalid value that is a boolean in another format (`on` -> `true`)."""
+    import re
+
+    found = re.search(r"line (\d+), column (\d+)", str(error))
+    if not str(error).startswith("Invalid value") or found is None:
+        return ""
+    try:
+        line = path.read_text(encoding="utf-8").splitlines()[int(found.group(1)) - 1]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return ""
+    word = re.match(r"[A-Za-z]+", line[int(found.group(2)) - 1 :])
+    if word is None or word.group(0) not in _BOOLEAN_WORDS:
+        return ""
+    return f"; TOML booleans are true and false: write {_BOOLEAN_WORDS[word.group(0)]} instead of {word.group(0)}"
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a space file (or a shipped space by name); every problem is reported at once."""
     resolved = resolve_space_path(path)
@@ -247,7 +281,7 @@ def load_space(path: str | Path) -> SearchSpace:
     try:
         raw = tomllib.loads(resolved.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
-        raise SpaceError(f"{resolved}: invalid TOML: {error}") from None
+        raise SpaceError(f"{resolved}: invalid TOML: {error}{_toml_hint(resolved, error)}") from None
     except UnicodeDecodeError:
         raise SpaceError(f"{resolved}: not a text file; a space is a UTF-8 TOML file") from None
     return parse_space(raw, source=str(resolved))

@@ -11,6 +11,13 @@ from torch import nn
 
 from cnnsearch.data.device import DeviceData
 
+EVAL_BATCH = 1024  # images per evaluation batch at a trial's full training batch
+
+
+def eval_batch_size(micro_batch: int, batch_size: int) -> int:
+    """The evaluation batch, shrunk in step with a micro-batch that an out-of-memory retry halved."""
+    return max(1, EVAL_BATCH * micro_batch // max(1, batch_size))
+
 
 def evaluate(
     net: nn.Module,
@@ -18,7 +25,7 @@ def evaluate(
     *,
     images: torch.Tensor,
     labels: torch.Tensor,
-    batch_size: int = 1024,
+    batch_size: int = EVAL_BATCH,
     channels_last: bool = False,
 ) -> float:
     """Accuracy on a whole resident split (one host sync at the end)."""

@@ -112,11 +112,16 @@ def train_candidate(
     while True:
         try:
             return _train_once(arch, data, control, micro_batch=micro_batch, net=net)
-        except torch.OutOfMemoryError:
+        except RuntimeError as error:  # torch.OutOfMemoryError is one
+            if not is_out_of_memory(error):
+                raise
+            where = "device" if isinstance(error, torch.OutOfMemoryError) else "CPU"
+            del error  # its traceback holds the failed attempt's tensors
+            gc.collect()  # those frames form cycles: free them before retrying, on the CPU too
             _release_memory()
             if micro_batch <= 1:
                 return TrialResult(
-                    "oom", f"out of device memory even with micro-batches of 1 image (batch {arch.train.batch_size})"
+                    "oom", f"out of {where} memory even with micro-batches of 1 image (batch {arch.train.batch_size})"
                 )
             micro_batch //= 2  # same effective batch: gradients accumulate over the micro-batches
             if not given:  # the failed attempt changed the weights: start again from the seed
@@ -124,6 +129,14 @@ def train_candidate(
                 net = build_model(arch, input_shape, num_classes)
         finally:
             _release_memory()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA's OutOfMemoryError and for the RuntimeError of torch's CPU allocator."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    # The CPU allocator raises a plain RuntimeError: "DefaultCPUAllocator: can't allocate memory".
+    return isinstance(error, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(error)
 
 
 def _train_once(
@@ -142,7 +155,7 @@ def _train_once(
         result.latency_ms = measure_latency(
             net,
             data.input_shape,
-            batch_size=min(arch.train.batch_size, 256),
+            batch_size=min(micro_batch, 256),  # shrinks with an out-of-memory retry, as training does
             device=device,
             channels_last=channels_last,
         )
@@ -213,8 +226,6 @@ def _train_once(
         result.outcome, result.reason = stop.outcome, stop.reason
         if stop.outcome == "interrupted" and module.unsaved_checkpoint is not None:
             write_checkpoint(control.checkpoint_path, module.unsaved_checkpoint)  # resume loses no epoch
-    except torch.OutOfMemoryError:
-        raise
     finally:
         elapsed = time.monotonic() - started
         result.train_seconds += elapsed

@@ -17,7 +17,7 @@ from cnnsearch.data.augment import augment_batch
 from cnnsearch.data.device import DeviceData
 from cnnsearch.spec import Architecture, TrainSettings
 from cnnsearch.train.checkpoint import checkpoint_state, write_checkpoint
-from cnnsearch.train.evaluate import autocast_for, evaluate
+from cnnsearch.train.evaluate import autocast_for, eval_batch_size, evaluate
 from cnnsearch.train.lightning_private import import_lightning
 from cnnsearch.train.result import StopTrial, TrialControl, TrialResult
 
@@ -189,6 +189,9 @@ def _make_module_class():
                     self.data,
                     images=self.data.val_x,
                     labels=self.data.val_y,
+                    batch_size=eval_batch_size(
+                        result.micro_batch or self.arch.train.batch_size, self.arch.train.batch_size
+                    ),
                     channels_last=self.channels_last,
                 )
                 if not result.val_acc or accuracy > max(result.val_acc):

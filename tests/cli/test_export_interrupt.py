@@ -1,0 +1,42 @@
+"""Ctrl-C during `cnnsearch export`, for real (SIGINT to the process while it retrains): it says
+what it stopped, exits 130 and removes what it created, and only that.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from conftest import TINY_SPACE, run_cli, start_cli
+
+
+def test_ctrl_c_during_export_says_what_stopped_and_removes_only_what_it_created(runs_dir: Path) -> None:
+    made = run_cli(
+        "search", "--space", str(TINY_SPACE), "--data", "digits", "--epochs", "1", "--trials", "1",
+        "--name", "e", "--runs-dir", str(runs_dir),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    kept = runs_dir / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    for out in (runs_dir / "new" / "model", kept):
+        export = start_cli(
+            "export", "e", "--out", str(out), "--retrain-epochs", "50", "--force", "--runs-dir", str(runs_dir)
+        )
+        assert export.stderr is not None
+        first = export.stderr.readline()  # "retraining trial 0 for 50 epochs …": the retrain has begun
+        assert first.startswith("retraining trial 0 for 50 epochs"), first
+        time.sleep(1.0)
+        export.send_signal(signal.SIGINT)
+        rest = export.communicate(timeout=60)[1]
+        assert export.returncode == 130, rest
+        assert "Traceback" not in rest
+        lines = rest.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"export interrupted while {first.strip()}; "), rest
+        if out == kept:
+            assert lines[0].endswith(f"removed the 0 file(s) it had written to {kept}")
+            assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+        else:
+            assert lines[0].endswith(f"removed {runs_dir / 'new'}, which it had created")
+            assert not (runs_dir / "new").exists()

@@ -1,0 +1,80 @@
+"""A CPU out-of-memory error is an `oom` like CUDA's: retried with smaller micro-batches (and a
+smaller evaluation batch), never recorded as an `error`. Made to happen for real: torch asked
+for an impossible tensor, and a training process under an address-space limit.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import ROOT, cli_env
+
+from cnnsearch.train.evaluate import EVAL_BATCH, eval_batch_size
+from cnnsearch.train.loop import is_out_of_memory
+
+
+def test_the_cpu_allocators_error_is_out_of_memory() -> None:
+    with pytest.raises(RuntimeError) as caught:
+        torch.empty(2**62, dtype=torch.uint8)
+    assert "DefaultCPUAllocator: can't allocate memory" in str(caught.value)
+    assert is_out_of_memory(caught.value)
+    with pytest.raises(RuntimeError) as other:
+        torch.zeros(2, 3) @ torch.zeros(2, 3)
+    assert not is_out_of_memory(other.value)
+
+
+def test_the_evaluation_batch_shrinks_with_the_micro_batch() -> None:
+    assert eval_batch_size(256, 256) == EVAL_BATCH
+    assert eval_batch_size(64, 256) == EVAL_BATCH // 4
+    assert eval_batch_size(1, 4096) == 1
+
+
+# 256 images of 64 channels at 32x32 are 64 MiB per activation: under a limit of 200 MiB above what
+# the process already maps, the full batch cannot train but micro-batches can.
+TRAIN_UNDER_A_MEMORY_LIMIT = textwrap.dedent(
+    """
+    import resource
+    import torch
+    from cnnsearch.data.device import DeviceData
+    from cnnsearch.spec import Architecture, AugmentSettings, ConvLayer, Head, TrainSettings
+    from cnnsearch.train.lightning_private import import_lightning
+    from cnnsearch.train.loop import train_candidate
+    from cnnsearch.train.result import TrialControl
+
+    torch.set_num_threads(1)
+    import_lightning()  # loaded before the limit: it is the training that must not fit
+    x = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(256) % 2
+    data = DeviceData(train_x=x, train_y=y, val_x=x, val_y=y, mean=torch.zeros(3), std=torch.ones(3), class_names=("a", "b"))
+    arch = Architecture(
+        layers=(ConvLayer(64, 3), ConvLayer(64, 3)),
+        head=Head("gap", (), 0.0),
+        train=TrainSettings(optimizer="adamw", lr=0.01, batch_size=256, epochs=1),
+        augment=AugmentSettings(),
+    )
+    mapped = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
+    limit = mapped + 200 * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    result = train_candidate(arch, data, control=TrialControl(seed=0))
+    print(result.outcome, result.micro_batch, len(result.val_acc), result.reason)
+    """
+)
+
+
+def test_a_trial_that_exhausts_cpu_memory_retries_with_micro_batches() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN_UNDER_A_MEMORY_LIMIT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome, micro_batch, epochs, *_ = done.stdout.split()
+    assert outcome == "complete", done.stdout
+    assert 1 <= int(micro_batch) < 256 and int(epochs) == 1
