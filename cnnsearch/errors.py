@@ -22,6 +22,11 @@ class SpaceError(UserError):
     """A space file with problems; the message lists every one with its place."""
 
 
+class Notice(UserWarning):
+    """Something cnnsearch did on its own to recover a run (a restored file), said in one line;
+    the CLI prints it plainly on stderr."""
+
+
 class InfeasibleArchitecture(Exception):
     """A candidate that cannot be built for the data's image size or budget.
 

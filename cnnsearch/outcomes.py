@@ -50,7 +50,17 @@ OUTCOMES: dict[str, Outcome] = {
 }
 GROUPS = ("trained", "skipped", "failed")
 TRAINED_TO_THE_END = ("complete", "duplicate")  # full schedule: may be exported, sits on Pareto fronts
-RANKED = ("complete", "duplicate", "pruned")  # have a validation accuracy worth ranking
+# Stopped by --trial-timeout after some epochs: those epochs and their weights are real, so the
+# leaderboard ranks it (after the trained trials) and export may choose it; still PRUNED for TPE.
+STOPPED_BY_TIMEOUT = ("timeout",)
+EXPORTABLE = TRAINED_TO_THE_END + STOPPED_BY_TIMEOUT
+SHOWN_BY_DEFAULT = EXPORTABLE  # the leaderboard's rows without --all
+RANKED = ("complete", "duplicate", "timeout", "pruned")  # have a validation accuracy worth ranking
+# Why a ranked trial that did not run its whole schedule is on the leaderboard, said under the table.
+RANKED_NOTES = {
+    "timeout": "timeout: stopped by --trial-timeout; ranked by the epochs it ran, after the trained trials",
+    "pruned": "pruned: stopped early by the pruner; ranked by the epochs it ran, after the others",
+}
 # What a trial shows when it has no outcome of its own: it is still running or waiting, its
 # worker is gone ("stopped"), or Optuna failed it without cnnsearch's word ("failed").
 STATE_OUTCOMES = {

@@ -90,7 +90,8 @@ def runs_flag(run) -> str:  # noqa: ANN001
 
 
 def _show_data_warnings_plainly() -> None:
-    """cnnsearch's own warnings (skipped files…) as one line on stderr, without a source line."""
+    """cnnsearch's own warnings (skipped files…) and notices (a restored run.json) as one line on
+    stderr, without a source line."""
     import warnings
 
     original = warnings.showwarning
@@ -98,6 +99,8 @@ def _show_data_warnings_plainly() -> None:
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
         if category.__name__ == "DataWarning":
             err.print(Text(f"warning: {message}", style="yellow"), highlight=False)
+        elif category.__name__ == "Notice":
+            err.print(Text(str(message)), highlight=False)
         else:
             original(message, category, filename, lineno, file, line)
 

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from cnnsearch.cli.app import Format, RunsDir, app, info, out
 from cnnsearch.errors import UserError
@@ -44,7 +45,7 @@ def leaderboard(
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Rank a run's trials by validation accuracy (or Pareto rank)."""
-    from cnnsearch.results.leaderboard import leaderboard_rows, sort_and_cut
+    from cnnsearch.results.leaderboard import Board, board_notes, leaderboard_rows, sort_and_cut
     from cnnsearch.results.render import leaderboard_table
     from cnnsearch.run.folder import RunDir
 
@@ -67,11 +68,17 @@ def leaderboard(
         table = leaderboard_table(
             frame, title=f"{name}: {len(frame)} trials", width=out.width if out_file is None else 200
         )
+        notes = [Text(note, style="dim") for note in board_notes(frame)] if isinstance(frame, Board) else []
         if out_file is None:
             out.print(table)
+            for note in notes:
+                out.print(note, highlight=False)
             return
         with out_file.open("w") as handle:
-            Console(file=handle, width=200, color_system=None).print(table)
+            file_console = Console(file=handle, width=200, color_system=None)
+            file_console.print(table)
+            for note in notes:
+                file_console.print(note, highlight=False)
     else:
         from cnnsearch.results.leaderboard import board_frame
         from cnnsearch.results.render import frame_to_text

@@ -34,7 +34,8 @@ from cnnsearch.data.split import stratified_partition, subsample
 from cnnsearch.errors import UserError
 
 if TYPE_CHECKING:
-    from cnnsearch.run.folder import RunInfo
+    from cnnsearch.data.split import Split
+    from cnnsearch.run.folder import RunDir, RunInfo
 
 
 def load_dataset(
@@ -184,3 +185,38 @@ def _is_seeded_test_share(info: RunInfo) -> bool:
     """True when the run's fingerprint is that of the test share drawn with its search seed."""
     legacy = load_dataset(info.data, data_dir=info.data_dir, image_size=info.image_size, test_seed=info.split_seed)
     return dataset_fingerprint(legacy) == info.data_fingerprint
+
+
+def load_run_split(run: RunDir, info: RunInfo, dataset: Dataset, *, fix: str) -> Split:
+    """The run's train/validation split; a lost split.npz is rebuilt from the run's seed where
+    that gives exactly the split it recorded (a `Notice` says so), else refused.
+
+    `dataset` is `load_run_dataset(info)`; `fix` ends the refusal with what this command needs
+    it for ("restore it to resume run 'x', ...").
+    """
+    import warnings
+
+    from cnnsearch.data.split import load_split, make_split, save_split
+    from cnnsearch.errors import Notice
+
+    if run.split_file.is_file():
+        return load_split(run.split_file)
+    split = make_split(dataset.train_labels, val_fraction=info.val_fraction, seed=info.split_seed)
+    rebuilt = {"train": len(split.train_indices), "val": len(split.val_indices)}
+    recorded = {key: info.split_sizes.get(key) for key in rebuilt}
+    if rebuilt != recorded:
+        gives = f"{rebuilt['val']} validation images" if rebuilt["val"] != recorded["val"] else ""
+        gives = gives or f"{rebuilt['train']} training images"
+        records = recorded["val"] if rebuilt["val"] != recorded["val"] else recorded["train"]
+        raise UserError(
+            f"{run.split_file} is missing and cannot be rebuilt exactly: the run's seed gives {gives}, "
+            f"but run.json records {records}; {fix}"
+        )
+    save_split(split, run.split_file)
+    warnings.warn(
+        Notice(
+            f"rebuilt {run.split_file} from the run's seed {info.split_seed} (validation fraction {info.val_fraction:g})"
+        ),
+        stacklevel=2,
+    )
+    return split

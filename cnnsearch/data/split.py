@@ -108,7 +108,7 @@ def load_split(path: Path | str) -> Split:
     """Read a split written by `save_split`."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"split file {path} does not exist; start a new run instead of resuming this one.")
+        raise UserError(f"split file {path} does not exist; restore it, or start a new run.")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return Split(

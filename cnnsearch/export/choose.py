@@ -16,7 +16,7 @@ from cnnsearch.data.dataset import Dataset
 from cnnsearch.data.device import to_device
 from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError
-from cnnsearch.outcomes import TRAINED_TO_THE_END, TrialRecord, phrase_of
+from cnnsearch.outcomes import EXPORTABLE, STOPPED_BY_TIMEOUT, TrialRecord, phrase_of
 from cnnsearch.run.folder import RunDir, RunInfo, find_trial
 from cnnsearch.spec import Architecture
 from cnnsearch.train.loop import train_candidate
@@ -99,14 +99,19 @@ def _parse_trial(trial: str | int) -> int | None:
 
 def _candidates(trials: Sequence[Any]) -> list[_Candidate]:
     """Finished trials with an architecture and an accuracy, best first (ties: lowest number)."""
-    found = [_to_candidate(trial) for trial in trials if _is_exportable(trial)]
-    found.sort(key=lambda candidate: (-candidate.val_acc, candidate.number))
+    exportable = [trial for trial in trials if _is_exportable(trial)]
+    # As the leaderboard ranks: trained trials first, then those the trial timeout stopped.
+    timed_out = {trial.number for trial in exportable if TrialRecord.of(trial).outcome in STOPPED_BY_TIMEOUT}
+    found = [_to_candidate(trial) for trial in exportable]
+    found.sort(key=lambda candidate: (candidate.number in timed_out, -candidate.val_acc, candidate.number))
     return found
 
 
 def _is_exportable(trial: Any) -> bool:
+    """Trained to the end, or stopped by the trial timeout after an epoch (its weights are real)."""
     record = TrialRecord.of(trial)
-    return trial.state.name == "COMPLETE" and record.arch is not None and record.best_val_acc is not None
+    finished = trial.state.name == "COMPLETE" or (trial.state.name == "PRUNED" and record.outcome in EXPORTABLE)
+    return finished and record.arch is not None and record.best_val_acc is not None
 
 
 def _to_candidate(trial: Any) -> _Candidate:
@@ -134,16 +139,12 @@ def _candidate(run: RunDir, trials: Sequence[Any], number: int) -> _Candidate:
         state = trial.state.name.lower()
         outcome = state if state in ("running", "waiting") else (record.outcome or state)
         # "trial 3 of run 'x' was pruned (reason), ..."; a trained one that lacks an accuracy says so.
-        what = (
-            phrase_of(outcome)
-            if outcome not in TRAINED_TO_THE_END
-            else f"ended {outcome} without a validation accuracy"
-        )
+        what = phrase_of(outcome) if outcome not in EXPORTABLE else f"ended {outcome} without a validation accuracy"
         reason = record.reason
         why = f" ({reason})" if reason and outcome not in ("running", "waiting") else ""
         raise UserError(
             f"trial {number} of run {run.name!r} {what}{why}, so it has no final result; "
-            f"choose a complete trial (see cnnsearch leaderboard {run.name})"
+            f"choose a complete or timed-out trial (see cnnsearch leaderboard {run.name})"
         )
     return _to_candidate(trial)
 

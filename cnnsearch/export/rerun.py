@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cnnsearch.data.device import to_device
-from cnnsearch.data.load import load_run_dataset
-from cnnsearch.data.split import load_split
+from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.errors import UserError
 from cnnsearch.outcomes import TrialRecord
 from cnnsearch.run.folder import RunDir, find_trial
@@ -80,7 +79,8 @@ def rerun_trial(run: RunDir, number: int, *, device: str = "auto") -> RerunResul
     torch_device = resolve_device(device)
 
     dataset = load_run_dataset(info, consequence="the saved split would pick other images than the search trained on")
-    data = to_device(dataset, load_split(run.split_file), torch_device)
+    split = load_run_split(run, info, dataset, fix="restore it to re-run a trial on the images the search trained on")
+    data = to_device(dataset, split, torch_device)
     # Same schedule as the search (the arch's epochs); a pruned trial stops where it was stopped.
     stop_after = epochs_run if epochs_run < arch.train.epochs else None
     callback = (lambda epoch, accuracy: epoch >= stop_after) if stop_after else None

@@ -22,7 +22,7 @@ from cnnsearch.data.device import (
     full_train_device_data,
     normalization_stats,
 )
-from cnnsearch.data.load import load_run_dataset
+from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError, first_line
 from cnnsearch.export.choose import (
@@ -147,6 +147,9 @@ def export_run(
 
     dataset = load_run_dataset(info, consequence="export would test on images the search may have seen")
     check_test_share_unseen(dataset, run=run.name)
+    if no_retrain or top is not None:  # both use the search's training split; checked before any training
+        need = "export the search's weights, or drop --no-retrain" if no_retrain else "confirm with --top"
+        load_run_split(run, info, dataset, fix=f"restore it to {need}")
     confirmation: list[ConfirmationRow] = []
     if top is not None:
         confirmation = _confirm(

@@ -17,6 +17,7 @@ from typing import Any
 
 from cnnsearch.outcomes import (
     RANKED,
+    STOPPED_BY_TIMEOUT,
     TRAINED_TO_THE_END,
     TrialRecord,
     as_integer,
@@ -110,6 +111,8 @@ def state_label(outcome: str, record: TrialRecord) -> str:
     """How tables name an outcome: "duplicate of #3", "failed: nan", "over budget"."""
     if outcome == "duplicate":
         return f"duplicate of #{record.duplicate_of}" if record.duplicate_of is not None else "duplicate"
+    if outcome in STOPPED_BY_TIMEOUT:
+        return outcome  # ranked with its epochs: the epochs column says how far it got
     if group_of(outcome) == "failed" and outcome not in ("failed", "interrupted", "stopped"):
         return f"failed: {outcome}"
     return outcome.replace("_", " ")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its tabl
     import numpy as np
     import pandas as pd
 
+from cnnsearch.outcomes import RANKED_NOTES, SHOWN_BY_DEFAULT, STOPPED_BY_TIMEOUT
 from cnnsearch.results.facts import TRAINED_TO_THE_END, TrialFacts, study_facts
 
 EMPTY_MESSAGE = "No finished trials yet."
@@ -85,8 +86,9 @@ def leaderboard_frame(run: RunDir, *, include_all: bool = False, study: Any = No
 
     Columns: rank, trial, state, val_acc (fraction), params, flops, latency_ms, train_s,
     epochs, arch; `front` (after rank) for multi-objective runs; `reason` with `include_all`.
-    Default rows are the trained trials (complete and duplicate); `include_all` adds the
-    pruned ones with a val_acc (ranked after every trained trial) and every other trial,
+    Default rows are the trained trials (complete and duplicate), then those the trial timeout
+    stopped after at least one epoch (state "timeout", ranked by the epochs they ran);
+    `include_all` adds the pruned ones with a val_acc (ranked last) and every other trial,
     unranked, after them.
     """
     return board_frame(leaderboard_rows(run, include_all=include_all, study=study))
@@ -194,9 +196,15 @@ def pareto_ranks(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
     return ranks
 
 
+def _tier(outcome: str) -> int:
+    """Trained trials first, then those the trial timeout stopped, then pruned ones."""
+    return 0 if outcome in TRAINED_TO_THE_END else 1 if outcome in STOPPED_BY_TIMEOUT else 2
+
+
 def make_board(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *, include_all: bool) -> Board:
-    # Pruned trials stopped early on a shorter schedule: shown with --all, ranked after every trained one.
-    ranked = [fact for fact in facts if fact.ranked and (include_all or fact.outcome in TRAINED_TO_THE_END)]
+    # A timed-out trial's epochs are real (export may choose it): shown by default, after the
+    # trained ones. Pruned trials stopped early on a shorter schedule: shown with --all, last.
+    ranked = [fact for fact in facts if fact.ranked and (include_all or fact.outcome in SHOWN_BY_DEFAULT)]
     pareto = [math.inf] * len(ranked)
     if objectives:
         trained = [index for index, fact in enumerate(ranked) if fact.outcome in TRAINED_TO_THE_END]
@@ -210,7 +218,7 @@ def make_board(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *,
         range(len(ranked)),
         key=lambda i: (
             pareto[i],
-            ranked[i].outcome not in TRAINED_TO_THE_END,
+            _tier(ranked[i].outcome),
             -(ranked[i].val_acc or 0.0),  # ranked facts all have one
             ranked[i].params if ranked[i].params is not None else math.inf,
             ranked[i].number,
@@ -228,6 +236,12 @@ def make_board(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *,
     if include_all:
         columns.append("reason")
     return Board(columns, rows)
+
+
+def board_notes(board: Board) -> list[str]:
+    """Why the rows that did not run their whole schedule are on the board, one line per kind."""
+    shown = {row["state"] for row in board.rows if row.get("rank") is not None}
+    return [note for state, note in RANKED_NOTES.items() if state in shown]
 
 
 def board_frame(board: Board) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 `runs/<name>/` answers "what exactly ran?" from its own files:
 
-    run.json            settings, data, split, budgets, command, versions (RunInfo)
+    run.json            settings, data, split, budgets, command, versions (RunInfo); the study
+                        keeps a copy, and a lost run.json is restored from it
     space.toml          the space file as it was when the run started
     split.npz           the train/validation indices (data.split.save_split)
     study.journal       the Optuna study (journal storage: safe for several local processes)
@@ -125,6 +126,7 @@ class RunDir:
         self.runs_dir = Path(runs_dir)
         self.name = name
         self.path = self.runs_dir / name
+        self._unrestorable = False  # run.json is lost and the study holds no copy of it
 
     # ---- paths ----------------------------------------------------------------------
     @property
@@ -160,11 +162,45 @@ class RunDir:
         return self.path / "search.log"
 
     def exists(self) -> bool:
-        return self.run_file.is_file()
+        """run.json is there, or could be restored from the study (`restore_from_study`)."""
+        return self.run_file.is_file() or self.restore_from_study()
+
+    def restore_from_study(self) -> bool:
+        """Write a lost run.json (and space.toml) back from the copies the study keeps
+        (`search.setup.publish_run`), and say so in a `Notice`; False when there is none.
+
+        Only a local journal can be found without run.json: an RDB's URL was in the lost file.
+        """
+        if self._unrestorable or self.run_file.is_file() or not self.journal_file.is_file():
+            return False
+        import warnings
+
+        import optuna
+
+        from cnnsearch.errors import Notice
+
+        self._unrestorable = True  # until it worked: each look costs a journal read
+        try:
+            study = optuna.load_study(
+                study_name=self.name, storage=open_storage("journal", journal_path=self.journal_file)
+            )
+        except KeyError:
+            return False
+        raw, space = study.user_attrs.get("run_info"), study.user_attrs.get("space_toml")
+        if not isinstance(raw, dict) or raw.get("name") != self.name or raw.get("storage") != "journal":
+            return False
+        restored = [self.run_file]
+        if not self.space_file.is_file() and isinstance(space, str):
+            write_atomic(self.space_file, space)
+            restored.append(self.space_file)
+        self.write_info(RunInfo.from_dict(raw))
+        self._unrestorable = False
+        warnings.warn(Notice(f"restored {' and '.join(map(str, restored))} from its study"), stacklevel=2)
+        return True
 
     # ---- run.json ---------------------------------------------------------------------
     def read_info(self) -> RunInfo:
-        if not self.exists():
+        if not self.exists():  # a lost run.json comes back from the study where it can
             raise UserError(unknown_run_message(self.runs_dir, self.name))
         try:
             return RunInfo.from_dict(json.loads(self.run_file.read_text()))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cnnsearch.data.load import load_run_dataset
+from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.errors import UserError
 from cnnsearch.run.folder import RunDir, RunInfo, check_run_name, write_atomic
 from cnnsearch.run.storage import describe_storage, rdb_storage
@@ -147,9 +147,15 @@ def _resume_run(run: RunDir, settings: SearchSettings) -> tuple[RunDir, RunInfo,
             f"run {run.name!r} was started with other settings ({shown}); resume it without them, "
             f"or start a new run from its trials with --fork NEW_NAME"
         )
-    from cnnsearch.data.load import load_run_dataset
-
-    load_run_dataset(info, consequence="its saved split would pick other images")
+    dataset = load_run_dataset(info, consequence="its saved split would pick other images")
+    # Before anything is written (run.json's resumes, the study's target): a lost split is
+    # rebuilt from its seed where that is exact, else the resume is refused.
+    load_run_split(
+        run,
+        info,
+        dataset,
+        fix=f"restore it to resume run {run.name!r}, or start a new run from its trials with --fork NEW_NAME",
+    )
     check_sampler_installed(info.sampler)
     if settings.command:  # last: a refused resume changes nothing
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
@@ -191,6 +197,7 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
     split = make_split(dataset.train_labels, val_fraction=settings.val_fraction, seed=settings.seed)
     storage_url = settings.storage or "journal"
     storage = rdb_storage(storage_url) if settings.storage else None  # reachability checked before writing
+    _refuse_taking_over(run, storage, storage_url)
     info = RunInfo(
         name=run.name,
         data=settings.data,
@@ -232,6 +239,36 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
     run.write_info(info)  # last: a run exists once run.json does
     publish_run(run, info)
     return run, info, space
+
+
+def _refuse_taking_over(run: RunDir, storage: object, storage_url: str) -> None:
+    """A new run never adopts a study that already has trials: its settings and split are not
+    this command's (a lost run.json that the study could not restore, another tool's study)."""
+    import optuna
+
+    if storage is None:
+        if not run.journal_file.is_file():
+            return
+        storage = run.open_storage(RunInfo(name=run.name, data=""))
+        where = str(run.journal_file)
+    else:
+        where = describe_storage(storage_url)
+    try:
+        study = optuna.load_study(study_name=run.name, storage=storage)
+    except KeyError:
+        return
+    count = len(study.get_trials(deepcopy=False))
+    if count == 0:
+        return  # made by a start that stopped before its first trial: nothing to lose
+    if study.user_attrs.get("run_info") is None:
+        raise UserError(
+            f"{where} already holds a study {run.name!r} with {count} trial(s) that cnnsearch did not start; "
+            f"choose another --name"
+        )
+    raise UserError(
+        f"{where} already holds the search {run.name!r} with {count} trial(s); choose another --name, "
+        f"or add workers to it with `cnnsearch worker --name {run.name} --storage URL`"
+    )
 
 
 def fork_settings(settings: SearchSettings) -> SearchSettings:

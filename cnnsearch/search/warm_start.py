@@ -32,9 +32,14 @@ def warm_start_params(space: SearchSpace, arch_dicts: list[dict[str, Any]]) -> l
 
 def read_warm_start(settings: SearchSettings) -> list[dict[str, Any]]:
     """Architectures to train first, from --enqueue files and --from-run; bad input is refused."""
+    return [arch for _, arch in warm_start_sources(settings)]
+
+
+def warm_start_sources(settings: SearchSettings) -> list[tuple[str, dict[str, Any]]]:
+    """(where it comes from, architecture) of each candidate to train first; bad input is refused."""
     import optuna
 
-    arch_dicts: list[dict[str, Any]] = []
+    sources: list[tuple[str, dict[str, Any]]] = []
     for path in settings.enqueue:
         file = Path(path)
         if not file.is_file():
@@ -54,7 +59,7 @@ def read_warm_start(settings: SearchSettings) -> list[dict[str, Any]]:
             raise UserError(
                 f"--enqueue {path}: no architecture in it; pass runs/NAME/trials/N.json or an export's model.json"
             )
-        arch_dicts.append(found)
+        sources.append((str(path), found))
     if settings.from_run:
         source = RunDir(settings.runs_dir, settings.from_run)
         source_study = source.load_study()
@@ -64,23 +69,54 @@ def read_warm_start(settings: SearchSettings) -> list[dict[str, Any]]:
             if TrialRecord.of(t).arch is not None and TrialRecord.of(t).outcome == "complete"
         ]
         ranked.sort(key=lambda t: t.values[0], reverse=True)
-        arch_dicts += [TrialRecord.of(t).arch for t in ranked[:10]]
-    return arch_dicts
+        sources += [(f"trial {t.number} of run {settings.from_run}", TrialRecord.of(t).arch) for t in ranked[:10]]
+    return sources
+
+
+def _same_params(study: Any, params: dict[str, Any]) -> Any:
+    """The trial that already has these parameters (queued or tried), as Optuna's
+    `enqueue_trial(skip_if_exists=True)` sees it; None if there is none."""
+    for trial in study.get_trials(deepcopy=False):
+        tried = trial.system_attrs.get("fixed_params") or trial.params
+        if all(tried.get(name) == value for name, value in params.items()):
+            return trial
+    return None
 
 
 def enqueue_warm_start(study: Any, space: SearchSpace, settings: SearchSettings) -> list[str]:
-    """Queue known candidates (from --enqueue files or --from-run) to be trained first."""
-    arch_dicts = read_warm_start(settings)
-    if not arch_dicts:
+    """Queue known candidates (from --enqueue files or --from-run) to be trained first; one line
+    that says how many were queued, and which were skipped and why."""
+    import optuna
+
+    from cnnsearch.outcomes import trial_outcome
+    from cnnsearch.spec import Architecture
+
+    sources = warm_start_sources(settings)
+    if not sources:
         return []
-    params_list = warm_start_params(space, arch_dicts)
-    for params in params_list:
+    queued, repeats, misfits = 0, [], []
+    waiting = (optuna.trial.TrialState.WAITING,)
+    for label, raw in sources:
+        params = params_for(space, Architecture.from_dict(raw))
+        if params is None:
+            misfits.append(label)
+            continue
+        earlier = _same_params(study, params)
+        if earlier is not None:  # Optuna would skip it without a word
+            repeats.append(f"{label} (trial {earlier.number}, {trial_outcome(earlier)})")
+            continue
+        before = len(study.get_trials(deepcopy=False, states=waiting))
         study.enqueue_trial(params, user_attrs={"warm_start": True}, skip_if_exists=True)
-    skipped = len(arch_dicts) - len(params_list)
-    return [
-        f"queued {len(params_list)} known candidate(s) to train first"
-        + (f"; {skipped} do not fit this space and were skipped" if skipped else "")
-    ]
+        if len(study.get_trials(deepcopy=False, states=waiting)) > before:
+            queued += 1
+        else:
+            repeats.append(f"{label} (already in the study)")
+    line = f"queued {queued} known candidate(s) to train first"
+    if repeats:
+        line += f"; skipped {len(repeats)} already in the study: {', '.join(repeats)}"
+    if misfits:
+        line += f"; skipped {len(misfits)} that do not fit this space: {', '.join(misfits)}"
+    return [line]
 
 
 def enqueue_warm_start_for(run: RunDir, space: SearchSpace, settings: SearchSettings) -> list[str]:

@@ -21,9 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cnnsearch.data.load import load_run_dataset
+from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.outcomes import (
     DUPLICATE_COPIES,
+    STOPPED_BY_TIMEOUT,
     TrialRecord,
     optuna_state,
     write_attrs,
@@ -140,12 +141,13 @@ class WorkerLoop:
 
     def load_data(self) -> Any:
         from cnnsearch.data.device import to_device
-        from cnnsearch.data.split import load_split
         from cnnsearch.train.loop import resolve_device
 
         info = self.info
         dataset = load_run_dataset(info, consequence="its saved split would pick other images")
-        split = load_split(self.run.split_file)
+        split = load_run_split(
+            self.run, info, dataset, fix=f"restore it to search run {info.name!r} on the images it was searched on"
+        )
         self.device = resolve_device(self.device_name)
         return to_device(dataset, split, self.device)
 
@@ -244,13 +246,23 @@ class WorkerLoop:
                 val_acc=accuracy,
             )
             write_attrs(trial, {"current_epoch": epoch, "current_val_acc": accuracy})
+            # After the last epoch nothing is left to save: a trial that ran every epoch is
+            # complete, whatever a pruner would say (with --epochs 1 its first rung is the last).
+            last = epoch >= arch.train.epochs
             if len(self.info.objective) > 1:
-                if self.info.pruner == "none":
+                if self.info.pruner == "none" or last:
                     return False
                 cost_key = COST_ATTRS[self.info.objective[1]]
                 return pareto_prune(study, trial.number, epoch, accuracy, cost_key, costs.get(cost_key)) or False
             trial.report(accuracy, epoch)
-            return trial.should_prune()
+            return not last and trial.should_prune()
+
+        def on_resume(val_acc: list[float]) -> None:
+            # A re-run continues its origin's checkpoint: give the new trial that checkpoint's
+            # epochs, or the pruner would file epoch k's accuracy under the first rung.
+            if len(self.info.objective) == 1:  # Optuna keeps no intermediate values for several objectives
+                for epoch, accuracy in enumerate(val_acc, start=1):
+                    trial.report(accuracy, epoch)
 
         checkpoint = self.run.checkpoint_file(f"trial_{origin}")
         control = TrialControl(
@@ -259,6 +271,7 @@ class WorkerLoop:
             deadline=self.deadline,
             should_stop=self.should_stop,
             epoch_callback=on_epoch,
+            on_resume=on_resume,
             on_measured=on_measured,
             checkpoint_path=checkpoint,
             checkpoint_every_s=self.checkpoint_every_s,
@@ -328,7 +341,12 @@ class WorkerLoop:
         """Keep the weights of the best `keep_weights` trials only, so long searches fit on disk."""
         import torch
 
-        if result.outcome != "complete" or result.model is None or self.info.keep_weights <= 0:
+        # A timed-out trial's best epoch is real and export may choose it: its weights count too.
+        if (
+            result.outcome not in ("complete", *STOPPED_BY_TIMEOUT)
+            or result.model is None
+            or self.info.keep_weights <= 0
+        ):
             return
         accuracy = result.best_val_acc or 0.0
         kept = sorted(self.run.path.glob("weights/trial_*.pt"))

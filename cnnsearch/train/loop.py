@@ -179,6 +179,8 @@ def _train_once(
             torch.set_rng_state(resume_state["torch_rng"])
         if resume_state.get("cuda_rng") is not None and device.type == "cuda":
             torch.cuda.set_rng_state(resume_state["cuda_rng"], device)
+        if control.on_resume is not None:
+            control.on_resume(list(result.val_acc))
     epochs_left = arch.train.epochs - start_epoch
     batches = ResidentBatches(
         data,

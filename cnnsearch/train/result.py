@@ -81,6 +81,8 @@ class TrialControl:
     should_stop: Callable[[], bool] | None = None  # e.g. Ctrl-C was pressed
     epoch_callback: Callable[[int, float], bool | str] | None = None  # (epoch, val_acc) -> prune? (or why)
     on_measured: Callable[[dict[str, float]], None] | None = None  # params, flops, latency_ms before epoch 1
+    # A resume: the validation accuracy of each epoch its checkpoint holds (epochs 1..k), before epoch k+1.
+    on_resume: Callable[[list[float]], None] | None = None
     checkpoint_path: Path | None = None  # last finished epoch, to resume an interrupted trial
     checkpoint_every_s: float = 0.0  # seconds of training between two resume checkpoints; 0: every epoch
     measure_latency: bool = True  # False when no objective needs it: it costs ~3% of a short trial

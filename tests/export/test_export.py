@@ -256,7 +256,7 @@ def test_export_refuses_a_trial_without_a_final_result(search_run: RunDir, tmp_p
         export_run(copy, out=tmp_path / "model", trial="2", device="cpu")
     assert str(caught.value) == (
         "trial 2 of run 't' was interrupted (interrupted by the user), so it has no final result; "
-        "choose a complete trial (see cnnsearch leaderboard t)"
+        "choose a complete or timed-out trial (see cnnsearch leaderboard t)"
     )
 
 

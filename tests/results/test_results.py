@@ -93,11 +93,16 @@ def test_frame_columns_order_and_ranking(small):
     frame = report.leaderboard_frame(small)
     assert list(frame.columns) == list(COLUMNS)
     assert frame["rank"].tolist() == list(range(1, len(frame) + 1))
-    accuracies = frame["val_acc"].tolist()
-    assert accuracies == sorted(accuracies, reverse=True)
+    # Trained trials first, then those the trial timeout stopped, each best first.
+    states = frame["state"].tolist()
+    tiers = [state == "timeout" for state in states]
+    assert tiers == sorted(tiers)
+    for timed_out in (False, True):
+        accuracies = [acc for acc, tier in zip(frame["val_acc"].tolist(), tiers) if tier == timed_out]
+        assert accuracies == sorted(accuracies, reverse=True)
     assert not frame["val_acc"].isna().any()
-    for state in frame["state"]:
-        assert state == "complete" or re.fullmatch(r"duplicate of #\d+", state)
+    for state in states:
+        assert state in ("complete", "timeout") or re.fullmatch(r"duplicate of #\d+", state)
     assert "pruned" not in set(frame["state"]), "pruned trials only with --all"
     # Ties on accuracy: fewer params first.
     for (_, upper), (_, lower) in zip(frame.iloc[:-1].iterrows(), frame.iloc[1:].iterrows()):
@@ -159,7 +164,9 @@ def test_sort_and_cut(small):
     by_params = report.sort_and_cut(frame, sort="params", top=5)
     assert len(by_params) == 5
     assert by_params["params"].tolist() == sorted(frame["params"].dropna().tolist())[:5]
-    assert report.sort_and_cut(frame, sort="val_acc", top=None)["trial"].tolist() == frame["trial"].tolist()
+    # Timed-out trials rank after the trained ones; sorting by val_acc mixes them in, ties kept in rank order.
+    by_accuracy = frame.sort_values("val_acc", ascending=False, kind="stable")["trial"].tolist()
+    assert report.sort_and_cut(frame, sort="val_acc", top=None)["trial"].tolist() == by_accuracy
     with pytest.raises(UserError) as caught:
         report.sort_and_cut(frame, sort="parms", top=None)
     message = str(caught.value)
