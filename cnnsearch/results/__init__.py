@@ -29,6 +29,7 @@ _EXPORTS = {
     "run_objectives": "leaderboard",
     "pareto_ranks": "leaderboard",
     "make_board": "leaderboard",
+    "board_notes": "leaderboard",
     "board_frame": "leaderboard",
     "sort_and_cut": "leaderboard",
     "param_importances": "plots",

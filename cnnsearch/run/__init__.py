@@ -15,6 +15,8 @@ from cnnsearch._lazy import lazy_exports
 _EXPORTS = {
     "RunInfo": "folder",
     "package_versions": "folder",
+    "user_file_mode": "folder",
+    "honour_umask": "folder",
     "write_atomic": "folder",
     "RunDir": "folder",
     "find_trial": "folder",

@@ -15,6 +15,7 @@ from cnnsearch._lazy import lazy_exports
 _EXPORTS = {
     "worker_devices": "parallel",
     "spawn_workers": "parallel",
+    "WorkerExit": "parallel",
     "run_workers": "parallel",
     "SearchEvent": "progress",
     "SearchSummary": "progress",
@@ -40,8 +41,10 @@ _EXPORTS = {
     "make_sampler": "strategies",
     "make_pruner": "strategies",
     "pareto_prune": "strategies",
+    "optuna_log_to": "strategies",
     "warm_start_params": "warm_start",
     "read_warm_start": "warm_start",
+    "warm_start_sources": "warm_start",
     "enqueue_warm_start": "warm_start",
     "enqueue_warm_start_for": "warm_start",
     "WorkerLoop": "worker",

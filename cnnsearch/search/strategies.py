@@ -4,6 +4,10 @@ settings, and multi-objective pruning (`pareto_prune`).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from cnnsearch.errors import UserError
@@ -113,3 +117,22 @@ def pareto_prune(study: Any, number: int, epoch: int, accuracy: float, cost_key:
         if other_cost <= cost and curve[epoch - 1] > accuracy:
             return f"dominated at epoch {epoch} by trial {other.number} ({curve[epoch - 1]:.2%} at {cost_key} {other_cost:,.4g} <= {cost:,.4g})"
     return None
+
+
+@contextmanager
+def optuna_log_to(path: Path) -> Iterator[None]:
+    """Send Optuna's log records (a sampler's fallback warnings, one per parameter and trial) to
+    the run's log file instead of the terminal, where they would break the live view."""
+    import optuna
+
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("optuna")
+    logger.addHandler(handler)
+    optuna.logging.disable_default_handler()
+    try:
+        yield
+    finally:
+        optuna.logging.enable_default_handler()
+        logger.removeHandler(handler)
+        handler.close()

@@ -11,14 +11,11 @@ Never prints: progress reaches the caller as `SearchEvent`s through a callback.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from cnnsearch.data.load import load_run_dataset, load_run_split
@@ -48,31 +45,13 @@ from cnnsearch.search.strategies import (
     COST_ATTRS,
     make_pruner,
     make_sampler,
+    optuna_log_to,
     pareto_prune,
     quiet_optuna,
 )
 from cnnsearch.space.parse import SearchSpace
 
 UNTRAINABLE_STREAK = 20  # candidates in a row that cannot train (infeasible, over budget) before a worker stops
-
-
-@contextmanager
-def optuna_log_to(path: Path) -> Iterator[None]:
-    """Send Optuna's log records (a sampler's fallback warnings, one per parameter and trial) to
-    the run's log file instead of the terminal, where they would break the live view."""
-    import optuna
-
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("optuna")
-    logger.addHandler(handler)
-    optuna.logging.disable_default_handler()
-    try:
-        yield
-    finally:
-        optuna.logging.enable_default_handler()
-        logger.removeHandler(handler)
-        handler.close()
 
 
 class WorkerLoop:

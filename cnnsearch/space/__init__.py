@@ -14,9 +14,11 @@ from cnnsearch._lazy import lazy_exports
 
 _EXPORTS = {
     "Feasibility": "inspect",
+    "generic_reason": "inspect",
     "feasibility": "inspect",
+    "describe_causes": "inspect",
+    "require_trainable": "inspect",
     "sample_candidates": "inspect",
-    "KeyRule": "parse",
     "Dimension": "parse",
     "SearchSpace": "parse",
     "shipped_space": "parse",
@@ -24,6 +26,7 @@ _EXPORTS = {
     "load_space": "parse",
     "parse_space": "parse",
     "space_differences": "parse",
+    "KeyRule": "rules",
     "SuggestingTrial": "sample",
     "sample_architecture": "sample",
     "params_for": "sample",
