@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from cnnsearch.cli.app import out, space_app
+from cnnsearch.cli.app import info, out, space_app
 from cnnsearch.errors import UserError
 
 
@@ -38,7 +38,8 @@ def space_check(
     _check_classes(classes)
     shape = _input_shape(input_shape)
     loaded = load_space(file)
-    loaded.require_searched()
+    if not loaded.searched:
+        info(f"note: {file} searches nothing (every key is fixed): a search of it trains one network (--trials 1)")
     if data is not None:
         from cnnsearch.data.load import load_dataset
         from cnnsearch.space.inspect import FIT_SAMPLES, require_trainable

@@ -69,6 +69,8 @@ def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = 
     elif settings.space is not None and settings.data is None and not exists:
         settings = replace(settings, data="digits")
     check_settings(settings)  # before a download, which writes to the cache
+    if settings.space is not None and not RunDir(runs_dir, settings.name).exists():
+        load_space(resolve_space_path(settings.space)).require_searched(settings.trials or DEFAULT_TRIALS)
     if download and settings.data:
         from cnnsearch.data.load import load_dataset
 
@@ -116,7 +118,6 @@ def prepare_run(settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]
             f"a shipped space ({', '.join(SHIPPED_SPACES)}) or a .toml file"
         )
     space = load_space(resolve_space_path(settings.space))
-    space.require_searched()
     return _create_run(run, settings, space)
 
 

@@ -97,12 +97,13 @@ class SearchSpace:
         """How many keys vary (a choice or a range); 0: every candidate is the same network."""
         return sum(dim.searched for table in self.dimensions.values() for dim in table.values())
 
-    def require_searched(self) -> None:
-        """Refuse a space that searches nothing: its search would train one network, then duplicates."""
-        if not self.searched:
+    def require_searched(self, trials: int) -> None:
+        """Refuse a space that searches nothing when more than one trial is asked: the search would
+        train one network, then only duplicates. One trial of it trains that network."""
+        if not self.searched and trials > 1:
             raise UserError(
                 f"{self.path}: the space searches nothing (0 searched keys: every key is fixed); make at least one "
-                f"key a choice or a range, e.g. network.filters = [16, 32]"
+                f"key a choice or a range, e.g. network.filters = [16, 32], or pass --trials 1 to train its one network"
             )
 
     def sample(self, trial: SuggestingTrial, *, epochs: int | None = None) -> Architecture:

@@ -102,8 +102,10 @@ def test_an_empty_space_is_refused(tmp_path: Path, runs_dir: Path) -> None:
     line = refused(run_cli("search", "--space", str(space), "--data", "digits", "--runs-dir", str(runs_dir)), runs_dir)
     assert line == (
         f"error: {space}: the space searches nothing (0 searched keys: every key is fixed); make at least one key "
-        f"a choice or a range, e.g. network.filters = [16, 32]"
+        f"a choice or a range, e.g. network.filters = [16, 32], or pass --trials 1 to train its one network"
     )
+    assert run_cli("search", "--space", str(space), "--data", "digits", "--runs-dir", str(runs_dir), "--trials", "1",
+                   "--epochs", "1", "--device", "cpu", "--name", "one").returncode == 0  # fmt: skip
 
 
 @pytest.mark.parametrize("word, fix", [("on", "true"), ("off", "false"), ("yes", "true"), ("no", "false")])

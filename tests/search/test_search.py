@@ -211,8 +211,12 @@ def test_duplicate_candidates_are_not_retrained(tmp_path: Path) -> None:
 
 
 def test_infeasible_candidate_is_pruned_with_its_reason(tmp_path: Path) -> None:
-    space = write_space(tmp_path / "bad.toml", network__stages="3", network__padding='"valid"', stage__kernel_size="5")
+    # One stage fits 8x8 images, three do not: a space no candidate fits is refused before it starts.
+    space = write_space(
+        tmp_path / "bad.toml", network__stages="[1, 3]", network__padding='"valid"', stage__kernel_size="5"
+    )
     run, info, loaded = _library_search(tmp_path, space, 1)
+    run.load_study().enqueue_trial({"network.stages": 3})
     WorkerLoop(run, info, loaded, target=1, device="cpu").run_loop()
     (trial,) = run.load_study().trials
     assert trial.user_attrs["epochs_run"] == 0 and trial.user_attrs["val_acc"] == [], "never trained"
