@@ -5,7 +5,8 @@ comes back. Commands live by concern in `cli.search`, `cli.results`, `cli.models
 `cli.space`; `cli.view` draws a running search. Heavy imports (torch, Lightning, Optuna,
 pandas) happen inside the commands so that `cnnsearch --help` answers at once. Data goes to
 stdout, messages to stderr; a `UserError` becomes one line on stderr and exit code 2, never a
-traceback. Nothing below the CLI imports it.
+traceback; a `RunFault` (a full disk, a damaged journal) is one line and exit code 1. Nothing
+below the CLI imports it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cnnsearch import __version__
-from cnnsearch.errors import UserError
+from cnnsearch.errors import DiskFull, RunFault, UserError, is_disk_full
 
 app = typer.Typer(
     name="cnnsearch",
@@ -108,14 +109,20 @@ def _show_data_warnings_plainly() -> None:
 
 
 def main() -> None:
-    """Entry point: UserError -> one line on stderr, exit 2."""
+    """Entry point: UserError -> one line on stderr, exit 2; a RunFault (full disk, damaged
+    journal) -> one line, exit 1."""
     # Idle OpenMP threads sleep instead of spinning: with spinning, a CPU search slows down
     # many times over as soon as anything else runs on the machine (measured in bench/).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _show_data_warnings_plainly()
     try:
-        app()
-    except UserError as error:
+        try:
+            app()
+        except OSError as error:
+            if is_disk_full(error):  # a write no layer below named: say which file it was
+                raise DiskFull(error.filename or Path.cwd()) from None
+            raise
+    except (UserError, RunFault) as error:
         err.print(Text(f"error: {error}", style="red"), highlight=False)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:

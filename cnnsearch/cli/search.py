@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +23,8 @@ from cnnsearch.cli.app import (
     out,
     runs_flag,
 )
-from cnnsearch.errors import UserError
+from cnnsearch.errors import DiskFull, UserError, is_disk_full
+from cnnsearch.run.folder import RunDir
 from cnnsearch.search.strategies import PRUNERS, SAMPLERS
 
 # The choices come from the library's tables: a sampler added there is offered here.
@@ -165,19 +167,39 @@ def search(
         command=searching.command_line(),
     )
     checkpoint_every_s = searching.parse_checkpoint_every(checkpoint_every)
-    opened = searching.open_search(settings, workers=workers, download=download)
-    run, run_info = opened.run, opened.info
-    info(
-        f"{'resuming' if opened.resumed else 'started'} run {run.name!r}: {run_info.data}, "
-        f"{run_info.split_sizes.get('train')} train / {run_info.split_sizes.get('val')} val images, "
-        f"{opened.target} trials, device {run_info.device if workers == 1 else 'shared by ' + str(workers) + ' workers'}"
-    )
-    for note in opened.notes:
-        info(note)
-    interrupted = _run_search(
-        opened, timeout_s=settings.timeout_s, device=device, workers=workers, checkpoint_every_s=checkpoint_every_s
-    )
+    opened_run: list[RunDir] = []  # the run, once open_search has named it
+    with _resume_hint(lambda: opened_run[0] if opened_run else RunDir(runs_dir, settings.name)):
+        opened = searching.open_search(settings, workers=workers, download=download)
+        run, run_info = opened.run, opened.info
+        opened_run.append(run)
+        info(
+            f"{'resuming' if opened.resumed else 'started'} run {run.name!r}: {run_info.data}, "
+            f"{run_info.split_sizes.get('train')} train / {run_info.split_sizes.get('val')} val images, "
+            f"{opened.target} trials, device {run_info.device if workers == 1 else 'shared by ' + str(workers) + ' workers'}"
+        )
+        for note in opened.notes:
+            info(note)
+        interrupted = _run_search(
+            opened, timeout_s=settings.timeout_s, device=device, workers=workers, checkpoint_every_s=checkpoint_every_s
+        )
     _finish_search(run, interrupted)
+
+
+@contextmanager
+def _resume_hint(current_run: Callable[[], RunDir]) -> Iterator[None]:
+    """A full disk's message ends with the command that resumes the run, once the run exists."""
+    try:
+        try:
+            yield
+        except OSError as error:
+            if is_disk_full(error):  # a write no layer below named
+                raise DiskFull(error.filename or Path.cwd()) from None
+            raise
+    except DiskFull as full:
+        run = current_run()
+        if run.exists():
+            full.then = f"resume with `cnnsearch search --name {run.name}{runs_flag(run)}`"
+        raise
 
 
 STOPPING = "stopping after saving the running trial's state (Ctrl-C again to force)…"
@@ -344,7 +366,8 @@ def worker(
         should_stop=stop.is_set,
         checkpoint_every_s=checkpoint_every_s,
     )
-    loop.run_loop()
+    with _resume_hint(lambda: run):
+        loop.run_loop()
     if stop.is_set() or loop.interrupted:
         raise typer.Exit(130)
     if not quiet:

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
+from cnnsearch.run.folder import RunDir, RunInfo, unwritable, write_atomic
 from cnnsearch.run.storage import describe_storage
 
 if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
     pass
-from cnnsearch.errors import first_line
+from cnnsearch.errors import UserError, first_line
 from cnnsearch.outcomes import as_number
 from cnnsearch.results.facts import TrialFacts, study_facts
 from cnnsearch.results.leaderboard import (
@@ -62,6 +62,11 @@ def write_report(run: RunDir, *, study: Any = None) -> Path:
     facts = study_facts(study, info, run=run)
     objectives = run_objectives(study, info)
     frame = make_board(facts, objectives, include_all=False)
+    problem = unwritable(run.path)
+    if problem:
+        raise UserError(
+            f"cannot write the report: {run.path} {problem}; copy the run folder somewhere writable and pass --runs-dir there"
+        )
     plots_dir = run.path / "report"
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name in PLOT_NAMES:  # a plot left from an earlier report must not pass for this one's

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnsearch.errors import UserError
+from cnnsearch.errors import DiskFull, UserError, is_disk_full
 from cnnsearch.run.storage import describe_storage, open_storage
 
 RUN_FILE = "run.json"
@@ -103,20 +103,58 @@ def honour_umask(file: int | str | Path) -> None:
     os.chmod(file, user_file_mode())
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file so that a reader (or a crash) never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write_atomic(path: Path, data: str | bytes, *, what: str | None = None, fsync: bool = True) -> None:
+    """Write a file so that a reader (or a crash) never sees half of it, and a failed write
+    leaves no temp file. A full disk is a `DiskFull` naming `what` (default: the path).
+    `fsync=False` for files a power cut may lose (weights, checkpoints): only a rename is atomic."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        if is_disk_full(error):
+            raise DiskFull(path, what) from None
+        raise
     try:
         honour_umask(handle)
         with os.fdopen(handle, "wb") as file:
             file.write(data.encode() if isinstance(data, str) else data)
             file.flush()
-            os.fsync(file.fileno())
+            if fsync:
+                os.fsync(file.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp).unlink(missing_ok=True)
+        if is_disk_full(error):
+            raise DiskFull(path, what) from None
         raise
+
+
+def check_runs_dir(runs_dir: str | Path, *, writing: bool = False) -> Path:
+    """The `--runs-dir` folder, refused in one line when it is a file, or (`writing`) when
+    nothing can be written there."""
+    runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UserError(
+            f"--runs-dir {runs_dir} is a file, not a folder; pass the folder that holds the runs (default runs/)"
+        )
+    problem = unwritable(runs_dir) if writing else None
+    if problem:
+        raise UserError(f"--runs-dir {runs_dir} {problem}; pass a writable folder with --runs-dir DIR")
+    return runs_dir
+
+
+def unwritable(path: Path) -> str | None:
+    """Why nothing can be written at `path` (or where it would be created), or None."""
+    existing = Path(os.path.abspath(path))
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"is inside {existing}, which is a file"
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        return "is on a read-only file system"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return "is not writable by you"
+    return None
 
 
 class RunDir:
@@ -254,7 +292,7 @@ def unknown_run_message(runs_dir: Path, name: str) -> str:
 
 
 def list_run_names(runs_dir: str | Path) -> list[str]:
-    runs_dir = Path(runs_dir)
+    runs_dir = check_runs_dir(runs_dir)
     if not runs_dir.is_dir():
         return []
     return sorted(path.parent.name for path in runs_dir.glob(f"*/{RUN_FILE}"))

@@ -13,6 +13,12 @@ and only records that end a trial or change the study are fsynced. A power cut c
 records of the trials still running; they are lost either way, and fsyncing a trial's end
 makes every earlier record durable too, so a finished trial is never lost.
 
+Torn writes: an append is all or nothing. A write that fails (a full disk) is cut back off
+under the lock, and a writer first cuts away the torn last record a dead writer left (killed
+mid-write, or a power cut): readers skip such a tail, but a record appended onto it would
+damage the middle of the file. Damage in the middle cannot be repaired and is a
+`JournalDamaged` naming the record.
+
 Snapshots: every 100 trials Optuna's JournalStorage hands its replayed state to a backend that
 can keep it; here it goes to `study.snapshot` beside the log, so a new process (the
 leaderboard) unpickles it and replays only the records after it instead of the whole log.
@@ -30,6 +36,7 @@ from typing import Any
 
 from optuna.storages.journal import BaseJournalBackend
 
+from cnnsearch.errors import DiskFull, JournalDamaged, is_disk_full
 from cnnsearch.run.optuna_private import journal_snapshot_base
 
 BaseJournalSnapshot: Any = journal_snapshot_base()  # a class; Any: Optuna may not have it
@@ -57,6 +64,32 @@ def needs_fsync(record: dict[str, Any]) -> bool:
     return op not in VOLATILE_OPS
 
 
+def complete_length(descriptor: int) -> int:
+    """Bytes up to the end of the file's last complete record: what is left once a torn tail
+    (no newline yet, or a last line that is not JSON: a power cut) is cut away."""
+    size = os.fstat(descriptor).st_size
+    end = _newline_before(descriptor, size)  # one past the last newline; 0 when there is none
+    if end == 0:
+        return 0
+    start = _newline_before(descriptor, end - 1)
+    try:
+        json.loads(os.pread(descriptor, end - start, start))
+    except ValueError:
+        return start
+    return end
+
+
+def _newline_before(descriptor: int, position: int, chunk: int = 65536) -> int:
+    """One past the last newline before byte `position`; 0 when there is none."""
+    while position > 0:
+        start = max(0, position - chunk)
+        found = os.pread(descriptor, position - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        position = start
+    return 0
+
+
 class RunJournal(BaseJournalBackend, BaseJournalSnapshot):
     """Optuna journal backend over one append-only file, safe for several local processes."""
 
@@ -73,22 +106,42 @@ class RunJournal(BaseJournalBackend, BaseJournalSnapshot):
 
     # ---- writing ------------------------------------------------------------------------------
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        """Append under the lock, all or nothing: a failed write (a full disk) leaves the file
+        exactly as it was, and a dead writer's torn record is cut away first."""
         text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode("utf-8")
         durable = any(needs_fsync(log) for log in logs)
-        with open(self.lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            with open(self.lock_path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
                 try:
-                    written = 0
-                    while written < len(text):  # one write call in practice; a short write goes on
-                        written += os.write(descriptor, text[written:])
-                    if durable:
-                        os.fsync(descriptor)
+                    self._append_locked(text, durable=durable)
                 finally:
-                    os.close(descriptor)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        except OSError as error:
+            if is_disk_full(error):
+                raise DiskFull(self.path) from None
+            raise
+
+    def _append_locked(self, text: bytes, *, durable: bool) -> None:
+        descriptor = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            before = complete_length(descriptor)
+            if before < os.fstat(descriptor).st_size:
+                # Only a dead writer leaves a torn record: the lock we hold keeps live ones out.
+                os.ftruncate(descriptor, before)
+            try:
+                written = 0
+                while written < len(text):  # one write call in practice; a short write goes on
+                    written += os.write(descriptor, text[written:])
+            except OSError:
+                # Readers take complete lines only, so none has read the part that got out.
+                os.ftruncate(descriptor, before)
+                raise
+            if durable:
+                # Not undone if it fails: the record is whole and readers may have read it.
+                os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
     # ---- reading ------------------------------------------------------------------------------
     def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
@@ -101,12 +154,10 @@ class RunJournal(BaseJournalBackend, BaseJournalSnapshot):
         for index, line in enumerate(lines[:-1]):
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or not even text (a power cut leaves NUL bytes)
                 if index == len(lines) - 2 and not lines[-1]:
-                    break  # a damaged last line (power cut mid-write): read up to it
-                raise ValueError(
-                    f"{self.path}: record {number + 1} is not valid JSON; the journal is damaged"
-                ) from None
+                    break  # a damaged last line (power cut mid-write): the next writer cuts it
+                raise JournalDamaged(self.path, number + 1) from None
             offset += len(line) + 1
             number += 1
             self._next_record = (number, offset)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from cnnsearch.errors import RunFault
 from cnnsearch.outcomes import TrialRecord
 from cnnsearch.run.folder import RunDir
 from cnnsearch.run.optuna_private import (
@@ -174,6 +175,8 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
                 number, "reason", "its worker stopped (killed or machine lost); re-run from its checkpoint"
             )
             storage.set_trial_state_values(number, optuna.trial.TrialState.FAIL)
+        except RunFault:  # a full disk or a damaged journal is not "recovered by another worker"
+            raise
         except Exception:  # another worker recovered it first
             continue
         requeue(study, trial)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.errors import UserError
-from cnnsearch.run.folder import RunDir, RunInfo, check_run_name, write_atomic
+from cnnsearch.run.folder import RunDir, RunInfo, check_run_name, check_runs_dir, write_atomic
 from cnnsearch.run.storage import describe_storage, rdb_storage
 from cnnsearch.search.settings import (
     DEFAULT_TRIALS,
@@ -57,7 +57,7 @@ def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = 
     """
     if workers < 1:
         raise UserError(f"--workers must be at least 1, but got {workers}")
-    runs_dir = Path(settings.runs_dir)
+    runs_dir = check_runs_dir(settings.runs_dir, writing=True)
     if not settings.name:  # a new run: the defaults make the bare command work
         space = settings.space or "default"
         settings = replace(settings, space=space, name=default_run_name(space))
@@ -332,7 +332,7 @@ def join_run(runs_dir: str | Path, name: str, storage: str | None) -> tuple[RunD
 
     from cnnsearch.data.split import make_split, save_split
 
-    run = RunDir(runs_dir, name)
+    run = RunDir(check_runs_dir(runs_dir, writing=True), name)
     if run.exists():
         info = run.read_info()
         if storage is not None and storage != info.storage:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cnnsearch.data.load import load_run_dataset, load_run_split
+from cnnsearch.errors import DiskFull, RunFault
 from cnnsearch.outcomes import (
     DUPLICATE_COPIES,
     STOPPED_BY_TIMEOUT,
@@ -261,6 +262,8 @@ class WorkerLoop:
                 result = train_candidate(
                     arch, data, control=control, max_params=self.space.max_params, max_flops=self.space.max_flops
                 )
+            except RunFault:  # the disk, not the candidate: stop; a resume re-runs it from its checkpoint
+                raise
             except Exception as error:  # a real bug: FAIL, recorded, and the search goes on
                 import traceback
 
@@ -279,9 +282,10 @@ class WorkerLoop:
             self._finish(study, trial, "interrupted", result.reason, metrics)
             requeue(study, storage_of(study).get_trial(trial_id(trial)))
             return
-        self._save_weights(study, trial, result)
-        checkpoint.unlink(missing_ok=True)
+        # The result first, the weights after: a disk too full for the weights keeps the result.
         self._finish(study, trial, result.outcome, result.reason, metrics)
+        checkpoint.unlink(missing_ok=True)
+        self._save_weights(trial, result)
 
     def _duplicate_of(self, study: Any, trial: Any, arch_hash: str) -> Any:
         import optuna
@@ -316,8 +320,12 @@ class WorkerLoop:
         else:
             self._finish(study, trial, record.outcome or "pruned", reason + f" ({record.reason})", copied)
 
-    def _save_weights(self, study: Any, trial: Any, result: Any) -> None:
-        """Keep the weights of the best `keep_weights` trials only, so long searches fit on disk."""
+    def _save_weights(self, trial: Any, result: Any) -> None:
+        """Keep the weights of the best `keep_weights` trials only, so long searches fit on disk.
+
+        Called after the trial's result is in the study: weights are optional, results are not."""
+        import io
+
         import torch
 
         # A timed-out trial's best epoch is real and export may choose it: its weights count too.
@@ -337,19 +345,20 @@ class WorkerLoop:
         scores.sort(key=lambda item: item[0], reverse=True)
         if len(scores) >= self.info.keep_weights and accuracy <= scores[self.info.keep_weights - 1][0]:
             return
-        target = self.run.weights_file(trial.number)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_suffix(".tmp")
         state = result.best_state if result.best_state is not None else result.model.state_dict()
-        torch.save({"state_dict": state, "epoch": result.best_epoch or result.epochs_run}, temp)
-        temp.replace(target)
+        buffer = io.BytesIO()  # torch.save onto a full disk says nothing of the errno, Python's write does
+        torch.save({"state_dict": state, "epoch": result.best_epoch or result.epochs_run}, buffer)
+        write_atomic(
+            self.run.weights_file(trial.number),
+            buffer.getvalue(),
+            what=f"the weights of trial {trial.number}",
+            fsync=False,  # a power cut may lose them: they are optional
+        )
         for _, path in scores[self.info.keep_weights - 1 :]:
             path.unlink(missing_ok=True)
 
     def _finish(self, study: Any, trial: Any, outcome: str, reason: str, metrics: dict[str, Any]) -> None:
         """Record the outcome on the trial and in trials/<n>.json, then tell the study."""
-        import optuna
-
         metrics = {**metrics, "outcome": outcome, "reason": reason}
         if outcome in ("infeasible", "over_budget"):
             from cnnsearch.space.inspect import generic_reason
@@ -361,26 +370,34 @@ class WorkerLoop:
         stored = stored_user_attrs(trial)  # read-only peek: no deep copy per key
         write_attrs(trial, metrics, stored=stored)  # only what changed: each write is a journal record
         record = {"trial": trial.number, "arch": stored.get("arch"), "params_sampled": trial.params, **metrics}
-        write_atomic(self.run.trial_file(trial.number), json.dumps(record, indent=2, default=str) + "\n")
-        best = metrics.get("best_val_acc")
-        state = optuna_state(outcome)
-        if state == "PRUNED":
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        elif state == "FAIL" or best is None:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, self._objective_values(metrics))
+        try:
+            write_atomic(self.run.trial_file(trial.number), json.dumps(record, indent=2, default=str) + "\n")
+        except DiskFull:  # trials/<n>.json is a copy for people: the study still gets the result
+            self._tell(study, trial, metrics)
+            raise
+        self._tell(study, trial, metrics)
         self._emit(
             kind="trial_end",
             trial=trial.number,
             outcome=outcome,
             reason=reason,
-            best_val_acc=best,
+            best_val_acc=metrics.get("best_val_acc"),
             params=metrics.get("params") or 0,
             seconds=metrics.get("train_seconds") or 0.0,
             compact=str(stored.get("compact", "")),
             finished_total=len(counted_trials(study)),
         )
+
+    def _tell(self, study: Any, trial: Any, metrics: dict[str, Any]) -> None:
+        import optuna
+
+        state = optuna_state(metrics["outcome"])
+        if state == "PRUNED":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif state == "FAIL" or metrics.get("best_val_acc") is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, self._objective_values(metrics))
 
     def _objective_values(self, metrics: dict[str, Any]) -> float | list[float]:
         if len(self.info.objective) == 1:

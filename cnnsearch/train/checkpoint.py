@@ -5,11 +5,13 @@ epoch, written atomically (a kill never leaves half a file).
 from __future__ import annotations
 
 import copy
+import io
 import time
 from pathlib import Path
 
 import torch
 
+from cnnsearch.run.folder import write_atomic
 from cnnsearch.train.result import TrialResult
 
 
@@ -33,11 +35,10 @@ def checkpoint_state(module, result: TrialResult) -> dict:
 
 
 def write_checkpoint(path: Path, state: dict) -> None:
-    """Written atomically: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp")
-    torch.save(state, temp)
-    temp.replace(path)
+    """Written atomically: a kill never leaves half a file, a full disk no temp file (DiskFull)."""
+    buffer = io.BytesIO()  # torch.save onto a full disk says nothing of the errno, Python's write does
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue(), what=f"the resume checkpoint {path}", fsync=False)
 
 
 def load_checkpoint(path: Path | None) -> dict | None:

@@ -11,6 +11,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 
+from cnnsearch.errors import JournalDamaged
 from cnnsearch.run import journal
 from cnnsearch.run.journal import RunJournal, needs_fsync
 
@@ -95,7 +96,7 @@ def test_a_partial_last_line_waits_and_a_damaged_middle_one_is_an_error(tmp_path
     assert len(study.trials) == 2
     with open(path, "ab") as handle:
         handle.write(b"\n" + b'{"op_code": 8}\n')
-    with pytest.raises(ValueError, match="damaged"):
+    with pytest.raises(JournalDamaged, match="record 12 is not valid JSON, so the journal is damaged"):
         optuna.load_study(study_name="s", storage=JournalStorage(RunJournal(path)))
 
 
