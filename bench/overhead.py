@@ -39,6 +39,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -117,7 +118,10 @@ def patch_everywhere(name: str, make) -> None:
     """Replace a cnnsearch function in every loaded cnnsearch module that holds it (the
     sub-packages import names from each other, so each holder needs the wrapped one)."""
     holders = [
-        module for key, module in list(sys.modules.items()) if key.startswith("cnnsearch") and hasattr(module, name)
+        module
+        for key, module in list(sys.modules.items())
+        # a package's attribute of the same name can be its submodule (cnnsearch.train.evaluate)
+        if key.startswith("cnnsearch") and not isinstance(getattr(module, name, ModuleType("none")), ModuleType)
     ]
     originals = {id(getattr(module, name)) for module in holders}
     if len(originals) != 1:
@@ -203,9 +207,10 @@ def instrument() -> None:
     module_class.on_train_batch_start = lambda self, batch, index: mark("first_batch", first=True)
     module_class.on_train_batch_end = lambda self, outputs, batch, index: mark("last_batch")
 
-    for method in ("_duplicate_of", "_save_weights", "_finish"):
+    for method in ("_duplicate_of", "_finish"):
         setattr(WorkerLoop, method, timed(f"WorkerLoop.{method}", getattr(WorkerLoop, method)))
-    for name in ("recover_dead_trials", "counted_trials", "write_atomic"):
+    # keep_best_weights was WorkerLoop._save_weights before the weights moved to search/weights.py.
+    for name in ("recover_dead_trials", "counted_trials", "write_atomic", "keep_best_weights"):
         patch_everywhere(name, lambda original, name=name: timed(name, original))
 
 

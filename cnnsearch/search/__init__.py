@@ -47,6 +47,7 @@ _EXPORTS = {
     "warm_start_sources": "warm_start",
     "enqueue_warm_start": "warm_start",
     "enqueue_warm_start_for": "warm_start",
+    "keep_best_weights": "weights",
     "WorkerLoop": "worker",
 }
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

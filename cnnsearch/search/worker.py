@@ -22,7 +22,6 @@ from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.errors import DiskFull, RunFault
 from cnnsearch.outcomes import (
     DUPLICATE_COPIES,
-    STOPPED_BY_TIMEOUT,
     TrialRecord,
     optuna_state,
     write_attrs,
@@ -50,6 +49,7 @@ from cnnsearch.search.strategies import (
     pareto_prune,
     quiet_optuna,
 )
+from cnnsearch.search.weights import keep_best_weights
 from cnnsearch.space.parse import SearchSpace
 
 UNTRAINABLE_STREAK = 20  # candidates in a row that cannot train (infeasible, over budget) before a worker stops
@@ -285,7 +285,7 @@ class WorkerLoop:
         # The result first, the weights after: a disk too full for the weights keeps the result.
         self._finish(study, trial, result.outcome, result.reason, metrics)
         checkpoint.unlink(missing_ok=True)
-        self._save_weights(trial, result)
+        keep_best_weights(self.run, trial.number, result, keep=self.info.keep_weights)
 
     def _duplicate_of(self, study: Any, trial: Any, arch_hash: str) -> Any:
         import optuna
@@ -319,43 +319,6 @@ class WorkerLoop:
             )
         else:
             self._finish(study, trial, record.outcome or "pruned", reason + f" ({record.reason})", copied)
-
-    def _save_weights(self, trial: Any, result: Any) -> None:
-        """Keep the weights of the best `keep_weights` trials only, so long searches fit on disk.
-
-        Called after the trial's result is in the study: weights are optional, results are not."""
-        import io
-
-        import torch
-
-        # A timed-out trial's best epoch is real and export may choose it: its weights count too.
-        if (
-            result.outcome not in ("complete", *STOPPED_BY_TIMEOUT)
-            or result.model is None
-            or self.info.keep_weights <= 0
-        ):
-            return
-        accuracy = result.best_val_acc or 0.0
-        kept = sorted(self.run.path.glob("weights/trial_*.pt"))
-        scores = []
-        for path in kept:
-            number = int(path.stem.split("_")[1])
-            record = self.run.read_trial_record(number)
-            scores.append(((record or {}).get("best_val_acc") or 0.0, path))
-        scores.sort(key=lambda item: item[0], reverse=True)
-        if len(scores) >= self.info.keep_weights and accuracy <= scores[self.info.keep_weights - 1][0]:
-            return
-        state = result.best_state if result.best_state is not None else result.model.state_dict()
-        buffer = io.BytesIO()  # torch.save onto a full disk says nothing of the errno, Python's write does
-        torch.save({"state_dict": state, "epoch": result.best_epoch or result.epochs_run}, buffer)
-        write_atomic(
-            self.run.weights_file(trial.number),
-            buffer.getvalue(),
-            what=f"the weights of trial {trial.number}",
-            fsync=False,  # a power cut may lose them: they are optional
-        )
-        for _, path in scores[self.info.keep_weights - 1 :]:
-            path.unlink(missing_ok=True)
 
     def _finish(self, study: Any, trial: Any, outcome: str, reason: str, metrics: dict[str, Any]) -> None:
         """Record the outcome on the trial and in trials/<n>.json, then tell the study."""
