@@ -28,8 +28,10 @@ lint: setup
 	$(VENV)/bin/ruff format --check cnnsearch tests bench
 	$(VENV)/bin/mypy
 
+# Two test processes, a file each: most tests wait on CLI subprocesses, so 2 cores run the suite
+# in 6 min 51 s instead of 10 min 4 s (measured here, 364 tests).
 test: lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 # The wheel, installed into a fresh venv and run from outside the repository (about 2 minutes).
 package-check: setup

@@ -79,6 +79,9 @@ def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = 
     run, info, space_obj = prepare_run(settings)
     target = resolve_target(run, info, settings.trials)
     notes = enqueue_warm_start_for(run, space_obj, settings)
+    if resumed and settings.command:  # last: a resume refused on the way (a damaged journal) changes nothing here
+        info.resumes.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {settings.command}")
+        run.write_info(info)
     return OpenedSearch(run=run, info=info, space=space_obj, target=target, resumed=resumed, notes=notes)
 
 
@@ -158,10 +161,6 @@ def _resume_run(run: RunDir, settings: SearchSettings) -> tuple[RunDir, RunInfo,
         fix=f"restore it to resume run {run.name!r}, or start a new run from its trials with --fork NEW_NAME",
     )
     check_sampler_installed(info.sampler)
-    if settings.command:  # last: a refused resume changes nothing
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        info.resumes.append(f"{stamp} {settings.command}")
-        run.write_info(info)
     return run, info, saved_space
 
 
