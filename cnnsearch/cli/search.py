@@ -138,10 +138,26 @@ def search(
         bool, typer.Option("--download", help="Download a missing dataset (fashion-mnist, mnist, cifar).")
     ] = False,
     checkpoint_every: CheckpointEvery = None,
+    export_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            help="When the search ends, export its best model to this folder. With --timeout the whole job fits "
+            "the budget: 30% of it is kept for the final training (as many epochs as fit, up to 10x the search's).",
+        ),
+    ] = None,
 ) -> None:
     """Search a space for the best classifier of a dataset; resume a run by naming it."""
     from cnnsearch import search as searching
+    from cnnsearch.export.schedule import split_budget
 
+    total_s = searching.parse_duration(timeout, option="--timeout")
+    whole_deadline = time.monotonic() + total_s if total_s else None  # search and final model together
+    search_timeout_s = split_budget(total_s)[0] if export_dir is not None and total_s else total_s
+    if export_dir is not None:
+        from cnnsearch.export.model_files import check_out_folder
+
+        check_out_folder(export_dir, force=False)  # refused now, not after the search
     settings = searching.SearchSettings(
         name=name or "",
         space=space,
@@ -151,7 +167,7 @@ def search(
         image_size=image_size,
         subset=subset,
         trials=trials,
-        timeout_s=searching.parse_duration(timeout, option="--timeout"),
+        timeout_s=search_timeout_s,
         epochs=epochs,
         trial_timeout_s=searching.parse_duration(trial_timeout, option="--trial-timeout"),
         sampler=sampler.value if sampler else None,
@@ -182,7 +198,11 @@ def search(
         interrupted = _run_search(
             opened, timeout_s=settings.timeout_s, device=device, workers=workers, checkpoint_every_s=checkpoint_every_s
         )
-    _finish_search(run, interrupted)
+    _finish_search(run, interrupted, exporting=export_dir is not None)
+    if export_dir is not None:
+        from cnnsearch.cli.models import export_best
+
+        export_best(run, export_dir, whole_deadline, device)
 
 
 @contextmanager
@@ -303,7 +323,7 @@ def _run_search(
     return stop.is_set()
 
 
-def _finish_search(run, interrupted: bool) -> None:
+def _finish_search(run, interrupted: bool, *, exporting: bool = False) -> None:
     from cnnsearch.results import leaderboard_rows, leaderboard_table, sort_and_cut
     from cnnsearch.search import summarize
 
@@ -313,9 +333,10 @@ def _finish_search(run, interrupted: bool) -> None:
     counts = ", ".join(f"{count} {outcome}" for outcome, count in sorted(summary.counts.items()))
     info(f"trials: {counts or 'none'}")
     flag = runs_flag(run)
-    info(
-        f"more: cnnsearch leaderboard {run.name}{flag}   |   cnnsearch report {run.name}{flag}   |   cnnsearch export {run.name}{flag} --out model/"
-    )
+    if not exporting:
+        info(
+            f"more: cnnsearch leaderboard {run.name}{flag}   |   cnnsearch report {run.name}{flag}   |   cnnsearch export {run.name}{flag} --out model/"
+        )
     if interrupted:
         info(f"interrupted: the study is intact; resume with `cnnsearch search --name {run.name}{flag}`")
         raise typer.Exit(130)

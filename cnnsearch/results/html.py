@@ -152,6 +152,11 @@ def _models_section(run: RunDir) -> str:
         accuracy = as_number(entry.get("test_accuracy"))
         text = f"test accuracy <b>{percent(accuracy)}</b>" if accuracy is not None else "no test accuracy recorded"
         size = f" on {entry['test_size']} held-out images, evaluated once" if entry.get("test_size") else ""
+        searched = as_number(entry.get("val_accuracy"))
+        if searched is not None:  # the search's figure beside the final one
+            epochs = entry.get("retrain_epochs")
+            final = f" after a final training of {html.escape(str(epochs))} epochs" if entry.get("retrained") else ""
+            size += f"; search validation accuracy {percent(searched)}{final}"
         items.append(
             f"<li>{html.escape(str(entry.get('out', '')))} (trial {html.escape(str(entry.get('trial')))}, "
             f"<code>{html.escape(str(entry.get('compact', '')))}</code>): {text}{size}</li>"

@@ -183,6 +183,8 @@ def _make_module_class():
             result.train_loss.append(mean_loss)
             result.epochs_run = epoch
             control = self.control
+            if control.on_epoch_end is not None:
+                control.on_epoch_end(epoch, mean_loss)
             if control.validate:
                 accuracy = evaluate(
                     self.net,

@@ -181,7 +181,10 @@ def test_export_writes_verified_files(exported, search_run: RunDir, digits) -> N
     study = search_run.load_study()
     best = max(study.get_trials(), key=lambda t: (t.user_attrs["best_val_acc"], -t.number))
     assert result.trial == best.number
-    assert meta["retrain_epochs"] == best.user_attrs["best_epoch"]
+    # The final training is longer than the search's: 3x its epochs by default.
+    assert meta["retrain_epochs"] == 3 * best.user_attrs["epochs_run"] == 6
+    assert meta["final_schedule"] == "3x the search's 2 epochs" and meta["search_epochs"] == 2
+    assert meta["val_accuracy"] == best.user_attrs["best_val_acc"], "the search's figure beside the final one"
 
     records = json.loads((search_run.path / "exports.json").read_text())
     mine = [record for record in records if record["out"] == str(out.resolve())]
@@ -189,7 +192,14 @@ def test_export_writes_verified_files(exported, search_run: RunDir, digits) -> N
 
     lines = result.summary_lines()
     assert lines[0] == f"trial {result.trial} {meta['compact']}"
-    assert f"test accuracy {meta['test_accuracy']:.2%} on 360 images (evaluated once)" in lines
+    assert (
+        f"search validation accuracy {meta['val_accuracy']:.2%} -> final test accuracy {meta['test_accuracy']:.2%} "
+        "on 360 images (evaluated once)"
+    ) in lines
+    assert (
+        f"final training: 6 epochs (3x the search's 2 epochs) on train+validation (1437 images), seed {result.seed}"
+        in lines
+    )
     assert any(line.startswith("onnx: max |diff| ") for line in lines)
     assert any("evaluated once" in message for message in messages)
 
