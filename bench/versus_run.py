@@ -143,6 +143,8 @@ def run_cnnsearch(
     # --trials: the budget, not the default of 20 trials, is what ends the search.
     search = [*cli, "search", "--name", name, "--runs-dir", str(runs), *data_args(train_images)]
     search += ["--seed", str(seed), "--trials", "100000", "--device", device]
+    if "--space" not in contender.args:  # a named new run needs its space
+        search += ["--space", "default"]
     limit = 3 * budget_s + 300  # a safety net only: overruns are reported, not cut
     started = time.time()
     if mode == "two-step":
