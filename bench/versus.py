@@ -336,7 +336,7 @@ def report(
     if extras:
         notes.append("Contender flags: " + "; ".join(extras) + ".")
     per_seed = _common.markdown_table(
-        ["contender", "seed", "test acc", "params", "trials", "outcomes", "wall s", "best val acc", "note"],
+        ["contender", "seed", "test acc", "params", "trials", "outcomes", "wall s", "of which", "best val acc", "note"],
         [
             [
                 r.contender,
@@ -346,8 +346,9 @@ def report(
                 r.finished,
                 json.dumps(dict(sorted(r.counts.items()))),
                 r.wall_s,
+                ", ".join(f"{step} {seconds:.0f} s" for step, seconds in r.steps_s.items()),
                 r.final_best,
-                ("over; " if r.over else "") + r.error,
+                "; ".join(part for part in ("over budget" if r.over else "", r.error) if part),
             ]
             for r in results
         ],
