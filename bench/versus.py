@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 
 _common.setup_paths()
-from versus_run import END_TO_END, Contender, Result, run_cnnsearch, run_peer, score
+from versus_run import END_TO_END, OVER_SHARE, Contender, Result, run_cnnsearch, run_peer, score
 
 NAME = "versus"
 CONTENDERS = {
@@ -271,9 +271,12 @@ def main() -> None:
     dataset = load_dataset_cached("fashion-mnist")
     if dataset.test_source != "official" or len(dataset.test_labels) != TEST_IMAGES:
         raise SystemExit(f"expected Fashion-MNIST's official {TEST_IMAGES} test images, got {dataset.test_source}")
+    if args.work and (args.work / "runs").exists():  # cnnsearch would resume the old runs of the same names
+        raise SystemExit(f"--work {args.work} already holds runs; choose a new or empty folder")
     work = args.work or Path(tempfile.mkdtemp(prefix="versus-"))
     work.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
+    interrupted = False
     try:
         for seed in range(args.seeds):
             train, val = cnnsearch_images(dataset, args.train_images, seed)
@@ -304,14 +307,23 @@ def main() -> None:
                     + (" OVER BUDGET" if r.over else "")
                     + (f"; {r.error}" if r.error else "")
                 )
+    except KeyboardInterrupt:  # show what finished; a partial comparison is not recorded
+        interrupted, args.no_record = True, True
+        _common.echo("interrupted: the contenders that finished follow")
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    report(args, budget, contenders, results, baseline)
+    report(args, budget, contenders, results, baseline, interrupted=interrupted)
 
 
 def report(
-    args: argparse.Namespace, budget: float, contenders: list[Contender], results: list[Result], baseline: str | None
+    args: argparse.Namespace,
+    budget: float,
+    contenders: list[Contender],
+    results: list[Result],
+    baseline: str | None,
+    *,
+    interrupted: bool = False,
 ) -> None:
     rows = summarise(contenders, results, baseline)
     images = f"{args.train_images:,}-image subset" if args.train_images else "all 60,000 training images"
@@ -325,13 +337,20 @@ def report(
             if args.end_to_end == "two-step"
             else "one `search --timeout budget --export DIR`"
         )
-        + "; the peer trains and validates on exactly cnnsearch's training and validation images"
-        + (f" (except: {', '.join(mismatched)})" if mismatched else "")
-        + ".",
-        f"Over budget: wall time more than {1.1 * budget:.0f} s (still scored). Time to the baseline's best: "
-        "seconds from the contender's start until a finished trial's validation accuracy reached the "
-        f"final best of {baseline or 'no baseline'} with the same seed; ratio over the baseline's own time.",
+        + "; the peer trains and validates on exactly cnnsearch's training and validation images for the seed ("
+        + (
+            f"NOT the same: the saved split of {', '.join(mismatched)} differs"
+            if mismatched
+            else "checked against each cnnsearch run's saved split"
+        )
+        + ").",
+        f"Over budget: wall time more than {(1 + OVER_SHARE) * budget:.0f} s (still scored). Time to the baseline's "
+        "best: seconds from the contender's start until a finished trial's validation accuracy (cnnsearch: its best "
+        f"epoch; the peer: its last) reached the final best of {baseline or 'no baseline'} with the same seed; "
+        "ratio over the baseline's own time.",
     ]
+    if interrupted:
+        notes.insert(0, "INTERRUPTED: only the contenders that finished are shown.")
     extras = [f"{c.name}: `{shlex.join(c.args)}`" for c in contenders if c.args]
     if extras:
         notes.append("Contender flags: " + "; ".join(extras) + ".")
@@ -341,7 +360,7 @@ def report(
             [
                 r.contender,
                 r.seed,
-                r.test_acc,
+                f"{r.test_acc:.2%}" if not math.isnan(r.test_acc) else "–",
                 r.params,
                 r.finished,
                 json.dumps(dict(sorted(r.counts.items()))),
