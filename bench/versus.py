@@ -252,7 +252,12 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="Comma-separated, in turn order.")
     parser.add_argument("--contender", action="append", default=[], metavar="NAME=ARGS", help="Extra cnnsearch flags.")
     parser.add_argument("--baseline", default="cnnsearch-random", help="Whose final best the others race to.")
-    parser.add_argument("--end-to-end", choices=END_TO_END, default="two-step", help="cnnsearch: search+export.")
+    parser.add_argument(
+        "--end-to-end",
+        choices=END_TO_END,
+        default="export-flag",
+        help="cnnsearch: one `search --timeout --export` (default) or search then export.",
+    )
     parser.add_argument("--search-share", type=float, default=0.6, help="two-step: search's share of the budget.")
     parser.add_argument("--device", default="auto", help="cnnsearch --device (the peer uses Lightning's auto).")
     parser.add_argument("--work", type=Path, help="Keep runs, models and logs here (default: a temp dir).")

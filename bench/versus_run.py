@@ -135,14 +135,14 @@ def run_cnnsearch(
 ) -> Result:
     """cnnsearch from start to an exported model. `mode`: two-step (search with --timeout
     search_share x budget, then `cnnsearch export`) or export-flag (one `search --timeout budget
-    --export DIR`, once cnnsearch has it). Everything is timed together."""
+    --export DIR`: the product's own end-to-end path, the default). Everything is timed together."""
     result = Result(contender.name, seed, budget_s)
     name = f"{contender.name}-s{seed}"
     runs, out, log = work / "runs", work / f"{name}-model", work / f"{name}.log"
     cli = [sys.executable, "-m", "cnnsearch"]
-    # --trials: the budget, not the default of 20 trials, is what ends the search.
+    # No --trials: with --timeout, cnnsearch runs as many trials as the budget allows.
     search = [*cli, "search", "--name", name, "--runs-dir", str(runs), *data_args(train_images)]
-    search += ["--seed", str(seed), "--trials", "100000", "--device", device]
+    search += ["--seed", str(seed), "--device", device]
     if "--space" not in contender.args:  # a named new run needs its space
         search += ["--space", "default"]
     limit = 3 * budget_s + 300  # a safety net only: overruns are reported, not cut
