@@ -217,7 +217,9 @@ class LayerRow:
     description: str  # e.g. "conv 3x3, 32 filters, relu, bn"
     output_shape: tuple[int, ...]  # (C, H, W) or (features,)
     params: int
-    flops: int = 0  # of one forward pass on one image: 2 x multiply-adds of convs and dense layers
+    # FLOPs of one forward pass on one image (2 x multiply-adds of convs and dense layers);
+    # derived from the rest, so left out of equality.
+    flops: int = field(default=0, compare=False)
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
