@@ -1,7 +1,8 @@
 """A pool-first and a pool-pool architecture, written as JSON by hand, go through everything
 downstream on the sequence space: `--enqueue` accepts them, they train on digits, `show` draws
 their layers, `export` writes ONNX and TorchScript files whose outputs match the PyTorch
-network, and fine-tuning with frozen features keeps the residual block's weights."""
+network, predict and rerun work, and fine-tuning with frozen features keeps the residual
+block's weights."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import load_study, run_cli
+from PIL import Image
 
 from cnnsearch.data.load import load_dataset_cached
 from cnnsearch.export.finetune import finetune_model
 from cnnsearch.export.model_files import load_exported
+from cnnsearch.export.rerun import rerun_trial
+from cnnsearch.predict import predict_paths
+from cnnsearch.run.folder import RunDir
 from cnnsearch.spec import (
     Architecture,
     AugmentSettings,
@@ -95,6 +100,12 @@ def test_show_draws_the_blocks(enqueued_run: tuple[Path, str]) -> None:
     assert "residual 2 x 3x3, 32 filters, stride 2, 1x1 projection" in result.stdout
 
 
+def test_rerun_reproduces_a_sequence_trial(enqueued_run: tuple[Path, str]) -> None:
+    runs, _ = enqueued_run
+    result = rerun_trial(RunDir(runs, "seq"), 1, device="cpu")
+    assert result.reproduced is not None and abs(result.reproduced - result.recorded) <= 0.02
+
+
 @pytest.mark.parametrize("trial", [0, 1], ids=list(ARCHS))
 def test_export_writes_onnx_and_torchscript_that_match(
     enqueued_run: tuple[Path, str], trial: int, tmp_path: Path
@@ -126,6 +137,15 @@ def test_export_writes_onnx_and_torchscript_that_match(
     assert np.isfinite(expected).all()
     assert np.abs(onnx_out - expected).max() < 1e-4
     assert np.abs(scripted - expected).max() < 1e-4
+
+    # predict gives the same classes with either runtime.
+    pngs = []
+    for index in range(6):
+        pngs.append(tmp_path / f"{index}.png")
+        Image.fromarray(digits.test_images[index, 0].numpy(), mode="L").save(pngs[-1])
+    by_torch = [p.class_index for p in predict_paths(out, pngs, runtime="torch")]
+    assert by_torch == [p.class_index for p in predict_paths(out, pngs, runtime="onnx")]
+    assert by_torch == expected[:6].argmax(1).tolist()
 
     if trial == 0:  # the residual block: fine-tuning with frozen features keeps its weights and statistics
         tuned = tmp_path / "tuned"
