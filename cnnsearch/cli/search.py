@@ -38,7 +38,7 @@ def search(
         str | None,
         typer.Option(
             "--space",
-            help="Search-space TOML file, or a shipped space by name: default, tiny, cifar (a new run without --name: default).",
+            help="Search-space TOML file, or a shipped space by name: default, tiny, cifar, sequence (a new run without --name: default).",
         ),
     ] = None,
     data: Annotated[

@@ -1,6 +1,7 @@
 """Search spaces: reading and validating a space file (`parse`), sampling a candidate from it and
-the inverse, the parameters that sample to a given candidate (`sample`), and looking at a space
-outside a search (`inspect`).
+the inverse, the parameters that sample to a given candidate (`sample`), the sequence form's
+positions, their sampler and inverse and every parameter they can ask for (`sequence`), and
+looking at a space outside a search (`inspect`).
 
 Knows `spec` and `errors`. Must not import torch, Lightning or Optuna at import time.
 
@@ -30,5 +31,6 @@ _EXPORTS = {
     "SuggestingTrial": "sample",
     "sample_architecture": "sample",
     "params_for": "sample",
+    "sequence_dimensions": "sequence",
 }
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
