@@ -149,6 +149,7 @@ def search(
 ) -> None:
     """Search a space for the best classifier of a dataset; resume a run by naming it."""
     from cnnsearch import search as searching
+    from cnnsearch.cli.view import trials_phrase
     from cnnsearch.export.schedule import split_budget
 
     total_s = searching.parse_duration(timeout, option="--timeout")
@@ -191,7 +192,8 @@ def search(
         info(
             f"{'resuming' if opened.resumed else 'started'} run {run.name!r}: {run_info.data}, "
             f"{run_info.split_sizes.get('train')} train / {run_info.split_sizes.get('val')} val images, "
-            f"{opened.target} trials, device {run_info.device if workers == 1 else 'shared by ' + str(workers) + ' workers'}"
+            f"{trials_phrase(opened.target, settings.timeout_s)}, "
+            f"device {run_info.device if workers == 1 else 'shared by ' + str(workers) + ' workers'}"
         )
         for note in opened.notes:
             info(note)

@@ -32,6 +32,13 @@ def format_seconds(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def trials_phrase(target: int, timeout_s: float | None) -> str:
+    """`20 trials`, or for a --timeout search without --trials `as many trials as fit in 7m00s`."""
+    if target >= UNLIMITED_TRIALS:
+        return f"as many trials as fit in {format_seconds(timeout_s)}"
+    return f"{target} trials"
+
+
 @dataclass
 class RunningTrial:
     trial: int

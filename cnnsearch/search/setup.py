@@ -54,8 +54,9 @@ class OpenedSearch:
 def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = False) -> OpenedSearch:
     """Create or resume the run `settings` name, ready to search; every check comes first.
 
-    A new run without a name gets `SPACE-DATE`, without a space `default`, without data
-    `digits`. `settings.fork` starts a new run warm-started from the one named.
+    A new run without a name gets `SPACE-DATE`, without a space `default` (a named one too when
+    --data is given: a bare --name that matches no run is refused, as it may be a misspelt resume),
+    without data `digits`. `settings.fork` starts a new run warm-started from the one named.
     """
     if workers < 1:
         raise UserError(f"--workers must be at least 1, but got {workers}")
@@ -70,6 +71,8 @@ def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = 
         settings = fork_settings(settings)
     elif settings.space is not None and settings.data is None and not exists:
         settings = replace(settings, data="digits")
+    elif settings.space is None and settings.data is not None and not exists:  # --data says: a new run
+        settings = replace(settings, space="default")
     check_settings(settings)  # before a download, which writes to the cache
     if settings.space is not None and not RunDir(runs_dir, settings.name).exists():
         load_space(resolve_space_path(settings.space)).require_searched(settings.trials or DEFAULT_TRIALS)
