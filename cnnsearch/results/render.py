@@ -60,6 +60,11 @@ def _fixed(digits: int):
     return format_value
 
 
+def _plus_minus(half_width: float | None) -> str:
+    """An interval's half-width (fraction) in points: 0.0131 -> '±1.31'."""
+    return "-" if half_width is None else f"±{100 * half_width:.2f}"
+
+
 def plain_text(value: Any) -> str:
     if _missing(value):
         return "-"
@@ -74,7 +79,7 @@ DISPLAY = {
     "latency_ms": _fixed(2),
     "train_s": _fixed(1),
     "front": lambda value: "yes" if bool(value) else "",
-    "val_ci": lambda value: "-" if as_number(value) is None else f"±{100 * as_number(value):.2f}",
+    "val_ci": lambda value: _plus_minus(as_number(value)),
     "tied": lambda value: "≈" if not _missing(value) and bool(value) else "",
 }
 
