@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -54,6 +55,13 @@ def _removed_on_ctrl_c(out_dir: Path, doing: list[str]) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+class Choose(StrEnum):
+    """How export picks among the trials when no --trial is named (cnnsearch.export.choose.CHOICES)."""
+
+    cheapest_tied = "cheapest-tied"
+    best = "best"
+
+
 @app.command()
 def export(
     name: Annotated[str, typer.Argument(help="Run name.")],
@@ -76,13 +84,36 @@ def export(
         bool,
         typer.Option("--no-retrain", help="Use the trial's saved weights instead of retraining on train+validation."),
     ] = False,
+    choose: Annotated[
+        Choose | None,
+        typer.Option(
+            "--choose",
+            help="Without --trial: cheapest-tied (default) takes the trial with the fewest FLOPs (then params) "
+            "among those tied with the best validation accuracy, within the noise of the validation set's size "
+            "(the leaderboard's ≈); best takes the highest accuracy. With --top the mean over seeds decides.",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output folder.")] = False,
     device: DeviceOption = "auto",
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Retrain the best (or a chosen) candidate, test it once, write and verify model files."""
+    from cnnsearch.errors import UserError
+    from cnnsearch.export.choose import DEFAULT_CHOICE, choose_export_trial
     from cnnsearch.export.retrain import export_run
     from cnnsearch.run.folder import RunDir
+
+    run = RunDir(runs_dir, name)
+    named = trial.strip().lower() != "best"
+    if choose is not None and (named or top is not None):
+        other = f"--trial {trial}" if named else f"--top {top}"
+        raise UserError(f"--choose picks among the search's trials, so it has no effect with {other}; drop one of them")
+    chosen_why: str | None = None
+    if not named and top is None:
+        choice = choose_export_trial(run, rule=choose.value if choose is not None else DEFAULT_CHOICE)
+        if choice is not None:  # none finished: export_run says so
+            trial, chosen_why = str(choice.chosen.number), f"chose {choice.line()}"
+            info(chosen_why)
 
     doing = ["starting"]
 
@@ -92,7 +123,7 @@ def export(
 
     with _removed_on_ctrl_c(out_dir, doing):
         result = export_run(
-            RunDir(runs_dir, name),
+            run,
             out=out_dir,
             trial=trial,
             retrain_epochs=retrain_epochs,
@@ -104,6 +135,8 @@ def export(
             device=device,
             on_message=on_message,
         )
+    if chosen_why is not None:
+        out.print(Text(chosen_why), highlight=False)
     for line in result.summary_lines():
         out.print(Text(line), highlight=False)
 
