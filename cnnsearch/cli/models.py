@@ -99,21 +99,21 @@ def export(
 ) -> None:
     """Retrain the best (or a chosen) candidate, test it once, write and verify model files."""
     from cnnsearch.errors import UserError
+
+    named = trial.strip().lower() != "best"
+    if choose is not None and (named or top is not None):  # refused before torch is imported
+        other = f"--trial {trial}" if named else f"--top {top}"
+        raise UserError(f"--choose picks among the search's trials, so it has no effect with {other}; drop one of them")
     from cnnsearch.export.choose import DEFAULT_CHOICE, choose_export_trial
     from cnnsearch.export.retrain import export_run
     from cnnsearch.run.folder import RunDir
 
     run = RunDir(runs_dir, name)
-    named = trial.strip().lower() != "best"
-    if choose is not None and (named or top is not None):
-        other = f"--trial {trial}" if named else f"--top {top}"
-        raise UserError(f"--choose picks among the search's trials, so it has no effect with {other}; drop one of them")
     chosen_why: str | None = None
     if not named and top is None:
         choice = choose_export_trial(run, rule=choose.value if choose is not None else DEFAULT_CHOICE)
         if choice is not None:  # none finished: export_run says so
-            trial, chosen_why = str(choice.chosen.number), f"chose {choice.line()}"
-            info(chosen_why)
+            trial, chosen_why = str(choice.chosen.number), f"chose {choice.line()}"  # said with the summary
 
     doing = ["starting"]
 
