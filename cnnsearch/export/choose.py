@@ -137,7 +137,7 @@ class Choice:
                 else ""
             )
             return f"{text} (--choose best){cheaper}"
-        return f"{text}, and the cheapest of the {len(self.tied)} trials tied with it"
+        return f"{text}; none of the {others} other trial(s) tied with it is cheaper"
 
 
 def _cheaper(cheap: _Candidate, dear: _Candidate) -> str:

@@ -126,13 +126,14 @@ def display_cells(frame: Leaderboard) -> list[list[str]]:
 def _table_columns(frame: Leaderboard) -> tuple[list[Any], list[list[str]]]:
     """The columns a table shows, and its rows of display cells: like `display_cells`, less
     the HIDDEN_WHEN_EMPTY columns that no row has a value in, with each accuracy's interval in
-    its cell ("91.30% ±1.31") rather than a column of its own; `tied` only where a row is."""
+    its cell ("91.30% ±1.31") rather than a column of its own; `tied` only where a trial other than
+    the best is (the best is always tied with itself)."""
     columns, values = _column_values(frame)
     keep = [
         index
         for index, column in enumerate(columns)
         if not (column in HIDDEN_WHEN_EMPTY and all(as_number(value) is None for value in values[index]))
-        and not (column == "tied" and not any(not _missing(value) and bool(value) for value in values[index]))
+        and not (column == "tied" and sum(1 for value in values[index] if not _missing(value) and bool(value)) < 2)
         and not (column == "val_ci" and "val_acc" in columns)
     ]
     cells = _display_columns([columns[index] for index in keep], [values[index] for index in keep])
