@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,6 +103,13 @@ def final_progress(console: Console) -> Iterator[Callable[[Any], None]]:
         yield update
 
 
+class Choose(StrEnum):
+    """How export picks among the trials when no --trial is named (cnnsearch.export.choose.CHOICES)."""
+
+    cheapest_tied = "cheapest-tied"
+    best = "best"
+
+
 @app.command()
 def export(
     name: Annotated[str, typer.Argument(help="Run name.")],
@@ -133,11 +141,27 @@ def export(
         bool,
         typer.Option("--no-retrain", help="Use the trial's saved weights instead of retraining on train+validation."),
     ] = False,
+    choose: Annotated[
+        Choose | None,
+        typer.Option(
+            "--choose",
+            help="Without --trial: cheapest-tied (default) takes the trial with the fewest FLOPs (then params) "
+            "among those tied with the best validation accuracy, within the noise of the validation set's size "
+            "(the leaderboard's ≈); best takes the highest accuracy. With --top the mean over seeds decides.",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output folder.")] = False,
     device: DeviceOption = "auto",
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Retrain the best (or a chosen) candidate, test it once, write and verify model files."""
+    from cnnsearch.errors import UserError
+
+    named = trial.strip().lower() != "best"
+    if choose is not None and (named or top is not None):  # refused before torch is imported
+        other = f"--trial {trial}" if named else f"--top {top}"
+        raise UserError(f"--choose picks among the search's trials, so it has no effect with {other}; drop one of them")
+    from cnnsearch.export.choose import DEFAULT_CHOICE
     from cnnsearch.export.retrain import export_run
     from cnnsearch.run.folder import RunDir
     from cnnsearch.search.settings import parse_duration
@@ -148,6 +172,7 @@ def export(
             RunDir(runs_dir, name),
             out=out_dir,
             trial=trial,
+            choose=choose.value if choose is not None else DEFAULT_CHOICE,
             retrain_epochs=retrain_epochs,
             final_budget_s=final_budget_s,
             on_progress=on_progress,

@@ -25,12 +25,15 @@ from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError, first_line
 from cnnsearch.export.choose import (
+    CHOICES,
+    DEFAULT_CHOICE,
     ConfirmationRow,
     _Candidate,
     _candidate,
     _candidates,
     _confirm,
     _parse_trial,
+    choose_among,
 )
 from cnnsearch.export.formats import FORMATS, VERIFY_IMAGES, check_formats
 from cnnsearch.export.model_files import (
@@ -73,9 +76,10 @@ class ExportResult:
     finetuned_from: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # model.json as written
     schedule: str = ""  # why the final training ran its epochs, e.g. "3x the search's 8 epochs"
+    chosen_because: str = ""  # export's choice among the trials, e.g. "trial 7: tied with the best ..."
 
     def summary_lines(self) -> list[str]:
-        lines = []
+        lines = [f"chose {self.chosen_because}"] if self.chosen_because else []
         if self.finetuned_from is not None:
             lines.append(f"fine-tuned {self.finetuned_from} on {self.meta.get('data')}: {self.compact}")
         else:
@@ -124,6 +128,7 @@ def export_run(
     on_message: Callable[[str], None] = ignore_message,
     on_progress: Callable[[FinalProgress], None] | None = None,
     weights_when_short: bool = False,
+    choose: str = DEFAULT_CHOICE,
 ) -> ExportResult:
     """Retrain the chosen trial on train+validation, test it once, write and verify model files.
 
@@ -131,7 +136,9 @@ def export_run(
     `retrain_epochs` epochs, or as many as fit `final_budget_s`, or by default 3x the search's
     (see `export.schedule`); `on_progress` hears of every epoch. `weights_when_short` (search
     --export): when `final_budget_s` fits fewer epochs than the search trained, export the
-    search's weights of the trial instead (when kept), as they had the longer schedule. `top` first retrains the
+    search's weights of the trial instead (when kept), as they had the longer schedule. With no
+    trial named and no `top`, `choose` picks (export.choose.CHOICES: by default the cheapest of
+    the trials tied with the best within the validation set's noise). `top` first retrains the
     `top` best candidates `seeds` times each on the training split and picks the best mean
     validation accuracy. `no_retrain` exports the weights the search kept instead.
     Raises UserError for every bad argument before anything trains or is written.
@@ -147,16 +154,22 @@ def export_run(
         raise UserError("--final-epochs and --final-budget both set the final schedule; pass only one of them")
     check_out_folder(out, force=force)
 
+    if choose not in CHOICES:
+        raise UserError(f"--choose {choose!r} is not valid; use one of: {', '.join(CHOICES)}")
     study = run.load_study(info)
     trials = study.get_trials(deepcopy=False)
     candidates = _candidates(trials)
+    because = ""  # why `chosen` was chosen, when export chose it
     if number is None:
         if not candidates:
             raise UserError(
                 f"run {run.name!r} has no finished trial to export yet; let the search finish at least one "
                 f"(cnnsearch search --name {run.name})"
             )
-        chosen = candidates[0]
+        chosen = candidates[0]  # --top: the best, then confirmed over seeds
+        if top is None:
+            choice = choose_among(run, info, candidates, rule=choose)
+            chosen, because = choice.chosen, choice.line()
     else:
         chosen = _candidate(run, trials, number)
     if no_retrain:
@@ -241,6 +254,7 @@ def export_run(
         "train_images": train_images,
         "seed": chosen.seed,
         "confirmation": [row.to_dict() for row in confirmation],
+        "chosen_because": because,
     }
     files, verification = _write_model_folder(
         out,
@@ -286,6 +300,7 @@ def export_run(
         confirmation=confirmation,
         meta=meta,
         schedule=why,
+        chosen_because=because,
     )
 
 
