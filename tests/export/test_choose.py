@@ -54,9 +54,10 @@ def test_export_takes_the_cheapest_tied_trial_and_says_why(runs: Path, tmp_path:
     )
     lines = done.stdout.splitlines()
     assert lines[:2] == [why, f"trial {cheap['trial']} {cheap['arch']}"]
-    assert done.stderr.splitlines()[0].startswith(f"retraining trial {cheap['trial']} for 1 epochs")
+    assert done.stderr.splitlines()[0].startswith(f"final training of trial {cheap['trial']}: 1 epochs")
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     assert meta["trial"] == cheap["trial"] and meta["val_accuracy"] == cheap["val_acc"]
+    assert meta["chosen_because"] == why.removeprefix("chose ")
 
 
 def test_choose_best_takes_the_top_accuracy(runs: Path, tmp_path: Path) -> None:
