@@ -44,6 +44,7 @@ from cnnsearch.model.build import build_model
 from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
 from cnnsearch.train.evaluate import evaluate
 from cnnsearch.train.loop import resolve_device, train_candidate
+from cnnsearch.train.plan import FLOAT32
 from cnnsearch.train.result import TrialControl
 
 EXPORTS_FILE = "exports.json"  # in the run folder: one entry per export, for the report
@@ -343,7 +344,7 @@ def _cpu_data(
 def measure_test_accuracy(net: nn.Module, dataset: Dataset, mean: Sequence[float], std: Sequence[float]) -> float:
     # float32 on the CPU: the accuracy of exactly the network the files hold (no bf16 autocast).
     data = _cpu_data(dataset.test_images, dataset.test_labels, mean, std, dataset.class_names)
-    return evaluate(net, data, images=data.val_x, labels=data.val_y)
+    return evaluate(net, data, images=data.val_x, labels=data.val_y, plan=FLOAT32)
 
 
 def _append_export_record(run: RunDir, record: dict[str, Any]) -> None:
