@@ -116,7 +116,11 @@ def train_candidate(
     control = control or TrialControl()
     input_shape, num_classes = data.input_shape, data.num_classes
     given = net is not None
-    if not given:
+    if given:
+        # A failed attempt may have stepped the weights and batch-norm statistics and drawn dropout
+        # masks: a retry starts again from this copy (weights only: a small share of memory).
+        start = _StartingPoint(net, data.train_y.device)
+    else:
         torch.manual_seed(control.seed)  # weights: reproducible from the trial's seed
         net, rejected = _build_checked(arch, input_shape, num_classes, max_params=max_params, max_flops=max_flops)
         if rejected is not None:
@@ -138,11 +142,29 @@ def train_candidate(
                     "oom", f"out of {where} memory even with micro-batches of 1 image (batch {arch.train.batch_size})"
                 )
             micro_batch //= 2  # same effective batch: gradients accumulate over the micro-batches
-            if not given:  # the failed attempt changed the weights: start again from the seed
+            if given:
+                start.restore(net)
+            else:  # the failed attempt changed the weights: start again from the seed
                 torch.manual_seed(control.seed)
                 net = build_model(arch, input_shape, num_classes)
         finally:
             _release_memory()
+
+
+class _StartingPoint:
+    """A given network's weights and the random state before its first attempt, on the CPU."""
+
+    def __init__(self, net: nn.Module, device: torch.device) -> None:
+        self.state = {key: value.detach().to("cpu", copy=True) for key, value in net.state_dict().items()}
+        self.device = device
+        self.torch_rng = torch.get_rng_state()  # dropout masks on the CPU
+        self.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def restore(self, net: nn.Module) -> None:
+        net.load_state_dict(self.state)
+        torch.set_rng_state(self.torch_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state(self.cuda_rng, self.device)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -34,8 +34,11 @@ def test_the_environment_forces_the_gpu_choices(monkeypatch: pytest.MonkeyPatch)
     assert plan == DevicePlan(channels_last=True, autocast="bf16", micro_batch=16)
     assert plan.first_micro_batch(64) == 16 and plan.first_micro_batch(8) == 8
     assert parse_plan("autocast=off", DevicePlan(channels_last=True, autocast="bf16")) == DevicePlan(channels_last=True)
-    with torch.autocast("cpu", enabled=False):
-        assert plan.autocast_context(torch.device("cpu")).fast_dtype == torch.bfloat16
+    layer, x = torch.nn.Linear(4, 2), torch.ones(1, 4)
+    with plan.autocast_context(torch.device("cpu")):
+        assert layer(x).dtype == torch.bfloat16
+    with FLOAT32.autocast_context(torch.device("cpu")):
+        assert layer(x).dtype == torch.float32
 
 
 def test_a_bad_plan_stops_the_command_before_anything_trains(monkeypatch: pytest.MonkeyPatch) -> None:
