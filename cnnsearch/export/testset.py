@@ -13,6 +13,7 @@ from cnnsearch.data.dataset import Dataset
 from cnnsearch.data.device import DeviceData
 from cnnsearch.errors import UserError
 from cnnsearch.train.evaluate import evaluate
+from cnnsearch.train.plan import FLOAT32
 
 
 def check_test_share_unseen(dataset: Dataset, *, run: str) -> None:
@@ -58,4 +59,4 @@ def _cpu_data(
 def measure_test_accuracy(net: nn.Module, dataset: Dataset, mean: Sequence[float], std: Sequence[float]) -> float:
     # float32 on the CPU: the accuracy of exactly the network the files hold (no bf16 autocast).
     data = _cpu_data(dataset.test_images, dataset.test_labels, mean, std, dataset.class_names)
-    return evaluate(net, data, images=data.val_x, labels=data.val_y)
+    return evaluate(net, data, images=data.val_x, labels=data.val_y, plan=FLOAT32)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from torch import nn
 
+from cnnsearch.train.plan import DevicePlan
+
 
 @dataclass
 class TrialResult:
@@ -88,3 +90,4 @@ class TrialControl:
     measure_latency: bool = True  # False when no objective needs it: it costs ~3% of a short trial
     validate: bool = True  # False for a final retrain: no validation split is used
     on_epoch_end: Callable[[int, float], None] | None = None  # (epoch, mean training loss): a progress bar
+    plan: DevicePlan | None = None  # channels-last, autocast, first micro-batch; None: the device's (train.plan)
