@@ -191,7 +191,8 @@ def test_export_writes_verified_files(exported, search_run: RunDir, digits) -> N
     assert len(mine) == 1 and mine[0]["test_accuracy"] == meta["test_accuracy"]
 
     lines = result.summary_lines()
-    assert lines[0] == f"trial {result.trial} {meta['compact']}"
+    assert lines[0] == f"chose {meta['chosen_because']}" and lines[0].startswith(f"chose trial {result.trial}: ")
+    assert lines[1] == f"trial {result.trial} {meta['compact']}"
     assert (
         f"search validation accuracy {meta['val_accuracy']:.2%} -> final test accuracy {meta['test_accuracy']:.2%} "
         "on 360 images (evaluated once)"
@@ -224,7 +225,7 @@ def test_export_refuses_a_used_folder_and_force_replaces_old_files(search_run: R
     assert saved.keys() == payload["state_dict"].keys()
     assert all(torch.equal(saved[key], payload["state_dict"][key]) for key in saved)
     assert meta["test_accuracy"] > 0.3  # 2 epochs on the train split only
-    assert result.summary_lines()[1].startswith("the search's weights, not retrained")
+    assert result.summary_lines()[2].startswith("the search's weights, not retrained")
 
 
 def test_export_rejects_bad_arguments_before_writing(search_run: RunDir, tmp_path: Path) -> None:
@@ -242,10 +243,10 @@ def test_export_rejects_bad_arguments_before_writing(search_run: RunDir, tmp_pat
         export_run(RunDir(search_run.runs_dir, "nope"), out=out, device="cpu")
     with pytest.raises(UserError, match="--top chooses among the best trials"):
         export_run(search_run, out=out, trial="1", top=2, device="cpu")
-    for option, value in (("top", 0), ("seeds", 0), ("retrain_epochs", 0)):
+    for option, flag in (("top", "--top"), ("seeds", "--seeds"), ("retrain_epochs", "--final-epochs")):
         with pytest.raises(UserError) as caught:
-            export_run(search_run, out=out, device="cpu", **{option: value})
-        assert str(caught.value) == f"--{option.replace('_', '-')} must be at least 1, but got 0"
+            export_run(search_run, out=out, device="cpu", **{option: 0})
+        assert str(caught.value) == f"{flag} must be at least 1, but got 0"
     assert not out.exists()
 
 
