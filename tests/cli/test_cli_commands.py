@@ -111,7 +111,7 @@ def model_json(folder: Path) -> dict:
 def test_export_writes_every_format_and_tests_once(made: Made) -> None:
     for name in MODEL_FILES:
         assert (made.model / name).is_file() and (made.model / name).stat().st_size > 0, f"export wrote no {name}"
-    assert re.search(r"^test accuracy \d+\.\d\d% on \d+ images", made.export.stdout, re.M), made.export.stdout
+    assert re.search(r"-> final test accuracy \d+\.\d\d% on \d+ images", made.export.stdout), made.export.stdout
     for runtime in ("onnx", "torchscript", "pt"):  # each written file was loaded again and compared
         assert re.search(rf"^{runtime}: max \|diff\| \S+ ✓$", made.export.stdout, re.M), made.export.stdout
     description = model_json(made.model)

@@ -25,8 +25,8 @@ def test_ctrl_c_during_export_says_what_stopped_and_removes_only_what_it_created
             "export", "e", "--out", str(out), "--retrain-epochs", "50", "--force", "--runs-dir", str(runs_dir)
         )
         assert export.stderr is not None
-        first = export.stderr.readline()  # "retraining trial 0 for 50 epochs …": the retrain has begun
-        assert first.startswith("retraining trial 0 for 50 epochs"), first
+        first = export.stderr.readline()  # "final training of trial 0: 50 epochs …": the retrain has begun
+        assert first.startswith("final training of trial 0: 50 epochs"), first
         time.sleep(1.0)
         export.send_signal(signal.SIGINT)
         rest = export.communicate(timeout=60)[1]

@@ -48,7 +48,7 @@ def test_live_view_fits_the_terminal_and_ctrl_c_says_what_it_does(width: int, tm
         ), screen
         assert any(line.rstrip().endswith("duplicates") for line in lines), screen
         (header,) = [line for line in lines if line.startswith("trial")]
-        assert header.split() == ["trial", "candidate", "epoch", "val", "acc", "device"], screen
+        assert header.split() == ["trial", "candidate", "epoch", "val", "acc", "predicted", "device"], screen
         bars = [line.strip() for line in lines if line.strip() and set(line.strip()) <= set("━╸╺ ")]
         assert bars, f"the overall bar has no line of its own:\n{screen}"
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
