@@ -247,6 +247,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, help="Seconds per contender, end to end [600; --full: 3600].")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="Seeds first-seed .. first-seed+seeds-1.")
     parser.add_argument("--train-images", type=int, default=10_000, help="Training subset (cnnsearch --subset).")
     parser.add_argument("--full", action="store_true", help="All 60,000 training images (default budget 1 h).")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="Comma-separated, in turn order.")
@@ -283,7 +284,7 @@ def main() -> None:
     results: list[Result] = []
     interrupted = False
     try:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             train, val = cnnsearch_images(dataset, args.train_images, seed)
             indices = work / f"images-s{seed}.npz"
             np.savez(indices, train=train, val=val)
