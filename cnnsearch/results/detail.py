@@ -91,6 +91,7 @@ def _trial_header(fact: TrialFacts, record: TrialRecord, trial: Any) -> Renderab
         ("seconds", f"{seconds:.1f}" if seconds is not None else ""),
         ("epochs run", str(fact.epochs) if fact.epochs is not None else ""),
         ("images/s", plain_text(record.images_per_sec) if record.images_per_sec is not None else ""),
+        ("s per epoch", _epoch_seconds_text(record)),
         ("arch", fact.arch),
         ("hash", record.hash),
         ("seed", str(record.seed) if record.seed is not None else ""),
@@ -102,6 +103,19 @@ def _trial_header(fact: TrialFacts, record: TrialRecord, trial: Any) -> Renderab
         if value:
             grid.add_row(Text(key), Text(value, style=state_style(value) if key == "outcome" else ""))
     return grid
+
+
+def _epoch_seconds_text(record: TrialRecord) -> str:
+    """The cost model's prediction beside the measured seconds per epoch, e.g. `predicted 12.1, measured 10.4`."""
+    measured = record.train_seconds / record.epochs_run if record.train_seconds and record.epochs_run else None
+    parts = []
+    if record.predicted_epoch_s is not None:
+        parts.append(f"predicted {record.predicted_epoch_s:.2f}")
+    if measured is not None:
+        parts.append(f"measured {measured:.2f}")
+    if record.predicted_epoch_s is not None and measured:
+        parts.append(f"(x{record.predicted_epoch_s / measured:.2f})")
+    return " ".join(parts)
 
 
 def _latency_text(latency_ms: float, record: TrialRecord) -> str:

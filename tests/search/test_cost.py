@@ -4,6 +4,7 @@ candidates the time left cannot afford ending PRUNED as `too_slow` in a real sea
 from __future__ import annotations
 
 import random
+import re
 import statistics
 import time
 from pathlib import Path
@@ -189,3 +190,7 @@ def test_too_slow_is_said_by_the_cli(tmp_path: Path) -> None:
     board = run_cli("leaderboard", "s", "--runs-dir", str(runs), "--all")
     assert board.returncode == 0, board.stderr
     assert "too slow" in board.stdout and "predicted" in board.stdout
+    # `show` puts the prediction beside the measured seconds per epoch (the refused one has no measurement).
+    shown = run_cli("show", "s", "1", "--runs-dir", str(runs))
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"s per epoch\s+predicted \d+\.\d\d\n", shown.stdout), shown.stdout
