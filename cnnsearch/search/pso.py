@@ -12,7 +12,9 @@ coordinate at 0 or 1. The swarm sees every parameter through the flat encoding
 (`cnnsearch.space.flat`): parameters of stages a candidate does not have still move with it.
 
 State lives in the study, not in memory: trial n belongs to particle n mod swarm_size, and each
-trial stores its particle, iteration, position and velocity in a system attribute. A worker
+trial stores its particle, iteration, position and velocity in a system attribute (a trial
+queued with all its values fixed, which the sampler never sees, is the particle's position with
+no velocity of its own). A worker
 rebuilds the swarm from the study's trials on every ask, so several workers share one swarm
 (trial numbers are unique, so no two workers move the same particle at once), and a run killed
 and resumed continues the same swarm. A trial queued with fixed values (warm start, a re-run)
@@ -161,18 +163,15 @@ class SwarmSampler(BaseSampler):
             if position is not None:
                 known.append((other, position, _rank(other, sign)))
         mine = [
-            (other, position, rank)
-            for other, position, rank in known
-            if (other.system_attrs.get(STATE_KEY) or {}).get("particle") == particle and other.number < trial.number
+            item for item in known if item[0].number % self.swarm_size == particle and item[0].number < trial.number
         ]
+        iteration = len(mine)  # earlier positions of this particle
         if not mine:  # the particle's first position: anywhere, with a random start velocity
-            iteration = 0
             x = rng.uniform(0.0, 1.0, len(names))
             v = np.clip((rng.uniform(0.0, 1.0, len(names)) - x) / 2, -self.max_speed, self.max_speed)
         else:
             last, x_last, _ = max(mine, key=lambda item: item[0].number)
-            state = last.system_attrs[STATE_KEY]
-            iteration = int(state["iteration"]) + 1
+            state = last.system_attrs.get(STATE_KEY) or {"v": {}}  # a queued trial: no velocity of its own
             v_last = np.array([float(state["v"].get(name, 0.0)) for name in names])
             ranked_mine = [(rank, position) for _, position, rank in mine if rank is not None]
             ranked_all = [(rank, position) for _, position, rank in known if rank is not None]

@@ -1,0 +1,158 @@
+"""The swarm (search/pso.py) on real Optuna studies: its coordinates, its moves, its state kept in
+the study (several workers, a fresh process), and what it learns from pruned trials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from cnnsearch.search.pso import STATE_KEY, SwarmSampler, decode, encode
+from cnnsearch.space.flat import suggest
+
+DISTRIBUTIONS = {
+    "choice": CategoricalDistribution(["relu", "gelu", "silu"]),
+    "flag": CategoricalDistribution([True, False]),
+    "int": IntDistribution(1, 4),
+    "int_step": IntDistribution(8, 64, step=8),
+    "int_log": IntDistribution(8, 512, log=True),
+    "float": FloatDistribution(0.0, 0.5),
+    "float_step": FloatDistribution(0.0, 0.4, step=0.1),
+    "float_log": FloatDistribution(1e-4, 1e-1, log=True),
+}
+
+
+def inside(distribution: Any, value: Any) -> bool:
+    """Whether `value` is one the distribution can give (on its grid, within its bounds)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return value in distribution.choices
+    if not distribution.low <= value <= distribution.high:
+        return False
+    step = distribution.step
+    return step is None or abs((value - distribution.low) / step - round((value - distribution.low) / step)) < 1e-8
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_every_coordinate_decodes_inside_the_distribution_and_values_round_trip(name: str) -> None:
+    distribution = DISTRIBUTIONS[name]
+    for u in np.linspace(0.0, 1.0, 201):
+        value = decode(distribution, float(u))
+        assert inside(distribution, value), (name, u, value)
+        assert 0.0 <= encode(distribution, value) <= 1.0
+        assert decode(distribution, encode(distribution, value)) == pytest.approx(value)
+    if isinstance(distribution, CategoricalDistribution) or (distribution.step is not None and not distribution.log):
+        # Equal bins: every value of a discrete parameter is reachable, the ends too.
+        hit = {decode(distribution, float(u)) for u in np.linspace(0.0, 1.0, 1001)}
+        count = len(distribution.choices) if isinstance(distribution, CategoricalDistribution) else None
+        assert len(hit) == (count or round((distribution.high - distribution.low) / distribution.step) + 1)
+
+
+def _score(params: dict[str, Any]) -> float:
+    """A smooth objective with its best at int=3, float=0.4, choice=silu."""
+    return -((params["int"] - 3) ** 2) - 10 * (params["float"] - 0.4) ** 2 + (params["choice"] == "silu")
+
+
+def _swarm(seed: int = 0, **kwargs: Any) -> SwarmSampler:
+    return SwarmSampler(DISTRIBUTIONS, seed=seed, **kwargs)
+
+
+def _ask_and_tell(study: optuna.Study) -> optuna.Trial:
+    trial = study.ask()
+    for name, distribution in DISTRIBUTIONS.items():
+        suggest(trial, name, distribution)
+    study.tell(trial, _score(trial.params))
+    return trial
+
+
+def _state(trial: Any) -> dict[str, Any]:
+    return trial.system_attrs[STATE_KEY]
+
+
+def test_two_workers_share_one_swarm_and_a_fresh_process_continues_it(tmp_path) -> None:
+    """Particles are trial n mod swarm size; every worker and every restart rebuilds them from the
+    study, so iterations continue and each move starts from the particle's last stored state."""
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log")))
+    optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    workers = [optuna.load_study(study_name="s", storage=storage, sampler=_swarm(seed)) for seed in (1, 2)]
+    for number in range(9):
+        _ask_and_tell(workers[number % 2])
+    # A new process (new sampler, nothing in memory) joins the same study.
+    fresh = optuna.load_study(study_name="s", storage=storage, sampler=_swarm(3))
+    for _ in range(6):
+        _ask_and_tell(fresh)
+    trials = fresh.get_trials()
+    assert [_state(t)["particle"] for t in trials] == [n % 5 for n in range(15)]
+    assert [_state(t)["iteration"] for t in trials] == [n // 5 for n in range(15)]
+    names = sorted(DISTRIBUTIONS)
+    for trial in trials:
+        assert all(inside(DISTRIBUTIONS[name], value) for name, value in trial.params.items())
+        if _state(trial)["iteration"] == 0:
+            continue
+        last = trials[trial.number - 5]
+        x_last = np.array([_state(last)["x"][name] for name in names])
+        x, v = (np.array([_state(trial)[key][name] for name in names]) for key in ("x", "v"))
+        assert np.all(np.abs(v) <= 0.3 + 1e-12)
+        # The new position is the last one plus the velocity, but where a wall stopped it (speed 0
+        # there) and a coordinate shaken off a position that repeats an earlier trial (a few).
+        walled = (v == 0.0) & ((x == 0.0) | (x == 1.0))
+        assert np.sum(~np.isclose(x_last + v, x) & ~walled) <= 3, trial.number
+
+
+def test_same_seed_and_history_give_the_same_move() -> None:
+    studies = []
+    for _ in range(2):
+        study = optuna.create_study(direction="maximize", sampler=_swarm(7))
+        for _ in range(8):
+            _ask_and_tell(study)
+        studies.append(study)
+    assert [t.params for t in studies[0].trials] == [t.params for t in studies[1].trials]
+
+
+def test_pruned_trials_are_bad_positions_and_failed_ones_are_ignored() -> None:
+    """Without inertia or the personal pull a particle moves straight at the swarm best, which
+    must be the best COMPLETE trial: not a pruned one with a higher accuracy at epoch 1, nor a
+    pruned one with no epoch (infeasible), nor a FAIL one."""
+    swarm = SwarmSampler(DISTRIBUTIONS, seed=0, swarm_size=4, inertia=0.0, cognitive=0.0, social=1.0, max_speed=1.0)
+    study = optuna.create_study(direction="maximize", sampler=swarm)
+    corners = {
+        "complete": {name: decode(dist, 0.95) for name, dist in DISTRIBUTIONS.items()},
+        "pruned": {name: decode(dist, 0.05) for name, dist in DISTRIBUTIONS.items()},
+        "infeasible": {name: decode(dist, 0.3) for name, dist in DISTRIBUTIONS.items()},
+        "failed": {name: decode(dist, 0.6) for name, dist in DISTRIBUTIONS.items()},
+    }
+    for params in corners.values():
+        study.enqueue_trial(params)
+    ends = {"complete": 0.5, "pruned": TrialState.PRUNED, "infeasible": TrialState.PRUNED, "failed": TrialState.FAIL}
+    for outcome, end in ends.items():
+        trial = study.ask()
+        for name, distribution in DISTRIBUTIONS.items():
+            suggest(trial, name, distribution)
+        if outcome == "pruned":
+            trial.report(0.99, 1)  # better than the complete one, but only at epoch 1
+        if end is TrialState.PRUNED or end is TrialState.FAIL:
+            study.tell(trial, state=end)
+        else:
+            study.tell(trial, end)
+    target = np.array([encode(dist, corners["complete"][name]) for name, dist in sorted(DISTRIBUTIONS.items())])
+    for _ in range(4):  # each particle's next move, from where it stood
+        trial = study.ask()
+        for name, distribution in DISTRIBUTIONS.items():
+            suggest(trial, name, distribution)
+        state = study.get_trials(deepcopy=False)[-1].system_attrs[STATE_KEY]
+        last = study.trials[trial.number - 4]
+        x_last = np.array([encode(dist, last.params[name]) for name, dist in sorted(DISTRIBUTIONS.items())])
+        v = np.array([state["v"][name] for name in sorted(DISTRIBUTIONS)])
+        toward = np.sign(target - x_last)
+        assert np.all((np.sign(v) == toward) | (v == 0.0) | (toward == 0.0)), last.number
+        study.tell(trial, 0.0)
+
+
+def test_bad_settings_are_refused_where_they_enter() -> None:
+    with pytest.raises(ValueError, match="swarm_size >= 1 must hold, but got swarm_size=0"):
+        SwarmSampler(DISTRIBUTIONS, swarm_size=0)
+    with pytest.raises(ValueError, match="0 < max_speed <= 1 must hold, but got max_speed=2"):
+        SwarmSampler(DISTRIBUTIONS, max_speed=2)
