@@ -3,15 +3,19 @@ the study (several workers, a fresh process), and what it learns from pruned tri
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from typing import Any
 
 import numpy as np
 import optuna
 import pytest
+from conftest import TINY_SPACE, load_study, run_cli, start_cli
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from cnnsearch.search.pso import STATE_KEY, SwarmSampler, decode, encode
+from cnnsearch.search.pso import STATE_KEY, SWARM_SIZE, SwarmSampler, decode, encode
 from cnnsearch.space.flat import suggest
 
 DISTRIBUTIONS = {
@@ -156,3 +160,38 @@ def test_bad_settings_are_refused_where_they_enter() -> None:
         SwarmSampler(DISTRIBUTIONS, swarm_size=0)
     with pytest.raises(ValueError, match="0 < max_speed <= 1 must hold, but got max_speed=2"):
         SwarmSampler(DISTRIBUTIONS, max_speed=2)
+
+
+def test_a_swarm_search_killed_and_resumed_continues_its_swarm(runs_dir) -> None:
+    """SIGKILL a `--sampler pso` search once a few trials have finished, resume it: the resumed
+    process's trials continue the particles' iterations from the study, not from scratch."""
+    search = start_cli(
+        "search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "k", "--trials", str(SWARM_SIZE + 2),
+        "--epochs", "2", "--sampler", "pso", "--device", "cpu", "--runs-dir", str(runs_dir),
+    )  # fmt: skip
+    trials_dir = runs_dir / "k" / "trials"
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and len(list(trials_dir.glob("*.json"))) < 3:
+            time.sleep(0.1)
+        os.kill(search.pid, signal.SIGKILL)
+        search.wait(timeout=30)
+    finally:
+        if search.poll() is None:
+            search.kill()
+    before = {t.number: t for t in load_study(runs_dir, "k").trials}
+    assert 3 <= len([t for t in before.values() if t.state.is_finished()]) < SWARM_SIZE, "killed too late"
+    resumed = run_cli("search", "--name", "k", "--runs-dir", str(runs_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load_study(runs_dir, "k").trials
+    new = [t for t in trials if t.number not in before and STATE_KEY in t.system_attrs]
+    assert {t.user_attrs["worker"] for t in new}.isdisjoint({t.user_attrs.get("worker") for t in before.values()})
+    # Particle n mod 5, iteration: its earlier positions, the killed session's included.
+    assert [(_state(t)["particle"], _state(t)["iteration"]) for t in new] == [
+        (t.number % SWARM_SIZE, t.number // SWARM_SIZE) for t in new
+    ]
+    assert any(_state(t)["iteration"] >= 1 for t in new)
+    for trial in (t for t in new if _state(t)["iteration"] >= 1):
+        last = trials[trial.number - SWARM_SIZE]  # proposed by the killed process
+        assert last.number in before
+        assert _state(last)["x"] != _state(trial)["x"]
