@@ -75,12 +75,14 @@ def search(
         Sampler | None,
         typer.Option(
             "--sampler",
-            help="How candidates are proposed. tpe (default): models every parameter, conditional ones "
-            "included, after 8 random trials. random: no model. nsga2: genetic, for Pareto searches. "
-            "gp: 10 random trials, then a Gaussian process over the parameters every candidate has; "
-            "the extra stages' parameters stay random. cmaes: models the numeric ranges only; every choice "
-            "and per-stage parameter falls back to random sampling, so on these spaces it searches the "
-            "architecture at random. Fallback warnings go to runs/NAME/search.log.",
+            help="How candidates are proposed; pick by budget. tpe (default): the best general choice, it "
+            "models every parameter, conditional ones included, after 8 random trials. random: no model; a "
+            "baseline, or a first look at a new space. gp: a Gaussian process over every parameter (flat "
+            "encoding), after 10 random trials; for small budgets (tens of trials), each proposal costs "
+            "seconds of fitting. cmaes: models the numeric ranges (lr, weight decay, stage counts), choices "
+            "stay random; for spaces that are mostly ranges. pso: a swarm of 5 particles over every parameter; "
+            "for runs of 20+ trials, several workers share one swarm, one objective only. nsga2: genetic, for "
+            "Pareto searches (--objective with two). Fallback warnings go to runs/NAME/search.log.",
         ),
     ] = None,
     pruner: Annotated[

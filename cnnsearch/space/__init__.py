@@ -1,5 +1,6 @@
 """Search spaces: reading and validating a space file (`parse`), sampling a candidate from it and
-the inverse, the parameters that sample to a given candidate (`sample`), and looking at a space
+the inverse, the parameters that sample to a given candidate (`sample`), every parameter a space
+can ask for, drawn in every trial for relative samplers (`flat`), and looking at a space
 outside a search (`inspect`).
 
 Knows `spec` and `errors`. Must not import torch, Lightning or Optuna at import time.
@@ -27,6 +28,8 @@ _EXPORTS = {
     "parse_space": "parse",
     "space_differences": "parse",
     "KeyRule": "rules",
+    "flat_dimensions": "flat",
+    "sample_flat": "flat",
     "SuggestingTrial": "sample",
     "sample_architecture": "sample",
     "params_for": "sample",

@@ -15,7 +15,10 @@ from conftest import TINY_SPACE, load_study, run_cli, start_cli
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from cnnsearch.errors import UserError
 from cnnsearch.search.pso import STATE_KEY, SWARM_SIZE, SwarmSampler, decode, encode
+from cnnsearch.search.settings import SearchSettings
+from cnnsearch.search.setup import prepare_run
 from cnnsearch.space.flat import suggest
 
 DISTRIBUTIONS = {
@@ -195,3 +198,16 @@ def test_a_swarm_search_killed_and_resumed_continues_its_swarm(runs_dir) -> None
         last = trials[trial.number - SWARM_SIZE]  # proposed by the killed process
         assert last.number in before
         assert _state(last)["x"] != _state(trial)["x"]
+
+
+def test_a_pareto_swarm_is_refused_before_anything_is_written(tmp_path) -> None:
+    settings = SearchSettings(
+        name="p", space=str(TINY_SPACE), data="digits", runs_dir=str(tmp_path), sampler="pso",
+        objective=("accuracy", "params"),
+    )  # fmt: skip
+    with pytest.raises(UserError) as caught:
+        prepare_run(settings)
+    assert str(caught.value) == (
+        "--sampler pso optimises one objective; for a Pareto search (--objective with two) choose --sampler nsga2 or tpe"
+    )
+    assert not list(tmp_path.iterdir())
