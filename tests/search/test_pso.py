@@ -211,3 +211,33 @@ def test_a_pareto_swarm_is_refused_before_anything_is_written(tmp_path) -> None:
         "--sampler pso optimises one objective; for a Pareto search (--objective with two) choose --sampler nsga2 or tpe"
     )
     assert not list(tmp_path.iterdir())
+
+
+def test_a_warm_start_candidate_is_trained_as_queued_and_joins_the_swarm() -> None:
+    """--enqueue gives only the active values; the swarm draws the rest, and the queued values stand."""
+    from cnnsearch.space.flat import flat_dimensions, sample_flat
+    from cnnsearch.space.parse import load_space
+    from cnnsearch.space.sample import params_for
+
+    space = load_space("default")
+    flat = flat_dimensions(space, epochs=2)
+    study = optuna.create_study(direction="maximize", sampler=SwarmSampler(flat, seed=0))
+    source = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    for _ in range(SWARM_SIZE + 2):
+        arch = space.sample(source.ask(), epochs=2)
+        params = params_for(space, arch)
+        assert params is not None
+        study.enqueue_trial(params)
+        trial = study.ask()
+        assert sample_flat(space, trial, epochs=2).canonical_hash() == arch.canonical_hash()
+        assert set(trial.params) == set(flat)
+        study.tell(trial, 0.5)
+    for trial in study.trials:
+        if STATE_KEY in trial.system_attrs:  # the swarm drew its inactive values
+            assert (_state(trial)["particle"], _state(trial)["iteration"]) == (
+                trial.number % SWARM_SIZE,
+                trial.number // SWARM_SIZE,
+            )
+        else:  # every value was queued (a candidate with every stage): the sampler was never asked
+            assert set(trial.system_attrs["fixed_params"]) == set(flat)
+    assert sum(STATE_KEY in trial.system_attrs for trial in study.trials) >= 3
