@@ -160,3 +160,37 @@ def sample_flat(space: SearchSpace, trial: SuggestingTrial, *, epochs: int | Non
     for name, distribution in flat_dimensions(space, epochs=epochs).items():
         suggest(trial, name, distribution)
     return sample_architecture(space, trial, epochs=epochs)
+
+
+class _Asked:
+    """Answers from given values and notes which names sampling asks for."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self.names: list[str] = []
+
+    def _answer(self, name: str) -> Any:
+        self.names.append(name)
+        return self.values[name]
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self._answer(name)
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        return self._answer(name)
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        return self._answer(name)
+
+
+def active_params(space: SearchSpace, params: dict[str, Any], *, epochs: int | None = None) -> dict[str, Any] | None:
+    """The values among a trial's `params` that its network uses (the rest: flat encoding only);
+    None when the values do not sample in this space (a name missing)."""
+    asked = _Asked(params)
+    try:
+        sample_architecture(space, asked, epochs=epochs)
+    except (KeyError, ValueError, TypeError):
+        return None
+    return {name: params[name] for name in dict.fromkeys(asked.names)}

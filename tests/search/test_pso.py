@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from io import StringIO
 from typing import Any
 
 import numpy as np
@@ -14,12 +15,17 @@ import pytest
 from conftest import TINY_SPACE, load_study, run_cli, start_cli
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from rich.console import Console
 
 from cnnsearch.errors import UserError
+from cnnsearch.results.detail import trial_detail
+from cnnsearch.run.folder import RunDir
 from cnnsearch.search.pso import STATE_KEY, SWARM_SIZE, SwarmSampler, decode, encode
 from cnnsearch.search.settings import SearchSettings
 from cnnsearch.search.setup import prepare_run
-from cnnsearch.space.flat import suggest
+from cnnsearch.space.flat import active_params, flat_dimensions, sample_flat, suggest
+from cnnsearch.space.parse import load_space
+from cnnsearch.space.sample import params_for
 
 DISTRIBUTIONS = {
     "choice": CategoricalDistribution(["relu", "gelu", "silu"]),
@@ -198,6 +204,15 @@ def test_a_swarm_search_killed_and_resumed_continues_its_swarm(runs_dir) -> None
         last = trials[trial.number - SWARM_SIZE]  # proposed by the killed process
         assert last.number in before
         assert _state(last)["x"] != _state(trial)["x"]
+    # `show` lists the values the network uses, and names the others on a line of their own.
+    for trial in (t for t in trials if t.user_attrs.get("arch")):
+        console = Console(file=StringIO(), width=300)
+        console.print(trial_detail(RunDir(runs_dir, "k"), trial.number))
+        text = console.file.getvalue()
+        active = active_params(load_space(TINY_SPACE), trial.params, epochs=2)
+        unused = [name for name in trial.params if name not in active]
+        assert ("drawn but not used by this network (flat encoding of --sampler pso)" in text) == bool(unused)
+        assert all(f"{name}=" in text for name in unused)
 
 
 def test_a_pareto_swarm_is_refused_before_anything_is_written(tmp_path) -> None:
@@ -215,10 +230,6 @@ def test_a_pareto_swarm_is_refused_before_anything_is_written(tmp_path) -> None:
 
 def test_a_warm_start_candidate_is_trained_as_queued_and_joins_the_swarm() -> None:
     """--enqueue gives only the active values; the swarm draws the rest, and the queued values stand."""
-    from cnnsearch.space.flat import flat_dimensions, sample_flat
-    from cnnsearch.space.parse import load_space
-    from cnnsearch.space.sample import params_for
-
     space = load_space("default")
     flat = flat_dimensions(space, epochs=2)
     study = optuna.create_study(direction="maximize", sampler=SwarmSampler(flat, seed=0))

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 import pytest
 
-from cnnsearch.space.flat import flat_dimensions, sample_flat
+from cnnsearch.space.flat import active_params, flat_dimensions, sample_flat
 from cnnsearch.space.parse import SearchSpace, load_space, parse_space
 from cnnsearch.space.sample import params_for, sample_architecture
 
@@ -128,3 +128,14 @@ def test_a_warm_start_queues_active_values_and_the_others_are_drawn(space: Searc
         assert set(trial.params) == set(flat) - {"train.epochs"}
         assert {name: trial.params[name] for name in params} == params
         study.tell(trial, 0.0)
+
+
+@pytest.mark.parametrize("space", ALL_SPACES, ids=IDS)
+def test_active_params_are_the_values_the_network_uses(space: SearchSpace) -> None:
+    for seed in range(25):
+        values = _flat_values(space, seed)
+        asked = _Asked(optuna.trial.FixedTrial(values))
+        sample_flat(space, asked)
+        used = dict.fromkeys(asked.names[len(flat_dimensions(space)) :])  # the second pass: sample_architecture's
+        assert active_params(space, values) == {name: values[name] for name in used}
+    assert active_params(space, {}) is None
