@@ -78,8 +78,8 @@ def search(
             help="How candidates are proposed; pick by budget. tpe (default): the best general choice, it "
             "models every parameter, conditional ones included, after 8 random trials. random: no model; a "
             "baseline, or a first look at a new space. gp: a Gaussian process over every parameter (flat "
-            "encoding), after 10 random trials; for small budgets (tens of trials), each proposal costs "
-            "seconds of fitting. cmaes: models the numeric ranges (lr, weight decay, stage counts), choices "
+            "encoding), after 10 random trials; for small budgets (tens of trials) of long trials, each proposal "
+            "costs a second or more of fitting. cmaes: models the numeric ranges (lr, weight decay, stage counts), choices "
             "stay random; for spaces that are mostly ranges. pso: a swarm of 5 particles over every parameter; "
             "for runs of 20+ trials, several workers share one swarm, one objective only. nsga2: genetic, for "
             "Pareto searches (--objective with two). Fallback warnings go to runs/NAME/search.log.",
