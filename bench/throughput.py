@@ -49,6 +49,7 @@ from cnnsearch.spec import Architecture  # noqa: E402
 from cnnsearch.train import train_candidate  # noqa: E402
 from cnnsearch.train.loop import resolve_device
 from cnnsearch.train.module import lr_factor
+from cnnsearch.train.plan import plan_for
 from cnnsearch.train.result import TrialControl
 
 NAME = "throughput"
@@ -163,10 +164,8 @@ def run_trainer(arch: Architecture, data: DeviceData, *, seed: int) -> dict[str,
 
 # ---- b and c: one hand-written loop, two sources of batches ----------------------------------------
 def autocast_for(device: torch.device):
-    # The trainer's choice: bf16 autocast on a GPU that has it, full float32 elsewhere.
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
+    # The trainer's choice, from the same DevicePlan: bf16 on a GPU that has it, float32 elsewhere.
+    return plan_for(device).autocast_context(device)
 
 
 def _optimizer(net: torch.nn.Module, arch: Architecture, total_steps: int):
@@ -186,7 +185,7 @@ def plain_fit(
     arch: Architecture, data: DeviceData, batches, *, steps_per_epoch: int, seed: int, device: torch.device
 ) -> dict[str, float]:
     """Train `arch` for arch.train.epochs over `batches(epoch)`; time the loop only."""
-    channels_last = device.type == "cuda"
+    channels_last = plan_for(device).channels_last
     torch.manual_seed(seed)  # the trainer's initialisation for the same seed
     net = build_model(arch, data.input_shape, data.num_classes).to(device)
     if channels_last:
@@ -227,7 +226,7 @@ def resident_batches(arch: Architecture, data: DeviceData, *, seed: int, device:
     batch = arch.train.batch_size
     count = len(data.train_y)
     steps = max(1, count // batch)
-    channels_last = device.type == "cuda"
+    channels_last = plan_for(device).channels_last
     augment = arch.augment
 
     def batches(epoch: int):
@@ -316,7 +315,7 @@ def loader_batches(arch: Architecture, data: DeviceData, *, workers: int, seed: 
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(seed),
     )
-    channels_last = device.type == "cuda"
+    channels_last = plan_for(device).channels_last
 
     def batches(epoch: int):
         for images, labels in loader:

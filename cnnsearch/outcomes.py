@@ -29,7 +29,7 @@ class Outcome:
     state: str  # Optuna TrialState name it is told with: COMPLETE, PRUNED or FAIL
     group: str  # "trained", "skipped" (never trained) or "failed"
     phrase: str  # "trial 3 <phrase>"
-    counted: bool = True  # counts toward --trials (False: it will be re-run)
+    counted: bool = True  # counts toward --trials (False: it never trained, or it will be re-run)
 
 
 # Every recorded outcome, in the order tables list them.
@@ -41,6 +41,9 @@ OUTCOMES: dict[str, Outcome] = {
         Outcome("pruned", "PRUNED", "trained", "was pruned"),
         Outcome("infeasible", "PRUNED", "skipped", "could not be built for the data"),
         Outcome("over_budget", "PRUNED", "skipped", "was over the budget"),
+        # Predicted (by the cost model) not to fit the time left of a --timeout: never trained, and
+        # not counted toward --trials (the sampler proposes another); PRUNED so TPE leaves the region.
+        Outcome("too_slow", "PRUNED", "skipped", "was predicted too slow for the time budget", counted=False),
         Outcome("oom", "PRUNED", "failed", "ran out of device memory"),
         Outcome("nan", "PRUNED", "failed", "diverged (NaN loss)"),
         Outcome("timeout", "PRUNED", "failed", "timed out"),
@@ -159,6 +162,7 @@ class TrialRecord:
     images_per_sec: float | None = None
     params: int | None = None
     flops: int | None = None
+    predicted_epoch_s: float | None = None  # the cost model's seconds per epoch before training; None: not predicted
     latency_ms: float | None = None  # one batch of min(batch size, 256) images; None: not measured
     micro_batch: int | None = None  # < batch size when OOM forced gradient accumulation
     current_epoch: int | None = None  # while running: the last finished epoch

@@ -58,7 +58,53 @@ class PoolLayer:
         return text
 
 
-Layer = ConvLayer | PoolLayer
+@dataclass(frozen=True)
+class ResidualLayer:
+    """Two same-padded convs with a skip connection (ResNet's basic block): conv (stride), batch
+    norm, activation, conv, batch norm, plus the input, then the activation. The skip is a 1x1
+    conv (the projection) when the width or the stride changes, else the input itself."""
+
+    filters: int  # output channels of both convs
+    kernel_size: int = 3  # square kernel side of both convs, odd
+    stride: int = 1  # stride of the first conv (and of the projection)
+    activation: str = "relu"
+    batch_norm: bool = True  # after each conv and the projection (the convs then have no bias)
+    kind: Literal["residual"] = "residual"
+
+    def compact(self) -> str:
+        return f"r{self.filters}k{self.kernel_size}" + (f"s{self.stride}" if self.stride != 1 else "")
+
+
+@dataclass(frozen=True)
+class SeparableLayer:
+    """A depthwise conv (one kernel per input channel, no bias), then a 1x1 pointwise conv to
+    `filters` channels, batch norm and activation (Xception's separable conv)."""
+
+    filters: int  # output channels of the pointwise conv
+    kernel_size: int = 3  # square kernel side of the depthwise conv, odd
+    stride: int = 1  # stride of the depthwise conv
+    padding: Literal["same", "valid"] = "same"
+    activation: str = "relu"
+    batch_norm: bool = True  # after the pointwise conv (which then has no bias)
+    kind: Literal["separable"] = "separable"
+
+    def compact(self) -> str:
+        text = f"s{self.filters}k{self.kernel_size}"
+        if self.stride != 1:
+            text += f"s{self.stride}"
+        if self.padding == "valid":
+            text += "v"
+        return text
+
+
+Layer = ConvLayer | PoolLayer | ResidualLayer | SeparableLayer
+LAYER_TYPES: dict[str, type[Layer]] = {
+    "conv": ConvLayer,
+    "pool": PoolLayer,
+    "residual": ResidualLayer,
+    "separable": SeparableLayer,
+}
+LAYER_KINDS = tuple(LAYER_TYPES)
 
 
 @dataclass(frozen=True)
@@ -108,7 +154,7 @@ class Architecture:
     def compact(self) -> str:
         """One line for tables, e.g. `c32k3-c32k3-mp2-c64k3s2-gap-fc128-d0.3 relu+bn`."""
         body = "-".join([layer.compact() for layer in self.layers] + [self.head.compact()])
-        convs = [layer for layer in self.layers if isinstance(layer, ConvLayer)]
+        convs = [layer for layer in self.layers if not isinstance(layer, PoolLayer)]
         activations = sorted({layer.activation for layer in convs}) or [self.head.activation]
         norm = "+bn" if any(layer.batch_norm for layer in convs) else ""
         return f"{body} {'/'.join(activations)}{norm}"
@@ -126,9 +172,15 @@ class Architecture:
     def from_dict(cls, data: dict[str, Any]) -> Architecture:
         layers: list[Layer] = []
         for raw in data["layers"]:
-            layer_type = {"conv": ConvLayer, "pool": PoolLayer}[raw.get("kind", "conv")]
+            kind = raw.get("kind", "conv")
+            if kind not in LAYER_TYPES:
+                raise ValueError(f"unknown layer kind {kind!r}; valid kinds: {', '.join(LAYER_KINDS)}")
+            layer_type = LAYER_TYPES[kind]
             layers.append(layer_type(**_known(layer_type, raw)))
         head_raw = dict(data.get("head", {}))
+        if "dense" not in head_raw and "dense_units" in head_raw:
+            # Written before each hidden dense layer had its own width: one width for all of them.
+            head_raw["dense"] = [head_raw["dense_units"]] * int(head_raw.get("dense_layers", 1))
         head_raw["dense"] = tuple(head_raw.get("dense", ()))
         return cls(
             layers=tuple(layers),
@@ -161,10 +213,13 @@ def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
 class LayerRow:
     """One row of the layer table: what `show` prints and what params are checked against."""
 
-    name: str  # e.g. "conv1", "pool1", "fc1", "classifier"
+    name: str  # e.g. "conv1", "pool1", "res1", "sep1", "fc1", "classifier"
     description: str  # e.g. "conv 3x3, 32 filters, relu, bn"
     output_shape: tuple[int, ...]  # (C, H, W) or (features,)
     params: int
+    # FLOPs of one forward pass on one image (2 x multiply-adds of convs and dense layers);
+    # derived from the rest, so left out of equality.
+    flops: int = field(default=0, compare=False)
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -180,48 +235,68 @@ def same_padding(kernel: int, stride: int, size: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+# The name of each kind's rows in the layer table: conv1, pool1, res1, sep1.
+ROW_PREFIX = {"conv": "conv", "pool": "pool", "residual": "res", "separable": "sep"}
+
+
+def _conv_like(layer: Any, name: str, channels: int, height: int, width: int) -> LayerRow:
+    """The row of a conv, residual or separable layer (all weights, same or valid padding)."""
+    padding = getattr(layer, "padding", "same")  # a residual block is always same-padded
+    kernel, filters = layer.kernel_size, layer.filters
+    if padding == "valid" and (kernel > height or kernel > width):
+        raise InfeasibleArchitecture(f"{name}: kernel {kernel}x{kernel} is larger than its {height}x{width} input")
+    height = _conv_out(height, kernel, layer.stride, padding)
+    width = _conv_out(width, kernel, layer.stride, padding)
+    norm = 2 * filters if layer.batch_norm else filters  # batch norm's scale and shift, or a bias
+    extras = [layer.activation] + (["bn"] if layer.batch_norm else [])
+    stride = f", stride {layer.stride}" if layer.stride != 1 else ""
+    if isinstance(layer, ConvLayer):
+        macs = channels * filters * kernel**2
+        params = macs + norm
+        what = f"conv {kernel}x{kernel}, {filters} filters{stride}, {padding}"
+    elif isinstance(layer, SeparableLayer):
+        macs = channels * kernel**2 + channels * filters  # depthwise, then pointwise
+        params = macs + norm
+        what = f"separable {kernel}x{kernel}, {filters} filters{stride}, {padding}"
+    else:
+        project = channels != filters or layer.stride != 1
+        macs = channels * filters * kernel**2 + filters * filters * kernel**2 + (channels * filters if project else 0)
+        params = macs + norm * (3 if project else 2)
+        what = f"residual 2 x {kernel}x{kernel}, {filters} filters{stride}, " + (
+            "1x1 projection" if project else "identity skip"
+        )
+    if height < 1 or width < 1:
+        raise InfeasibleArchitecture(f"{name}: the feature map shrinks below 1x1")
+    return LayerRow(name, f"{what}, {', '.join(extras)}", (filters, height, width), params, 2 * macs * height * width)
+
+
 def layer_table(arch: Architecture, input_shape: tuple[int, int, int], num_classes: int) -> list[LayerRow]:
-    """Every layer with its output shape and parameter count, by arithmetic alone.
+    """Every layer with its output shape, parameter count and FLOPs, by arithmetic alone.
 
     Raises InfeasibleArchitecture when a feature map shrinks below 1x1 or a kernel or
     window is larger than its input: such a candidate must never reach the trainer.
     """
     channels, height, width = input_shape
     rows: list[LayerRow] = []
-    conv_index = pool_index = 0
+    counts: dict[str, int] = {}
     for layer in arch.layers:
-        if isinstance(layer, ConvLayer):
-            conv_index += 1
-            name = f"conv{conv_index}"
-            if layer.padding == "valid" and (layer.kernel_size > height or layer.kernel_size > width):
-                raise InfeasibleArchitecture(
-                    f"{name}: kernel {layer.kernel_size}x{layer.kernel_size} is larger than its {height}x{width} input"
-                )
-            height = _conv_out(height, layer.kernel_size, layer.stride, layer.padding)
-            width = _conv_out(width, layer.kernel_size, layer.stride, layer.padding)
-            params = channels * layer.filters * layer.kernel_size**2
-            params += 2 * layer.filters if layer.batch_norm else layer.filters
-            channels = layer.filters
-            extras = [layer.activation] + (["bn"] if layer.batch_norm else [])
-            stride = f", stride {layer.stride}" if layer.stride != 1 else ""
-            description = (
-                f"conv {layer.kernel_size}x{layer.kernel_size}, {layer.filters} filters{stride}, "
-                f"{layer.padding}, {', '.join(extras)}"
-            )
-        else:
-            pool_index += 1
-            name = f"pool{pool_index}"
+        counts[layer.kind] = counts.get(layer.kind, 0) + 1
+        name = f"{ROW_PREFIX[layer.kind]}{counts[layer.kind]}"
+        if isinstance(layer, PoolLayer):
             if layer.window > height or layer.window > width:
                 raise InfeasibleArchitecture(
                     f"{name}: window {layer.window}x{layer.window} is larger than its {height}x{width} input"
                 )
             height = (height - layer.window) // layer.stride + 1
             width = (width - layer.window) // layer.stride + 1
-            params = 0
+            if height < 1 or width < 1:
+                raise InfeasibleArchitecture(f"{name}: the feature map shrinks below 1x1")
             description = f"{layer.pool_type} pool {layer.window}x{layer.window}, stride {layer.stride}"
-        if height < 1 or width < 1:
-            raise InfeasibleArchitecture(f"{name}: the feature map shrinks below 1x1")
-        rows.append(LayerRow(name, description, (channels, height, width), params))
+            row = LayerRow(name, description, (channels, height, width), 0)
+        else:
+            row = _conv_like(layer, name, channels, height, width)
+        channels, height, width = row.output_shape
+        rows.append(row)
 
     if arch.head.pooling == "gap":
         features = channels
@@ -230,11 +305,18 @@ def layer_table(arch: Architecture, input_shape: tuple[int, int, int], num_class
         features = channels * height * width
         rows.append(LayerRow("flatten", "flatten", (features,), 0))
     for index, units in enumerate(arch.head.dense, start=1):
-        rows.append(
-            LayerRow(f"fc{index}", f"dense {units}, {arch.head.activation}", (units,), features * units + units)
-        )
+        description = f"dense {units}, {arch.head.activation}"
+        rows.append(LayerRow(f"fc{index}", description, (units,), features * units + units, 2 * features * units))
         features = units
-    rows.append(LayerRow("classifier", f"dense {num_classes}", (num_classes,), features * num_classes + num_classes))
+    rows.append(
+        LayerRow(
+            "classifier",
+            f"dense {num_classes}",
+            (num_classes,),
+            features * num_classes + num_classes,
+            2 * features * num_classes,
+        )
+    )
     return rows
 
 
@@ -247,19 +329,7 @@ def forward_flops(arch: Architecture, input_shape: tuple[int, int, int], num_cla
     """FLOPs of one forward pass on one image, by arithmetic: what torch's FlopCounterMode
     counts (2 x multiply-adds of convolutions and dense layers), in microseconds instead of
     the milliseconds of a counted forward pass; the tests hold the two equal."""
-    rows = layer_table(arch, input_shape, num_classes)
-    channels = input_shape[0]
-    flops = 0
-    for layer, row in zip(arch.layers, rows):
-        if isinstance(layer, ConvLayer):
-            out_channels, height, width = row.output_shape
-            flops += 2 * out_channels * height * width * channels * layer.kernel_size**2
-        channels = row.output_shape[0]
-    features = rows[len(arch.layers)].output_shape[0]  # after gap or flatten
-    for row in rows[len(arch.layers) + 1 :]:
-        flops += 2 * features * row.output_shape[0]
-        features = row.output_shape[0]
-    return flops
+    return sum(row.flops for row in layer_table(arch, input_shape, num_classes))
 
 
 def parse_input_shape(text: str) -> tuple[int, int, int]:

@@ -59,7 +59,14 @@ def _options(
 
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the runs.", envvar="CNNSEARCH_RUNS_DIR")]
-DeviceOption = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda or cuda:N.")]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto (GPU when present), cpu, cuda or cuda:N. CNNSEARCH_DEVICE_PLAN forces the GPU's "
+        "channels-last, bf16 autocast or micro-batches on any device (README, Development).",
+    ),
+]
 CheckpointEvery = Annotated[
     str | None,
     typer.Option(

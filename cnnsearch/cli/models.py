@@ -5,15 +5,19 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.text import Text
 
 from cnnsearch.cli.app import DeviceOption, Format, RunsDir, Runtime, app, err, info, out
+from cnnsearch.cli.view import format_seconds
 
 
 class ExportInterrupted(BaseException):
@@ -54,6 +58,58 @@ def _removed_on_ctrl_c(out_dir: Path, doing: list[str]) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextmanager
+def exporting(out_dir: Path) -> Iterator[Callable[[str], None]]:
+    """An export's messages (shown, and remembered for the Ctrl-C note); a Ctrl-C removes its half-written folder."""
+    doing = ["starting"]
+
+    def on_message(message: str) -> None:
+        doing[0] = message
+        info(message)
+
+    with _removed_on_ctrl_c(out_dir, doing):
+        yield on_message
+
+
+@contextmanager
+def final_progress(console: Console) -> Iterator[Callable[[Any], None]]:
+    """A progress bar of the final training on a terminal (epoch, loss, time left); a line per epoch otherwise."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    if not console.is_terminal:
+
+        def line(progress: Any) -> None:
+            console.print(
+                f"final training epoch {progress.epoch}/{progress.epochs}  loss {progress.loss:.4f}  "
+                f"left ~{format_seconds(progress.left_s)}",
+                highlight=False,
+            )
+
+        yield line
+        return
+    bar = Progress(TextColumn("final training"), BarColumn(), TextColumn("{task.description}"), console=console)
+    task = bar.add_task("starting", total=None)
+    with bar:
+
+        def update(progress: Any) -> None:
+            bar.update(
+                task,
+                total=progress.epochs,
+                completed=progress.epoch,
+                description=f"epoch {progress.epoch}/{progress.epochs}  loss {progress.loss:.4f}  "
+                f"left ~{format_seconds(progress.left_s)}",
+            )
+
+        yield update
+
+
+class Choose(StrEnum):
+    """How export picks among the trials when no --trial is named (cnnsearch.export.choose.CHOICES)."""
+
+    cheapest_tied = "cheapest-tied"
+    best = "best"
+
+
 @app.command()
 def export(
     name: Annotated[str, typer.Argument(help="Run name.")],
@@ -62,7 +118,16 @@ def export(
     retrain_epochs: Annotated[
         int | None,
         typer.Option(
-            "--retrain-epochs", help="Epochs of the final retrain (default: the epoch at which the trial was best)."
+            "--final-epochs",
+            "--retrain-epochs",
+            help="Epochs of the final training on train+validation. [default: 3x the search's epochs]",
+        ),
+    ] = None,
+    final_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--final-budget",
+            help="Fit the final training to this time instead, e.g. 5m (epochs from the trial's measured speed, at most 10x the search's).",
         ),
     ] = None,
     formats: Annotated[
@@ -76,26 +141,41 @@ def export(
         bool,
         typer.Option("--no-retrain", help="Use the trial's saved weights instead of retraining on train+validation."),
     ] = False,
+    choose: Annotated[
+        Choose | None,
+        typer.Option(
+            "--choose",
+            help="Without --trial: cheapest-tied (default) takes the trial with the fewest FLOPs (then params) "
+            "among those tied with the best validation accuracy, within the noise of the validation set's size "
+            "(the leaderboard's ≈); best takes the highest accuracy. With --top the mean over seeds decides.",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output folder.")] = False,
     device: DeviceOption = "auto",
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Retrain the best (or a chosen) candidate, test it once, write and verify model files."""
+    from cnnsearch.errors import UserError
+
+    named = trial.strip().lower() != "best"
+    if choose is not None and (named or top is not None):  # refused before torch is imported
+        other = f"--trial {trial}" if named else f"--top {top}"
+        raise UserError(f"--choose picks among the search's trials, so it has no effect with {other}; drop one of them")
+    from cnnsearch.export.choose import DEFAULT_CHOICE
     from cnnsearch.export.retrain import export_run
     from cnnsearch.run.folder import RunDir
+    from cnnsearch.search.settings import parse_duration
 
-    doing = ["starting"]
-
-    def on_message(message: str) -> None:
-        doing[0] = message
-        info(message)
-
-    with _removed_on_ctrl_c(out_dir, doing):
+    final_budget_s = parse_duration(final_budget, option="--final-budget")
+    with exporting(out_dir) as on_message, final_progress(err) as on_progress:
         result = export_run(
             RunDir(runs_dir, name),
             out=out_dir,
             trial=trial,
+            choose=choose.value if choose is not None else DEFAULT_CHOICE,
             retrain_epochs=retrain_epochs,
+            final_budget_s=final_budget_s,
+            on_progress=on_progress,
             formats=tuple(part.strip() for part in formats.split(",") if part.strip()),
             top=top,
             seeds=seeds,
@@ -103,6 +183,27 @@ def export(
             force=force,
             device=device,
             on_message=on_message,
+        )
+    for line in result.summary_lines():
+        out.print(Text(line), highlight=False)
+
+
+def export_best(run: Any, out_dir: Path, deadline: float | None, device: str) -> None:
+    """`search --export`: the best model, trained in the time the search left (all of it without --timeout)."""
+    from cnnsearch.export.retrain import export_run
+    from cnnsearch.export.schedule import FINAL_MARGIN_S
+
+    budget = None if deadline is None else max(1.0, deadline - time.monotonic() - FINAL_MARGIN_S)
+    info(f"exporting the best model of run {run.name!r} to {out_dir}" + (f" in ~{budget:.0f} s" if budget else ""))
+    with exporting(out_dir) as on_message, final_progress(err) as on_progress:
+        result = export_run(
+            run,
+            out=out_dir,
+            final_budget_s=budget,
+            device=device,
+            on_message=on_message,
+            on_progress=on_progress,
+            weights_when_short=True,
         )
     for line in result.summary_lines():
         out.print(Text(line), highlight=False)

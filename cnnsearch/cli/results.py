@@ -44,8 +44,9 @@ def leaderboard(
     ] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
-    """Rank a run's trials by validation accuracy (or Pareto rank)."""
-    from cnnsearch.results.leaderboard import Board, board_notes, leaderboard_rows, sort_and_cut
+    """Rank a run's trials by validation accuracy (or Pareto rank), each with its 95% interval;
+    ≈ marks the trials tied with the best within that noise."""
+    from cnnsearch.results.leaderboard import Board, board_notes, leaderboard_rows, sort_and_cut, tie_note
     from cnnsearch.results.render import leaderboard_table
     from cnnsearch.run.folder import RunDir
 
@@ -68,7 +69,9 @@ def leaderboard(
         table = leaderboard_table(
             frame, title=f"{name}: {len(frame)} trials", width=out.width if out_file is None else 200
         )
-        notes = [Text(note, style="dim") for note in board_notes(frame)] if isinstance(frame, Board) else []
+        ties = tie_note(full)  # of the whole board: --top and --sort cut and reorder only what is shown
+        notes = [Text(ties, style="dim")] if ties is not None and not frame.empty else []
+        notes += [Text(note, style="dim") for note in board_notes(frame)] if isinstance(frame, Board) else []
         if out_file is None:
             out.print(table)
             for note in notes:

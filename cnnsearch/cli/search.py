@@ -27,6 +27,10 @@ from cnnsearch.errors import DiskFull, UserError, is_disk_full
 from cnnsearch.run.folder import RunDir
 from cnnsearch.search.strategies import PRUNERS, SAMPLERS
 
+EXPORT_HELP = (
+    "When the search ends, export its best model to this folder. With --timeout the whole job fits the budget: "
+    "30% of it is kept for the final training (as many epochs as fit, up to 10x the search's)."
+)
 # The choices come from the library's tables: a sampler added there is offered here.
 Sampler = Enum("Sampler", {name: name for name in SAMPLERS}, type=str)  # type: ignore[misc]
 Pruner = Enum("Pruner", {name: name for name in PRUNERS}, type=str)  # type: ignore[misc]
@@ -38,7 +42,7 @@ def search(
         str | None,
         typer.Option(
             "--space",
-            help="Search-space TOML file, or a shipped space by name: default, tiny, cifar (a new run without --name: default).",
+            help="Search-space TOML file, or a shipped space by name: default, tiny, cifar, sequence (a new run without --name: default).",
         ),
     ] = None,
     data: Annotated[
@@ -108,10 +112,14 @@ def search(
     subset: Annotated[
         int | None, typer.Option("--subset", help="Search on a stratified subset of N training images.")
     ] = None,
-    workers: Annotated[
-        int,
-        typer.Option("--workers", help="Worker processes sharing the search (GPUs are shared out; CPU cores split)."),
-    ] = 1,
+    workers_text: Annotated[
+        str,
+        typer.Option(
+            "--workers",
+            help="Worker processes sharing the search, or auto: one per GPU, 1 on a CPU (on 2 cores, 2 workers ran "
+            "twice the trials in 10 minutes, but their winner tested no better). GPUs are shared out; CPU cores split.",
+        ),
+    ] = "auto",
     storage: Annotated[
         str | None,
         typer.Option("--storage", help="postgresql:// or mysql:// URL for a study shared by several machines."),
@@ -140,10 +148,20 @@ def search(
         bool, typer.Option("--download", help="Download a missing dataset (fashion-mnist, mnist, cifar).")
     ] = False,
     checkpoint_every: CheckpointEvery = None,
+    export_dir: Annotated[Path | None, typer.Option("--export", help=EXPORT_HELP)] = None,
 ) -> None:
     """Search a space for the best classifier of a dataset; resume a run by naming it."""
     from cnnsearch import search as searching
+    from cnnsearch.cli.view import trials_phrase
+    from cnnsearch.export.schedule import split_budget
 
+    total_s = searching.parse_duration(timeout, option="--timeout")
+    whole_deadline = time.monotonic() + total_s if total_s else None  # search and final model together
+    search_timeout_s = split_budget(total_s)[0] if export_dir is not None and total_s else total_s
+    if export_dir is not None:
+        from cnnsearch.export.model_files import check_out_folder
+
+        check_out_folder(export_dir, force=False)  # refused now, not after the search
     settings = searching.SearchSettings(
         name=name or "",
         space=space,
@@ -153,7 +171,7 @@ def search(
         image_size=image_size,
         subset=subset,
         trials=trials,
-        timeout_s=searching.parse_duration(timeout, option="--timeout"),
+        timeout_s=search_timeout_s,
         epochs=epochs,
         trial_timeout_s=searching.parse_duration(trial_timeout, option="--trial-timeout"),
         sampler=sampler.value if sampler else None,
@@ -169,6 +187,7 @@ def search(
         command=searching.command_line(),
     )
     checkpoint_every_s = searching.parse_checkpoint_every(checkpoint_every)
+    workers = searching.resolve_workers(workers_text, device)
     opened_run: list[RunDir] = []  # the run, once open_search has named it
     with _resume_hint(lambda: opened_run[0] if opened_run else RunDir(runs_dir, settings.name)):
         opened = searching.open_search(settings, workers=workers, download=download)
@@ -177,14 +196,19 @@ def search(
         info(
             f"{'resuming' if opened.resumed else 'started'} run {run.name!r}: {run_info.data}, "
             f"{run_info.split_sizes.get('train')} train / {run_info.split_sizes.get('val')} val images, "
-            f"{opened.target} trials, device {run_info.device if workers == 1 else 'shared by ' + str(workers) + ' workers'}"
+            f"{trials_phrase(opened.target, settings.timeout_s)}, "
+            f"device {run_info.device if workers == 1 else 'shared by ' + str(workers) + ' workers'}"
         )
         for note in opened.notes:
             info(note)
         interrupted = _run_search(
             opened, timeout_s=settings.timeout_s, device=device, workers=workers, checkpoint_every_s=checkpoint_every_s
         )
-    _finish_search(run, interrupted)
+    _finish_search(run, interrupted, exporting=export_dir is not None)
+    if export_dir is not None:
+        from cnnsearch.cli.models import export_best
+
+        export_best(run, export_dir, whole_deadline, device)
 
 
 @contextmanager
@@ -305,7 +329,7 @@ def _run_search(
     return stop.is_set()
 
 
-def _finish_search(run, interrupted: bool) -> None:
+def _finish_search(run, interrupted: bool, *, exporting: bool = False) -> None:
     from cnnsearch.results import leaderboard_rows, leaderboard_table, sort_and_cut
     from cnnsearch.search import summarize
 
@@ -315,9 +339,10 @@ def _finish_search(run, interrupted: bool) -> None:
     counts = ", ".join(f"{count} {outcome}" for outcome, count in sorted(summary.counts.items()))
     info(f"trials: {counts or 'none'}")
     flag = runs_flag(run)
-    info(
-        f"more: cnnsearch leaderboard {run.name}{flag}   |   cnnsearch report {run.name}{flag}   |   cnnsearch export {run.name}{flag} --out model/"
-    )
+    if not exporting:
+        info(
+            f"more: cnnsearch leaderboard {run.name}{flag}   |   cnnsearch report {run.name}{flag}   |   cnnsearch export {run.name}{flag} --out model/"
+        )
     if interrupted:
         info(f"interrupted: the study is intact; resume with `cnnsearch search --name {run.name}{flag}`")
         raise typer.Exit(130)

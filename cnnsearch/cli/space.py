@@ -14,7 +14,9 @@ from cnnsearch.errors import UserError
 
 @space_app.command("check")
 def space_check(
-    file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")],
+    file: Annotated[
+        Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar, sequence.")
+    ],
     sample: Annotated[
         int, typer.Option("--sample", help="Also sample N candidates and report the infeasible share.")
     ] = 0,
@@ -77,9 +79,11 @@ def _input_shape(text: str) -> tuple[int, int, int]:
 
 @space_app.command("show")
 def space_show(
-    file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")],
+    file: Annotated[
+        Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar, sequence.")
+    ],
 ) -> None:
-    """Print a space's dimensions as a table."""
+    """Print which form a space uses (stages or a layer sequence) and its dimensions as a table."""
     from rich.table import Table
 
     from cnnsearch.space.parse import load_space
@@ -90,12 +94,15 @@ def space_show(
         table.add_column(column)
     for row in loaded.rows():
         table.add_row(*(Text(str(cell)) for cell in row))
+    out.print(Text(loaded.form_line()), highlight=False)
     out.print(table)
 
 
 @space_app.command("sample")
 def space_sample(
-    file: Annotated[Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar.")],
+    file: Annotated[
+        Path, typer.Argument(help="Space file, or a shipped space by name: default, tiny, cifar, sequence.")
+    ],
     n: Annotated[int, typer.Option("--n", help="How many candidates.")] = 5,
     input_shape: Annotated[str, typer.Option("--input", help="Input shape CxHxW.")] = "1x28x28",
     classes: Annotated[int, typer.Option("--classes", help="Number of classes.")] = 10,

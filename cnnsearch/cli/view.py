@@ -16,8 +16,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from cnnsearch.outcomes import TrialRecord, best_so_far, count_groups, trial_outcome
+from cnnsearch.outcomes import OUTCOMES, TrialRecord, best_so_far, count_groups, trial_outcome
 from cnnsearch.search.progress import SearchEvent
+from cnnsearch.search.settings import UNLIMITED_TRIALS
+
+COUNTED = OUTCOMES["complete"]  # how an outcome this version does not know is counted
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -29,6 +32,13 @@ def format_seconds(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def trials_phrase(target: int, timeout_s: float | None) -> str:
+    """`20 trials`, or for a --timeout search without --trials `as many trials as fit in 7m00s`."""
+    if target >= UNLIMITED_TRIALS:
+        return f"as many trials as fit in {format_seconds(timeout_s)}"
+    return f"{target} trials"
+
+
 @dataclass
 class RunningTrial:
     trial: int
@@ -38,6 +48,12 @@ class RunningTrial:
     val_acc: float | None = None
     worker: str = ""
     device: str = ""
+    predicted_s: float | None = None  # the cost model's seconds for the whole schedule; None: not predicted
+
+
+def counted(counts: dict[str, int]) -> int:
+    """Finished trials that count toward --trials (a too_slow candidate never trained: it does not)."""
+    return sum(count for outcome, count in counts.items() if OUTCOMES.get(outcome, COUNTED).counted)
 
 
 @dataclass
@@ -58,15 +74,20 @@ class ProgressState:
     note: str = ""  # e.g. that a Ctrl-C is being honoured; shown under the header
 
     @property
+    def unlimited(self) -> bool:
+        """A --timeout search without --trials: as many trials as the time allows."""
+        return self.target >= UNLIMITED_TRIALS
+
+    @property
     def finished(self) -> int:
-        return self.done_before + sum(self.counts.values())
+        return self.done_before + counted(self.counts)
 
     def time_left(self) -> float | None:
         """The sooner of the deadline and the remaining trials at the pace so far."""
         estimates = []
         if self.deadline is not None:
             estimates.append(self.deadline - time.monotonic())
-        new = sum(self.counts.values())
+        new = counted(self.counts)
         if new:
             pace = (time.monotonic() - self.started) / new
             estimates.append(pace * max(0, self.target - self.finished))
@@ -75,7 +96,12 @@ class ProgressState:
     def apply(self, event: SearchEvent) -> None:
         if event.kind == "trial_start":
             self.running[event.trial] = RunningTrial(
-                event.trial, event.compact, event.epochs, worker=event.worker, device=event.device
+                event.trial,
+                event.compact,
+                event.epochs,
+                worker=event.worker,
+                device=event.device,
+                predicted_s=event.predicted_s,
             )
         elif event.kind == "epoch" and event.trial in self.running:
             self.running[event.trial].epoch = event.epoch
@@ -86,7 +112,7 @@ class ProgressState:
                 return  # it will be re-run: not a finished trial
             self.counts[event.outcome] = self.counts.get(event.outcome, 0) + 1
             if event.finished_total is not None:  # other workers' trials count too
-                self.done_before = max(0, event.finished_total - sum(self.counts.values()))
+                self.done_before = max(0, event.finished_total - counted(self.counts))
             if (
                 event.outcome == "complete"
                 and event.best_val_acc is not None
@@ -101,7 +127,7 @@ def render(state: ProgressState) -> Group:
     # Two short lines, not one long one: the live view crops (it never wraps) at the terminal's width.
     header = Text.assemble(
         (f"search {state.name}  ", "bold"),
-        f"{state.finished}/{state.target} trials  ",
+        f"{state.finished}{'' if state.unlimited else '/' + str(state.target)} trials  ",
         f"elapsed {format_seconds(time.monotonic() - state.started)}  ",
         f"left ~{format_seconds(state.time_left())}",
         "\n",
@@ -114,9 +140,13 @@ def render(state: ProgressState) -> Group:
     # A bar ends no line by itself: in a grid row it gets its own, so the table header is not
     # pushed off a narrow terminal.
     overall = Table.grid()
-    overall.add_row(ProgressBar(total=max(1, state.target), completed=state.finished, width=60))
+    if state.unlimited and state.deadline is not None:  # the deadline ends it: a bar of time
+        budget = max(1.0, state.deadline - state.started)
+        overall.add_row(ProgressBar(total=budget, completed=min(budget, time.monotonic() - state.started), width=60))
+    else:
+        overall.add_row(ProgressBar(total=max(1, state.target), completed=state.finished, width=60))
     table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
-    for column in ("trial", "candidate", "epoch", "", "val acc", "device"):
+    for column in ("trial", "candidate", "epoch", "", "val acc", "predicted", "device"):
         table.add_column(column)
     for running in sorted(state.running.values(), key=lambda item: item.trial):
         table.add_row(
@@ -125,6 +155,7 @@ def render(state: ProgressState) -> Group:
             f"{running.epoch}/{running.epochs}",
             ProgressBar(total=max(1, running.epochs), completed=running.epoch, width=20),
             f"{running.val_acc:.2%}" if running.val_acc is not None else "—",
+            format_seconds(running.predicted_s) if running.predicted_s is not None else "—",
             Text(running.device),
         )
     best = (
@@ -194,7 +225,7 @@ def plain_line(state: ProgressState, event: SearchEvent) -> Text:
     best = f"{state.best_val_acc:.2%} (trial {state.best_trial})" if state.best_val_acc is not None else "—"
     reason = f" ({event.reason})" if event.reason and event.outcome != "complete" else ""
     return Text(
-        f"[{state.finished}/{state.target}] trial {event.trial} {event.outcome}{reason}: val {accuracy}  "
+        f"[{state.finished}{'' if state.unlimited else '/' + str(state.target)}] trial {event.trial} {event.outcome}{reason}: val {accuracy}  "
         f"{event.compact}  {event.seconds:.1f}s  best {best}  left ~{format_seconds(state.time_left())}"
     )
 
@@ -217,6 +248,9 @@ def state_from_study(study: Any, state: ProgressState) -> None:
                 val_acc=record.val_acc[-1] if record.val_acc else record.current_val_acc,
                 worker=record.worker,
                 device=record.device,
+                predicted_s=None
+                if record.predicted_epoch_s is None
+                else record.predicted_epoch_s * int(train.get("epochs", 0)),
             )
             continue
         outcome = trial_outcome(trial)
@@ -248,7 +282,7 @@ def event_from_trial(trial: Any) -> SearchEvent:
 def start_from_study(study: Any, state: ProgressState) -> set[int]:
     """Seed a view with what the run already holds (best so far, trials done); their numbers."""
     state_from_study(study, state)
-    state.done_before = sum(state.counts.values())
+    state.done_before = counted(state.counts)
     state.counts.clear()
     state.running.clear()
     return {trial.number for trial in study.get_trials(deepcopy=False) if trial.state.is_finished()}

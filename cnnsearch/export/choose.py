@@ -1,10 +1,13 @@
-"""Owns choosing what to export: the finished trials that can be (best first), one named by
-`--trial`, and the confirmation of the top candidates over several seeds (`--top/--seeds`), on
-the validation split only: the test split takes no part in any choice.
+"""Owns choosing what to export: the finished trials that can be (best first), the winner among
+them (`choose_winner`: by default the cheapest of those tied with the best within the noise of
+the validation set, `cnnsearch.results.noise`), one named by `--trial`, and the confirmation of
+the top candidates over several seeds (`--top/--seeds`), on the validation split only: the test
+split takes no part in any choice.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +20,8 @@ from cnnsearch.data.device import to_device
 from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError
 from cnnsearch.outcomes import EXPORTABLE, STOPPED_BY_TIMEOUT, TrialRecord, phrase_of
+from cnnsearch.results.leaderboard import validation_size
+from cnnsearch.results.noise import interval_text, tied
 from cnnsearch.run.folder import RunDir, RunInfo, find_trial
 from cnnsearch.spec import Architecture
 from cnnsearch.train.loop import train_candidate
@@ -83,6 +88,102 @@ class _Candidate:
     seed: int
     weights_trial: int  # whose weights file holds its weights (a duplicate's original)
     hash: str
+    params: int | None = None
+    flops: int | None = None  # per image, as the leaderboard shows
+    timed_out: bool = False  # stopped by the trial timeout: ranked after those trained to the end
+
+
+# --choose: how export picks among the trials when none is named.
+CHOICES = {
+    "cheapest-tied": "the cheapest (fewer FLOPs, then params) of the trials tied with the best accuracy",
+    "best": "the best validation accuracy, however small its lead",
+}
+DEFAULT_CHOICE = "cheapest-tied"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The trial export takes when none is named, and why."""
+
+    chosen: _Candidate
+    best: _Candidate  # the best validation accuracy (trained to the end, if any was)
+    tied: list[_Candidate]  # those tied with `best`, `best` included, cheapest first
+    val_size: int | None  # validation images: the noise every tie is judged by
+    rule: str  # a key of CHOICES
+
+    def line(self) -> str:
+        """'trial 7: tied with the best (trial 3, 91.30% ±1.31) at 90.80% ±1.35, and 3.1x fewer FLOPs'."""
+        chosen, best, n = self.chosen, self.best, self.val_size
+        if n is None:
+            return (
+                f"trial {chosen.number}: the best validation accuracy, {chosen.val_acc:.2%} (the run does not "
+                f"record its validation size, so no ties can be judged)"
+            )
+        others = len(self.tied) - 1
+        if chosen.number != best.number:
+            return (
+                f"trial {chosen.number}: tied with the best (trial {best.number}, {interval_text(best.val_acc, n)}) "
+                f"at {interval_text(chosen.val_acc, n)}, and {_cheaper(chosen, best)} "
+                f"(the cheapest of the {len(self.tied)} tied; --choose best takes trial {best.number})"
+            )
+        text = f"trial {chosen.number}: the best validation accuracy, {interval_text(chosen.val_acc, n)}"
+        if others == 0:
+            return f"{text}; no other trial is within its noise ({n:,} validation images)"
+        if self.rule == "best":
+            cheapest = self.tied[0]
+            cheaper = (
+                f"; trial {cheapest.number} is tied with it and has {_cheaper(cheapest, chosen)}"
+                if cheapest.number != chosen.number
+                else ""
+            )
+            return f"{text} (--choose best){cheaper}"
+        return f"{text}; none of the {others} other trial(s) tied with it is cheaper"
+
+
+def _cheaper(cheap: _Candidate, dear: _Candidate) -> str:
+    """'3.1x fewer FLOPs' (or params, where the FLOPs are equal or unknown)."""
+    for what, low, high in (("FLOPs", cheap.flops, dear.flops), ("params", cheap.params, dear.params)):
+        if low is not None and high is not None and low < high:
+            return f"{high / low:.1f}x fewer {what}" if low > 0 else f"fewer {what}"
+    return "no higher cost"
+
+
+def choose_winner(candidates: Sequence[_Candidate], *, val_size: int | None, rule: str = DEFAULT_CHOICE) -> Choice:
+    """The trial to export among `candidates` (best first, as `_candidates` returns them).
+
+    The best is `candidates[0]`. Tied with it: every candidate whose accuracy is within the
+    noise of `val_size` validation images (`results.noise.tied`, the leaderboard's ≈). "best"
+    takes the best; "cheapest-tied" the tied candidate with the fewest FLOPs, then params, then
+    the higher accuracy and the lower number. Without `val_size` nothing is tied.
+    """
+    if rule not in CHOICES:
+        raise UserError(f"--choose {rule!r} is not valid; use one of: {', '.join(CHOICES)}")
+    if not candidates:
+        raise ValueError("choose_winner needs at least one candidate")
+    best = candidates[0]
+    if val_size is None:
+        return Choice(best, best, [best], None, rule)
+    tied_ones = [other for other in candidates if tied(best.val_acc, other.val_acc, val_size)]
+    tied_ones.sort(key=lambda c: (_cost(c.flops), _cost(c.params), -c.val_acc, c.number))
+    chosen = tied_ones[0] if rule == "cheapest-tied" else best
+    return Choice(chosen, best, tied_ones, val_size, rule)
+
+
+def choose_export_trial(run: RunDir, *, rule: str = DEFAULT_CHOICE) -> Choice | None:
+    """The winner of the run's finished trials by `rule` (see `choose_winner`); None when it has none."""
+    if rule not in CHOICES:
+        raise UserError(f"--choose {rule!r} is not valid; use one of: {', '.join(CHOICES)}")
+    info = run.read_info()
+    candidates = _candidates(run.load_study(info).get_trials(deepcopy=False))
+    return choose_among(run, info, candidates, rule=rule) if candidates else None
+
+
+def choose_among(run: RunDir, info: RunInfo, candidates: Sequence[_Candidate], *, rule: str) -> Choice:
+    """`choose_winner` with the run's validation size (from run.json, else split.npz)."""
+    val_size = validation_size(info)
+    if val_size is None and run.split_file.is_file():  # runs from before split sizes were recorded
+        val_size = len(load_split(run.split_file).val_indices) or None
+    return choose_winner(candidates, val_size=val_size, rule=rule)
 
 
 def _parse_trial(trial: str | int) -> int | None:
@@ -98,13 +199,17 @@ def _parse_trial(trial: str | int) -> int | None:
 
 
 def _candidates(trials: Sequence[Any]) -> list[_Candidate]:
-    """Finished trials with an architecture and an accuracy, best first (ties: lowest number)."""
-    exportable = [trial for trial in trials if _is_exportable(trial)]
-    # As the leaderboard ranks: trained trials first, then those the trial timeout stopped.
-    timed_out = {trial.number for trial in exportable if TrialRecord.of(trial).outcome in STOPPED_BY_TIMEOUT}
-    found = [_to_candidate(trial) for trial in exportable]
-    found.sort(key=lambda candidate: (candidate.number in timed_out, -candidate.val_acc, candidate.number))
+    """Finished trials with an architecture and an accuracy, best first (ties: fewer params, then
+    the lower number), as the leaderboard ranks: trained trials, then those the trial timeout stopped."""
+    found = [_to_candidate(trial) for trial in trials if _is_exportable(trial)]
+    found.sort(
+        key=lambda candidate: (candidate.timed_out, -candidate.val_acc, _cost(candidate.params), candidate.number)
+    )
     return found
+
+
+def _cost(value: int | None) -> float:
+    return float(value) if value is not None else math.inf  # an unmeasured cost is never the cheaper
 
 
 def _is_exportable(trial: Any) -> bool:
@@ -127,6 +232,9 @@ def _to_candidate(trial: Any) -> _Candidate:
         seed=record.seed if record.seed is not None else trial.number,
         weights_trial=record.duplicate_of if record.duplicate_of is not None else trial.number,
         hash=record.hash or arch.canonical_hash(),
+        params=record.params,
+        flops=record.flops,
+        timed_out=record.outcome in STOPPED_BY_TIMEOUT,
     )
 
 

@@ -19,13 +19,14 @@ from cnnsearch.data.split import make_split
 from cnnsearch.errors import UserError
 from cnnsearch.export.formats import FORMATS, VERIFY_IMAGES
 from cnnsearch.export.model_files import (
-    _check_out,
     _cpu_eval,
     _model_meta,
     _write_model_folder,
+    check_out_folder,
     load_exported,
 )
-from cnnsearch.export.retrain import ExportResult, ignore_message, measure_test_accuracy
+from cnnsearch.export.retrain import ExportResult, ignore_message
+from cnnsearch.export.testset import measure_test_accuracy
 from cnnsearch.train.loop import resolve_device, train_candidate
 from cnnsearch.train.result import TrialControl
 
@@ -70,7 +71,7 @@ def finetune_model(
     source = load_exported(model_dir)
     if out.resolve() == model_dir.resolve():
         raise UserError(f"--out {out} is the model folder being fine-tuned; choose another --out")
-    _check_out(out, force=force)
+    check_out_folder(out, force=force)
     torch_device = resolve_device(device)
 
     channels, height, width = source.input_shape

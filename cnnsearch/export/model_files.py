@@ -60,7 +60,7 @@ class ExportedModel:
         return normalize(images_uint8.cpu(), self.mean, self.std)
 
 
-def _check_out(out: Path, *, force: bool) -> None:
+def check_out_folder(out: Path, *, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; choose a folder for --out")
     if out.is_dir() and any(out.iterdir()) and not force:

@@ -8,7 +8,7 @@ The test split is evaluated once, on the final network. Never prints: progress g
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ from torch import nn
 
 from cnnsearch.data.dataset import Dataset
 from cnnsearch.data.device import (
-    DeviceData,
     full_train_device_data,
     normalization_stats,
 )
@@ -26,23 +25,27 @@ from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError, first_line
 from cnnsearch.export.choose import (
+    CHOICES,
+    DEFAULT_CHOICE,
     ConfirmationRow,
     _Candidate,
     _candidate,
     _candidates,
     _confirm,
     _parse_trial,
+    choose_among,
 )
 from cnnsearch.export.formats import FORMATS, VERIFY_IMAGES, check_formats
 from cnnsearch.export.model_files import (
-    _check_out,
     _cpu_eval,
     _model_meta,
     _write_model_folder,
+    check_out_folder,
 )
+from cnnsearch.export.schedule import FinalProgress, FinalSchedule, progress_reporter, schedule_for_trial
+from cnnsearch.export.testset import check_test_share_unseen, measure_test_accuracy
 from cnnsearch.model.build import build_model
 from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
-from cnnsearch.train.evaluate import evaluate
 from cnnsearch.train.loop import resolve_device, train_candidate
 from cnnsearch.train.result import TrialControl
 
@@ -72,9 +75,11 @@ class ExportResult:
     confirmation: list[ConfirmationRow] = field(default_factory=list)
     finetuned_from: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # model.json as written
+    schedule: str = ""  # why the final training ran its epochs, e.g. "3x the search's 8 epochs"
+    chosen_because: str = ""  # export's choice among the trials, e.g. "trial 7: tied with the best ..."
 
     def summary_lines(self) -> list[str]:
-        lines = []
+        lines = [f"chose {self.chosen_because}"] if self.chosen_because else []
         if self.finetuned_from is not None:
             lines.append(f"fine-tuned {self.finetuned_from} on {self.meta.get('data')}: {self.compact}")
         else:
@@ -89,12 +94,18 @@ class ExportResult:
             )
         elif self.retrain_epochs is not None:
             lines.append(
-                f"retrained {self.retrain_epochs} epochs on train+validation ({self.train_images} images), "
-                f"seed {self.seed}"
+                f"final training: {self.retrain_epochs} epochs ({self.schedule}) on train+validation "
+                f"({self.train_images} images), seed {self.seed}"
             )
         else:
             lines.append(f"the search's weights, not retrained ({self.train_images} training images, seed {self.seed})")
-        lines.append(f"test accuracy {self.test_accuracy:.2%} on {self.test_size} images (evaluated once)")
+        if self.val_accuracy is not None and self.finetuned_from is None:
+            lines.append(
+                f"search validation accuracy {self.val_accuracy:.2%} -> final test accuracy {self.test_accuracy:.2%} "
+                f"on {self.test_size} images (evaluated once)"
+            )
+        else:
+            lines.append(f"test accuracy {self.test_accuracy:.2%} on {self.test_size} images (evaluated once)")
         for name, diff in self.verification.items():
             lines.append(f"{name}: max |diff| {diff:.2g} ✓")
         lines.append("wrote " + ", ".join(str(path) for path in self.files))
@@ -107,6 +118,7 @@ def export_run(
     out: Path,
     trial: str = "best",
     retrain_epochs: int | None = None,
+    final_budget_s: float | None = None,
     formats: tuple[str, ...] = FORMATS,
     top: int | None = None,
     seeds: int = 3,
@@ -114,10 +126,19 @@ def export_run(
     force: bool = False,
     device: str = "auto",
     on_message: Callable[[str], None] = ignore_message,
+    on_progress: Callable[[FinalProgress], None] | None = None,
+    weights_when_short: bool = False,
+    choose: str = DEFAULT_CHOICE,
 ) -> ExportResult:
     """Retrain the chosen trial on train+validation, test it once, write and verify model files.
 
-    `trial` is "best" (highest validation accuracy) or a trial number. `top` first retrains the
+    `trial` is "best" (highest validation accuracy) or a trial number. The final training runs
+    `retrain_epochs` epochs, or as many as fit `final_budget_s`, or by default 3x the search's
+    (see `export.schedule`); `on_progress` hears of every epoch. `weights_when_short` (search
+    --export): when `final_budget_s` fits fewer epochs than the search trained, export the
+    search's weights of the trial instead (when kept), as they had the longer schedule. With no
+    trial named and no `top`, `choose` picks (export.choose.CHOICES: by default the cheapest of
+    the trials tied with the best within the validation set's noise). `top` first retrains the
     `top` best candidates `seeds` times each on the training split and picks the best mean
     validation accuracy. `no_retrain` exports the weights the search kept instead.
     Raises UserError for every bad argument before anything trains or is written.
@@ -127,18 +148,28 @@ def export_run(
     chosen_formats = check_formats(formats)
     number = _parse_trial(trial)
     _check_export_options(number, retrain_epochs=retrain_epochs, top=top, seeds=seeds, no_retrain=no_retrain)
-    _check_out(out, force=force)
+    if no_retrain and final_budget_s is not None:
+        raise UserError("--final-budget has no effect with --no-retrain; drop one of them")
+    if retrain_epochs is not None and final_budget_s is not None:
+        raise UserError("--final-epochs and --final-budget both set the final schedule; pass only one of them")
+    check_out_folder(out, force=force)
 
+    if choose not in CHOICES:
+        raise UserError(f"--choose {choose!r} is not valid; use one of: {', '.join(CHOICES)}")
     study = run.load_study(info)
     trials = study.get_trials(deepcopy=False)
     candidates = _candidates(trials)
+    because = ""  # why `chosen` was chosen, when export chose it
     if number is None:
         if not candidates:
             raise UserError(
                 f"run {run.name!r} has no finished trial to export yet; let the search finish at least one "
                 f"(cnnsearch search --name {run.name})"
             )
-        chosen = candidates[0]
+        chosen = candidates[0]  # --top: the best, then confirmed over seeds
+        if top is None:
+            choice = choose_among(run, info, candidates, rule=choose)
+            chosen, because = choice.chosen, choice.line()
     else:
         chosen = _candidate(run, trials, number)
     if no_retrain:
@@ -159,25 +190,45 @@ def export_run(
         chosen = by_number[confirmation[0].trial]
         on_message(f"chose trial {chosen.number} by mean validation accuracy")
 
+    schedule = None
+    if not no_retrain:
+        pool = int(info.split_sizes.get("train") or 0) + int(info.split_sizes.get("val") or 0)
+        try:
+            schedule = schedule_for_trial(info, trials, chosen, retrain_epochs, final_budget_s, pool)
+        except UserError:
+            if not weights_when_short:
+                raise
+        short = schedule is None or schedule.epochs < chosen.arch.train.epochs
+        if weights_when_short and short and run.weights_file(chosen.weights_trial).is_file():
+            no_retrain = True
+            on_message(
+                f"the time left fits fewer epochs than the search's {chosen.arch.train.epochs}: "
+                f"exporting the search's weights of trial {chosen.number}"
+            )
+        elif schedule is None:
+            schedule = FinalSchedule(1, "all the time left allows")
     if no_retrain:
         net, mean, std, train_images, weights_epoch = _search_weights(run, dataset, chosen)
-        arch, epochs = chosen.arch, None
+        arch, epochs, why = chosen.arch, None, ""
         on_message(f"loaded the search's weights of trial {chosen.number} (after epoch {weights_epoch})")
     else:
-        epochs = retrain_epochs or chosen.best_epoch or chosen.arch.train.epochs
-        arch = chosen.arch.with_epochs(epochs)
+        assert schedule is not None  # set above whenever retraining
         full = full_train_device_data(dataset, torch_device)
         train_images = len(full.train_y)
+        epochs, why = schedule.epochs, schedule.why
+        arch = chosen.arch.with_epochs(epochs)
+        predicted = f", ~{schedule.predicted_s / 60:.1f} min" if schedule.predicted_s is not None else ""
         on_message(
-            f"retraining trial {chosen.number} for {epochs} epochs on train+validation "
-            f"({train_images} images), seed {chosen.seed}"
+            f"final training of trial {chosen.number}: {epochs} epochs ({schedule.why}{predicted}) on "
+            f"train+validation ({train_images} images), seed {chosen.seed}"
         )
         # validate=False: full.val_x is the TEST split, which nothing may look at during training.
-        result = train_candidate(arch, full, control=TrialControl(seed=chosen.seed, validate=False))
+        control = TrialControl(seed=chosen.seed, validate=False, on_epoch_end=progress_reporter(epochs, on_progress))
+        result = train_candidate(arch, full, control=control)
         if result.outcome != "complete" or result.model is None:
             raise RuntimeError(
                 f"the final retrain of trial {chosen.number} ended {result.outcome}: {result.reason}; "
-                f"export the search's weights with --no-retrain, or try another --retrain-epochs"
+                f"export the search's weights with --no-retrain, or try another --final-epochs"
             )
         net, weights_epoch = result.model, epochs
         mean, std = full.mean.cpu().tolist(), full.std.cpu().tolist()
@@ -189,7 +240,9 @@ def export_run(
 
     meta = {
         **_model_meta(arch, dataset, mean=mean, std=std, test_accuracy=test_accuracy),
-        "val_accuracy": chosen.val_acc,
+        "val_accuracy": chosen.val_acc,  # the search's: best validation accuracy of the chosen trial
+        "search_epochs": chosen.arch.train.epochs,
+        "final_schedule": why,
         # The kept weights are those of the trial's best epoch.
         "weights_val_accuracy": chosen.val_acc if no_retrain else None,
         "run": run.name,
@@ -201,6 +254,7 @@ def export_run(
         "train_images": train_images,
         "seed": chosen.seed,
         "confirmation": [row.to_dict() for row in confirmation],
+        "chosen_because": because,
     }
     files, verification = _write_model_folder(
         out,
@@ -245,39 +299,16 @@ def export_run(
         seed=chosen.seed,
         confirmation=confirmation,
         meta=meta,
+        schedule=why,
+        chosen_because=because,
     )
-
-
-def check_test_share_unseen(dataset: Dataset, *, run: str) -> None:
-    """Refuse data whose held-out test images also appear (identical pixels) among its training images.
-
-    Every export trains on images of the training pool only, so a test image found there would
-    be counted in the test accuracy after the network had learnt it. Official test sets are
-    taken as their publishers made them.
-    """
-    if dataset.test_source != "held-out":
-        return
-    trained = {_image_key(image) for image in dataset.train_images}
-    seen = sum(1 for image in dataset.test_images if _image_key(image) in trained)
-    if seen:
-        raise UserError(
-            f"{seen} of the {len(dataset.test_labels)} test images are also training images (identical pixels) "
-            f"in the data of run {run!r} ({dataset.name}), so its test accuracy would count images the model "
-            f"trained on; remove the duplicate images and start a new run"
-        )
-
-
-def _image_key(image: torch.Tensor) -> bytes:
-    import hashlib
-
-    return hashlib.sha256(image.numpy().tobytes()).digest()
 
 
 def _check_export_options(
     number: int | None, *, retrain_epochs: int | None, top: int | None, seeds: int, no_retrain: bool
 ) -> None:
     if retrain_epochs is not None and retrain_epochs < 1:
-        raise UserError(f"--retrain-epochs must be at least 1, but got {retrain_epochs}")
+        raise UserError(f"--final-epochs must be at least 1, but got {retrain_epochs}")
     if top is not None and top < 1:
         raise UserError(f"--top must be at least 1, but got {top}")
     if seeds < 1:
@@ -291,7 +322,7 @@ def _check_export_options(
             "--top retrains candidates to choose one and --no-retrain exports saved weights; pass only one of them"
         )
     if no_retrain and retrain_epochs is not None:
-        raise UserError("--retrain-epochs has no effect with --no-retrain; drop one of them")
+        raise UserError("--final-epochs has no effect with --no-retrain; drop one of them")
 
 
 def _check_weights(run: RunDir, info: RunInfo, candidate: _Candidate) -> None:
@@ -323,27 +354,6 @@ def _search_weights(
             f"{path} does not hold the weights of trial {candidate.number} ({first}); drop --no-retrain to retrain it"
         ) from None
     return net, mean, std, len(split.train_indices), int(saved.get("epoch", 0))
-
-
-def _cpu_data(
-    images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float], class_names: Sequence[str]
-) -> DeviceData:
-    """A CPU DeviceData whose val split is `images`, for `evaluate` with a given normalisation."""
-    return DeviceData(
-        train_x=images[:0],
-        train_y=labels[:0],
-        val_x=images.cpu(),
-        val_y=labels.cpu(),
-        mean=torch.tensor(list(mean), dtype=torch.float32),
-        std=torch.tensor(list(std), dtype=torch.float32),
-        class_names=tuple(class_names),
-    )
-
-
-def measure_test_accuracy(net: nn.Module, dataset: Dataset, mean: Sequence[float], std: Sequence[float]) -> float:
-    # float32 on the CPU: the accuracy of exactly the network the files hold (no bf16 autocast).
-    data = _cpu_data(dataset.test_images, dataset.test_labels, mean, std, dataset.class_names)
-    return evaluate(net, data, images=data.val_x, labels=data.val_y)
 
 
 def _append_export_record(run: RunDir, record: dict[str, Any]) -> None:

@@ -17,5 +17,7 @@ _EXPORTS = {
     "count_flops": "build",
     "activation_layer": "layers",
     "conv_block": "layers",
+    "separable_block": "layers",
+    "ResidualBlock": "layers",
 }
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnsearch.model.layers import POOL_LAYERS, activation_layer, conv_block
-from cnnsearch.spec import Architecture, ConvLayer, layer_table
+from cnnsearch.model.layers import POOL_LAYERS, ResidualBlock, activation_layer, conv_block, separable_block
+from cnnsearch.spec import Architecture, ConvLayer, PoolLayer, ResidualLayer, layer_table
 
 
 class CandidateNet(nn.Module):
@@ -33,8 +33,12 @@ def build_model(arch: Architecture, input_shape: tuple[int, int, int], num_class
     for layer, row in zip(arch.layers, rows):
         if isinstance(layer, ConvLayer):
             features.extend(conv_block(layer, channels, (height, width)))
-        else:
+        elif isinstance(layer, PoolLayer):
             features.append(POOL_LAYERS[layer.pool_type](layer.window, stride=layer.stride))
+        elif isinstance(layer, ResidualLayer):
+            features.append(ResidualBlock(layer, channels, (height, width)))
+        else:
+            features.extend(separable_block(layer, channels, (height, width)))
         channels, height, width = row.output_shape
 
     head: list[nn.Module] = []

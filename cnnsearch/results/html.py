@@ -27,6 +27,8 @@ from cnnsearch.results.leaderboard import (
     make_board,
     run_objectives,
     sort_and_cut,
+    tie_note,
+    validation_size,
 )
 from cnnsearch.results.plots import (
     _cost_section,
@@ -61,7 +63,7 @@ def write_report(run: RunDir, *, study: Any = None) -> Path:
     study = study if study is not None else run.load_study(info)
     facts = study_facts(study, info, run=run)
     objectives = run_objectives(study, info)
-    frame = make_board(facts, objectives, include_all=False)
+    frame = make_board(facts, objectives, include_all=False, val_size=validation_size(info))
     problem = unwritable(run.path)
     if problem:
         raise UserError(
@@ -79,7 +81,9 @@ def write_report(run: RunDir, *, study: Any = None) -> Path:
     else:
         images = _Images(plots_dir)
         sections.append(_summary_section(facts, frame))
-        sections.append("<h2>Leaderboard</h2>" + _html_table(sort_and_cut(frame, top=REPORT_TOP)))
+        ties = tie_note(frame)
+        note = f"<p class='note'>{html.escape(ties)}</p>" if ties else ""
+        sections.append("<h2>Leaderboard</h2>" + _html_table(sort_and_cut(frame, top=REPORT_TOP)) + note)
         sections.append(_progress_section(facts, images))
         sections.append(_time_section(facts, images))
         sections.append(_cost_section(facts, images))
@@ -152,6 +156,11 @@ def _models_section(run: RunDir) -> str:
         accuracy = as_number(entry.get("test_accuracy"))
         text = f"test accuracy <b>{percent(accuracy)}</b>" if accuracy is not None else "no test accuracy recorded"
         size = f" on {entry['test_size']} held-out images, evaluated once" if entry.get("test_size") else ""
+        searched = as_number(entry.get("val_accuracy"))
+        if searched is not None:  # the search's figure beside the final one
+            epochs = entry.get("retrain_epochs")
+            final = f" after a final training of {html.escape(str(epochs))} epochs" if entry.get("retrained") else ""
+            size += f"; search validation accuracy {percent(searched)}{final}"
         items.append(
             f"<li>{html.escape(str(entry.get('out', '')))} (trial {html.escape(str(entry.get('trial')))}, "
             f"<code>{html.escape(str(entry.get('compact', '')))}</code>): {text}{size}</li>"

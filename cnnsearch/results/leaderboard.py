@@ -23,18 +23,32 @@ if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its tabl
 
 from cnnsearch.outcomes import RANKED_NOTES, SHOWN_BY_DEFAULT, STOPPED_BY_TIMEOUT
 from cnnsearch.results.facts import TRAINED_TO_THE_END, TrialFacts, study_facts
+from cnnsearch.results.noise import TIE_RULE, half_width, interval_text, tied
 
 EMPTY_MESSAGE = "No finished trials yet."
 
 
-COLUMNS = ("rank", "trial", "state", "val_acc", "params", "flops", "latency_ms", "train_s", "epochs", "arch")
+COLUMNS = (
+    "rank",
+    "trial",
+    "state",
+    "val_acc",
+    "val_ci",  # half-width of val_acc's 95% interval (fraction), from the validation set's size
+    "tied",  # within the noise of the best accuracy (see results/noise.py); None where not a candidate
+    "params",
+    "flops",
+    "latency_ms",
+    "train_s",
+    "epochs",
+    "arch",
+)
 
 
 INTEGER_COLUMNS = ("rank", "params", "flops", "epochs")  # nullable Int64: missing stays missing
 
 
 # Sorting direction per column: better first. Everything else sorts ascending.
-DESCENDING_COLUMNS = frozenset({"val_acc", "front"})
+DESCENDING_COLUMNS = frozenset({"val_acc", "front", "tied"})
 
 
 # Objective name in run.json -> (leaderboard column, maximise?).
@@ -58,6 +72,7 @@ class Board:
 
     columns: list[str]
     rows: list[dict[str, Any]]
+    val_size: int | None = None  # images in the validation split: the width of every interval
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -78,14 +93,20 @@ def leaderboard_rows(run: RunDir, *, include_all: bool = False, study: Any = Non
     info = run.read_info()
     study = study if study is not None else run.load_study(info)
     facts = study_facts(study, info, run=run)
-    return make_board(facts, run_objectives(study, info), include_all=include_all)
+    return make_board(facts, run_objectives(study, info), include_all=include_all, val_size=validation_size(info))
+
+
+def validation_size(info: RunInfo) -> int | None:
+    """How many images the run validates on (run.json's split sizes), or None when unrecorded."""
+    size = info.split_sizes.get("val") if isinstance(info.split_sizes, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
 
 def leaderboard_frame(run: RunDir, *, include_all: bool = False, study: Any = None) -> pd.DataFrame:
     """One row per trial, best first.
 
-    Columns: rank, trial, state, val_acc (fraction), params, flops, latency_ms, train_s,
-    epochs, arch; `front` (after rank) for multi-objective runs; `reason` with `include_all`.
+    Columns: rank, trial, state, val_acc (fraction), val_ci (half-width of its 95% interval),
+    tied (within the noise of the best accuracy), params, flops, latency_ms, train_s, epochs, arch; `front` (after rank) for multi-objective runs; `reason` with `include_all`.
     Default rows are the trained trials (complete and duplicate), then those the trial timeout
     stopped after at least one epoch (state "timeout", ranked by the epochs they ran);
     `include_all` adds the pruned ones with a val_acc (ranked last) and every other trial,
@@ -201,7 +222,11 @@ def _tier(outcome: str) -> int:
     return 0 if outcome in TRAINED_TO_THE_END else 1 if outcome in STOPPED_BY_TIMEOUT else 2
 
 
-def make_board(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *, include_all: bool) -> Board:
+def make_board(
+    facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *, include_all: bool, val_size: int | None = None
+) -> Board:
+    """The leaderboard of `facts`; `val_size` (validation images) gives each accuracy its interval
+    and marks the candidates tied with the best."""
     # A timed-out trial's epochs are real (export may choose it): shown by default, after the
     # trained ones. Pruned trials stopped early on a shorter schedule: shown with --all, last.
     ranked = [fact for fact in facts if fact.ranked and (include_all or fact.outcome in SHOWN_BY_DEFAULT)]
@@ -229,19 +254,63 @@ def make_board(facts: Sequence[TrialFacts], objectives: Sequence[_Objective], *,
         rows.append(_row(ranked[index], position, front=bool(pareto[index] == 1)))
     if include_all:
         rows.extend(_row(fact, None, front=False) for fact in facts if not fact.ranked)
+    _mark_ties(rows, val_size)
 
     columns = list(COLUMNS)
     if objectives:
         columns.insert(1, "front")
     if include_all:
         columns.append("reason")
-    return Board(columns, rows)
+    return Board(columns, rows, val_size=val_size)
+
+
+def _mark_ties(rows: list[dict[str, Any]], val_size: int | None) -> None:
+    """Fill `val_ci` and `tied`: the candidates (rows export may choose) within the noise of the
+    best accuracy among those trained to the end (of all candidates when none was)."""
+    for row in rows:
+        row["val_ci"] = half_width(row["val_acc"], val_size) if val_size and row["val_acc"] is not None else None
+        row["tied"] = None
+    candidates = [row for row in rows if row["rank"] is not None and row["outcome"] in SHOWN_BY_DEFAULT]
+    if not val_size or not candidates:
+        return
+    best = leader(rows)
+    assert best is not None  # there are candidates
+    for row in candidates:
+        row["tied"] = tied(best["val_acc"], row["val_acc"], val_size)
+
+
+def leader(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row every tie is measured against: the best accuracy trained to the end (else of any
+    candidate), fewer params and then the earlier trial on equal accuracy; None without candidates."""
+    candidates = [row for row in rows if row["rank"] is not None and row["outcome"] in SHOWN_BY_DEFAULT]
+    trained = [row for row in candidates if row["outcome"] in TRAINED_TO_THE_END] or candidates
+    if not trained:
+        return None
+    return min(
+        trained,
+        key=lambda row: (-row["val_acc"], row["params"] if row["params"] is not None else math.inf, row["trial"]),
+    )
 
 
 def board_notes(board: Board) -> list[str]:
     """Why the rows that did not run their whole schedule are on the board, one line per kind."""
     shown = {row["state"] for row in board.rows if row.get("rank") is not None}
     return [note for state, note in RANKED_NOTES.items() if state in shown]
+
+
+def tie_note(board: Board) -> str | None:
+    """One line on the ties of the whole board: how many, with whom, by which rule; None
+    when the validation size is unknown or nothing is ranked."""
+    best = leader(board.rows)
+    if board.val_size is None or best is None:
+        return None
+    count = sum(1 for row in board.rows if row.get("tied")) - 1  # the leader is tied with itself
+    others = "no other trial" if count == 0 else "1 other trial" if count == 1 else f"{count} other trials"
+    return (
+        f"≈ tied: {others} within the noise of the best, trial {best['trial']} "
+        f"({interval_text(best['val_acc'], board.val_size)}): {TIE_RULE}, "
+        f"n = {board.val_size:,} validation images; ± is the 95% interval"
+    )
 
 
 def board_frame(board: Board) -> pd.DataFrame:
@@ -251,8 +320,9 @@ def board_frame(board: Board) -> pd.DataFrame:
     frame = pd.DataFrame(board.rows, columns=board.columns)
     for column in INTEGER_COLUMNS:
         frame[column] = frame[column].astype("Int64")
-    for column in ("val_acc", "latency_ms", "train_s"):
+    for column in ("val_acc", "val_ci", "latency_ms", "train_s"):
         frame[column] = frame[column].astype("float64")
+    frame["tied"] = frame["tied"].astype("boolean")  # nullable: None where the row is not a candidate
     frame["trial"] = frame["trial"].astype("int64")
     if "front" in board.columns:
         frame["front"] = frame["front"].astype(bool)
@@ -266,6 +336,8 @@ def _row(fact: TrialFacts, rank: int | None, *, front: bool) -> dict[str, Any]:
         "trial": fact.number,
         "state": fact.state,
         "val_acc": fact.val_acc,
+        "val_ci": None,  # _mark_ties
+        "tied": None,
         "params": fact.params,
         "flops": fact.flops,
         "latency_ms": fact.latency_ms,
@@ -273,6 +345,7 @@ def _row(fact: TrialFacts, rank: int | None, *, front: bool) -> dict[str, Any]:
         "epochs": fact.epochs,
         "arch": fact.arch,
         "reason": fact.reason,
+        "outcome": fact.outcome,  # not a column: what the tie rule reads
     }
 
 
@@ -296,7 +369,7 @@ def sort_and_cut(frame: Leaderboard, *, sort: str | None = None, top: int | None
             # Python's sort is stable with reverse=True too: ties keep their order, as in pandas.
             present.sort(key=lambda row: row[sort], reverse=sort in DESCENDING_COLUMNS)
             rows = present + [row for row in rows if _missing(row[sort])]
-        return Board(list(frame.columns), list(rows[:top] if top is not None else rows))
+        return Board(list(frame.columns), list(rows[:top] if top is not None else rows), val_size=frame.val_size)
     if sort is not None:
         frame = frame.sort_values(sort, ascending=sort not in DESCENDING_COLUMNS, kind="stable", na_position="last")
     if top is not None:

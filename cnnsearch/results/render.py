@@ -60,6 +60,11 @@ def _fixed(digits: int):
     return format_value
 
 
+def _plus_minus(half_width: float | None) -> str:
+    """An interval's half-width (fraction) in points: 0.0131 -> '±1.31'."""
+    return "-" if half_width is None else f"±{100 * half_width:.2f}"
+
+
 def plain_text(value: Any) -> str:
     if _missing(value):
         return "-"
@@ -74,13 +79,17 @@ DISPLAY = {
     "latency_ms": _fixed(2),
     "train_s": _fixed(1),
     "front": lambda value: "yes" if bool(value) else "",
+    "val_ci": lambda value: _plus_minus(as_number(value)),
+    "tied": lambda value: "≈" if not _missing(value) and bool(value) else "",
 }
 
 
-HEADERS = {"rank": "#", "val_acc": "val acc", "latency_ms": "latency ms", "train_s": "train s"}
+HEADERS = {"rank": "#", "val_acc": "val acc", "latency_ms": "latency ms", "train_s": "train s", "tied": "tied"}
 
 
-NUMERIC_COLUMNS = frozenset({"rank", "trial", "val_acc", "params", "flops", "latency_ms", "train_s", "epochs"})
+NUMERIC_COLUMNS = frozenset(
+    {"rank", "trial", "val_acc", "val_ci", "params", "flops", "latency_ms", "train_s", "epochs"}
+)
 
 
 WRAPPING_COLUMNS = frozenset({"arch", "reason"})
@@ -116,15 +125,23 @@ def display_cells(frame: Leaderboard) -> list[list[str]]:
 
 def _table_columns(frame: Leaderboard) -> tuple[list[Any], list[list[str]]]:
     """The columns a table shows, and its rows of display cells: like `display_cells`, less
-    the HIDDEN_WHEN_EMPTY columns that no row has a value in."""
+    the HIDDEN_WHEN_EMPTY columns that no row has a value in, with each accuracy's interval in
+    its cell ("91.30% ±1.31") rather than a column of its own; `tied` only where a trial other than
+    the best is (the best is always tied with itself)."""
     columns, values = _column_values(frame)
     keep = [
         index
         for index, column in enumerate(columns)
         if not (column in HIDDEN_WHEN_EMPTY and all(as_number(value) is None for value in values[index]))
+        and not (column == "tied" and sum(1 for value in values[index] if not _missing(value) and bool(value)) < 2)
+        and not (column == "val_ci" and "val_acc" in columns)
     ]
-    columns = [columns[index] for index in keep]
-    return columns, _rows_of(_display_columns(columns, [values[index] for index in keep]))
+    cells = _display_columns([columns[index] for index in keep], [values[index] for index in keep])
+    if "val_ci" in columns and "val_acc" in columns:
+        position = [columns[index] for index in keep].index("val_acc")
+        widths = [DISPLAY["val_ci"](value) for value in values[columns.index("val_ci")]]
+        cells[position] = [cell if width == "-" else f"{cell} {width}" for cell, width in zip(cells[position], widths)]
+    return [columns[index] for index in keep], _rows_of(cells)
 
 
 def frame_to_text(frame: pd.DataFrame, fmt: str) -> str:

@@ -18,7 +18,7 @@ from cnnsearch.run.folder import RunDir
 if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its table without them
     pass
 from cnnsearch.results.facts import STOPPED_NOTE, TRAINED_TO_THE_END, arch_epochs, study_facts
-from cnnsearch.results.leaderboard import make_board, run_objectives, sort_and_cut
+from cnnsearch.results.leaderboard import make_board, run_objectives, sort_and_cut, validation_size
 from cnnsearch.results.render import leaderboard_table, percent
 from cnnsearch.run.liveness import HEARTBEAT_GRACE_S, heartbeat_age
 
@@ -34,7 +34,7 @@ def watch_view(run: RunDir, *, study: Any = None, now: float | None = None, widt
     info = run.read_info()
     study = study if study is not None else run.load_study(info)
     facts = study_facts(study, info, run=run, now=now)
-    frame = make_board(facts, run_objectives(study, info), include_all=False)
+    frame = make_board(facts, run_objectives(study, info), include_all=False, val_size=validation_size(info))
     outcomes = [fact.outcome for fact in facts]
     running = [fact for fact in facts if fact.outcome == "running"]
     stamp = datetime.datetime.fromtimestamp(now).strftime("%H:%M:%S")

@@ -14,6 +14,7 @@ from cnnsearch._lazy import lazy_exports
 
 _EXPORTS = {
     "worker_devices": "parallel",
+    "resolve_workers": "parallel",
     "spawn_workers": "parallel",
     "WorkerExit": "parallel",
     "run_workers": "parallel",

@@ -32,6 +32,7 @@ class SearchEvent:
     device: str = ""
     text: str = ""
     finished_total: int | None = None  # trials counted toward --trials, all workers included
+    predicted_s: float | None = None  # trial_start: the cost model's seconds for the whole schedule
 
 
 @dataclass
@@ -50,12 +51,17 @@ def counted_trials(study: Any) -> list[Any]:
     import optuna
 
     states = optuna.trial.TrialState
-    return [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (states.COMPLETE, states.PRUNED)
-        or (t.state == states.FAIL and trial_outcome(t) in OUTCOMES and OUTCOMES[trial_outcome(t)].counted)
-    ]
+
+    def counts(trial: Any) -> bool:
+        known = OUTCOMES.get(trial_outcome(trial))
+        if trial.state == states.COMPLETE:
+            return True
+        if trial.state == states.PRUNED:  # too_slow: never trained, the sampler proposes another
+            return known is None or known.counted
+        # FAIL: cnnsearch's own errors count; an interrupted trial (re-run) or one Optuna failed does not
+        return trial.state == states.FAIL and known is not None and known.counted
+
+    return [t for t in study.get_trials(deepcopy=False) if counts(t)]
 
 
 def summarize(run: RunDir, *, interrupted: bool = False, elapsed_s: float = 0.0) -> SearchSummary:

@@ -131,3 +131,4 @@ def command_line() -> str:
 
 
 DEFAULT_TRIALS = 20
+UNLIMITED_TRIALS = 100_000  # the target of a --timeout search without --trials: the deadline ends it

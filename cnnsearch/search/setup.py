@@ -18,10 +18,12 @@ from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.errors import UserError
 from cnnsearch.run.folder import RunDir, RunInfo, check_run_name, check_runs_dir, write_atomic
 from cnnsearch.run.storage import describe_storage, rdb_storage
+from cnnsearch.search.progress import counted_trials
 from cnnsearch.search.settings import (
     DEFAULT_TRIALS,
     NEW_RUN_DEFAULTS,
     RUN_DEFINING,
+    UNLIMITED_TRIALS,
     SearchSettings,
     default_run_name,
     versions,
@@ -59,8 +61,9 @@ class OpenedSearch:
 def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = False) -> OpenedSearch:
     """Create or resume the run `settings` name, ready to search; every check comes first.
 
-    A new run without a name gets `SPACE-DATE`, without a space `default`, without data
-    `digits`. `settings.fork` starts a new run warm-started from the one named.
+    A new run without a name gets `SPACE-DATE`, without a space `default` (a named one too when
+    --data is given: a bare --name that matches no run is refused, as it may be a misspelt resume),
+    without data `digits`. `settings.fork` starts a new run warm-started from the one named.
     """
     if workers < 1:
         raise UserError(f"--workers must be at least 1, but got {workers}")
@@ -75,6 +78,8 @@ def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = 
         settings = fork_settings(settings)
     elif settings.space is not None and settings.data is None and not exists:
         settings = replace(settings, data="digits")
+    elif settings.space is None and settings.data is not None and not exists:  # --data says: a new run
+        settings = replace(settings, space="default")
     check_settings(settings)  # before a download, which writes to the cache
     if settings.space is not None and not RunDir(runs_dir, settings.name).exists():
         load_space(resolve_space_path(settings.space)).require_searched(settings.trials or DEFAULT_TRIALS)
@@ -84,7 +89,7 @@ def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = 
         load_dataset(settings.data, data_dir=settings.data_dir, download=True)
     resumed = RunDir(runs_dir, settings.name).exists()
     run, info, space_obj = prepare_run(settings)
-    target = resolve_target(run, info, settings.trials)
+    target = resolve_target(run, info, settings.trials, timed=settings.timeout_s is not None)
     notes = enqueue_warm_start_for(run, space_obj, settings)
     if resumed and settings.command:  # last: a resume refused on the way (a damaged journal) changes nothing here
         info.resumes.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {settings.command}")
@@ -314,13 +319,17 @@ def fork_settings(settings: SearchSettings) -> SearchSettings:
     return SearchSettings(**merged)
 
 
-def resolve_target(run: RunDir, info: RunInfo, trials: int | None) -> int:
-    """The requested total: --trials, else the run's last target, else the default.
+def resolve_target(run: RunDir, info: RunInfo, trials: int | None, *, timed: bool = False) -> int:
+    """The requested total: --trials, else the run's last target, else the default (20; with a
+    --timeout, as many as the time allows: UNLIMITED_TRIALS).
 
     The target is kept in the study so that every worker (and a resume) agrees on it.
     """
     study = run.load_study(info)
-    target = trials or study.user_attrs.get("target_trials") or DEFAULT_TRIALS
+    stored = study.user_attrs.get("target_trials")
+    if stored == UNLIMITED_TRIALS and not timed:  # a timed run resumed without a deadline: not forever
+        stored = max(DEFAULT_TRIALS, len(counted_trials(study)))
+    target = trials or stored or (UNLIMITED_TRIALS if timed else DEFAULT_TRIALS)
     if study.user_attrs.get("target_trials") != target:
         study.set_user_attr("target_trials", int(target))
     return int(target)

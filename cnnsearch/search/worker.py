@@ -74,6 +74,7 @@ class WorkerLoop:
         on_event: Callable[[SearchEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S,
+        budget_s: float | None = None,
     ) -> None:
         self.run = run
         self.info = info
@@ -88,6 +89,9 @@ class WorkerLoop:
         self.interrupted = False
         self.checkpoint_every_s = checkpoint_every_s  # training seconds a kill may lose at most
         self.untrainable: Counter[str] = Counter()  # reasons of the current run of untrainable candidates
+        # The whole search budget (--timeout), for the cost model's share rule; default: the deadline's.
+        self.budget_s = budget_s if budget_s is not None or deadline is None else deadline - time.monotonic()
+        self.too_slow_streak = 0  # candidates in a row refused as too slow
 
     def _emit(self, **fields: Any) -> None:
         self.on_event(SearchEvent(worker=self.worker, **fields))
@@ -166,17 +170,12 @@ class WorkerLoop:
             if self.interrupted:
                 break
             if sum(self.untrainable.values()) >= UNTRAINABLE_STREAK:
-                self._stop_untrainable()
+                from cnnsearch.space.inspect import untrainable_error
 
-    def _stop_untrainable(self) -> None:
-        from cnnsearch.errors import UserError
-        from cnnsearch.space.inspect import describe_causes
-
-        raise UserError(
-            f"stopped run {self.info.name!r}: the last {UNTRAINABLE_STREAK} candidates could not be trained "
-            f"({describe_causes(self.untrainable)}); narrow the space (see `cnnsearch space check SPACE "
-            f"--data {self.info.data}`) or raise max_params/max_flops"
-        )
+                raise untrainable_error(self.info.name, self.info.data, self.untrainable, UNTRAINABLE_STREAK)
+            if self.too_slow_streak >= UNTRAINABLE_STREAK:  # the time left fits none of what the sampler proposes
+                self._emit(kind="message", text=f"stopping: the last {UNTRAINABLE_STREAK} candidates were too slow")
+                break
 
     def run_trial(self, study: Any, trial: Any, data: Any) -> None:
         from cnnsearch.train.loop import train_candidate
@@ -204,17 +203,12 @@ class WorkerLoop:
                 "device": str(self.device),
             },
         )
-        self._emit(
-            kind="trial_start",
-            trial=trial.number,
-            compact=arch.compact(),
-            epochs=arch.train.epochs,
-            device=str(self.device),
-        )
-
         earlier = self._duplicate_of(study, trial, arch.canonical_hash())
         if earlier is not None:
             self._finish_duplicate(study, trial, earlier)
+            return
+
+        if not self._within_budget(study, trial, arch, data):
             return
 
         costs: dict[str, float] = {}
@@ -293,6 +287,37 @@ class WorkerLoop:
         self._finish(study, trial, result.outcome, result.reason, metrics)
         checkpoint.unlink(missing_ok=True)
         keep_best_weights(self.run, trial.number, result, keep=self.info.keep_weights)
+
+    def _within_budget(self, study: Any, trial: Any, arch: Any, data: Any) -> bool:
+        """Predict the candidate's epoch time (recorded on the trial); False, after ending it as
+        too_slow, when the budget cannot afford it; True, after telling the view, when it may train."""
+        from cnnsearch.search.cost import judge_candidate
+
+        cost = judge_candidate(
+            arch,
+            study.get_trials(deepcopy=False),
+            device=str(self.device),
+            data=data,
+            pruner=self.info.pruner if len(self.info.objective) == 1 else "none",
+            time_left_s=None if self.deadline is None else self.deadline - time.monotonic(),
+            budget_s=self.budget_s,
+        )
+        if cost.epoch_seconds is not None:
+            write_attrs(trial, {"predicted_epoch_s": round(cost.epoch_seconds, 4)})
+        if cost.refused:
+            self.too_slow_streak += 1
+            self._finish(study, trial, "too_slow", cost.refused, cost.measured)
+            return False
+        self.too_slow_streak = 0
+        self._emit(
+            kind="trial_start",
+            trial=trial.number,
+            compact=arch.compact(),
+            epochs=arch.train.epochs,
+            device=str(self.device),
+            predicted_s=None if cost.epoch_seconds is None else cost.epoch_seconds * arch.train.epochs,
+        )
+        return True
 
     def _duplicate_of(self, study: Any, trial: Any, arch_hash: str) -> Any:
         import optuna

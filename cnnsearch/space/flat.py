@@ -11,8 +11,9 @@ and so its dedup hash, depend on the active values only, exactly as without the 
 The inactive values are stored with the trial (a sampler learns nothing from them) and never
 reach the network.
 
-One function per form of space lists its parameters (`stage_dimensions` for the stage form);
-another form plugs in by adding its function to `DIMENSIONS_OF_FORM`.
+One function per form of space lists its parameters (`stage_dimensions` for the stage form,
+`sequence_distributions` for the sequence form, from the sequence module's own list); a new form
+plugs in by adding its function to `DIMENSIONS_OF_FORM`.
 
 Needs no Optuna import until a function is called.
 """
@@ -124,9 +125,23 @@ def stage_dimensions(space: SearchSpace, *, epochs: int | None = None) -> dict[s
     return recorder.asked
 
 
-# The function that lists every parameter of each form of space. A space without a `form`
-# attribute is of the stage form.
-DIMENSIONS_OF_FORM: dict[str, Callable[..., dict[str, Any]]] = {"stage": stage_dimensions}
+def sequence_distributions(space: SearchSpace, *, epochs: int | None = None) -> dict[str, Any]:
+    """Every parameter the sequence form can ask for (name -> Optuna distribution), from
+    `sequence.sequence_dimensions`, which that form keeps beside its sampler."""
+    from cnnsearch.space.sequence import sequence_dimensions
+
+    recorder = _DistributionRecorder()
+    for name, dimension in sequence_dimensions(space).items():
+        if name != "train.epochs" or epochs is None:
+            dimension.sample(recorder, name)
+    return recorder.asked
+
+
+# The function that lists every parameter of each form of space (`SearchSpace.form`).
+DIMENSIONS_OF_FORM: dict[str, Callable[..., dict[str, Any]]] = {
+    "stages": stage_dimensions,
+    "sequence": sequence_distributions,
+}
 
 
 def flat_dimensions(space: SearchSpace, *, epochs: int | None = None) -> dict[str, Any]:
@@ -134,7 +149,7 @@ def flat_dimensions(space: SearchSpace, *, epochs: int | None = None) -> dict[st
 
     `epochs`: the run's --epochs; when given, `train.epochs` is not a parameter.
     """
-    return DIMENSIONS_OF_FORM[getattr(space, "form", "stage")](space, epochs=epochs)
+    return DIMENSIONS_OF_FORM[space.form](space, epochs=epochs)
 
 
 def suggest(trial: SuggestingTrial, name: str, distribution: Any) -> Any:

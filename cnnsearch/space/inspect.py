@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from rich.table import Table
 from rich.text import Text
 
+from cnnsearch.errors import UserError
 from cnnsearch.space.parse import SearchSpace
 from cnnsearch.spec import count_params, forward_flops
 
@@ -82,6 +83,14 @@ FIT_SAMPLES = 200  # candidates sampled before a run starts, to refuse a space t
 def describe_causes(reasons: Counter, *, top: int = 3) -> str:
     """`12 × reason; 8 × other reason`: the most common reasons first."""
     return "; ".join(f"{count} × {reason}" for reason, count in reasons.most_common(top))
+
+
+def untrainable_error(run: str, data: str, causes: Counter, streak: int) -> UserError:
+    """What stops a search after `streak` candidates in a row could not be trained."""
+    return UserError(
+        f"stopped run {run!r}: the last {streak} candidates could not be trained ({describe_causes(causes)}); "
+        f"narrow the space (see `cnnsearch space check SPACE --data {data}`) or raise max_params/max_flops"
+    )
 
 
 def require_trainable(

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnsearch.errors import SpaceError, UserError
-from cnnsearch.space.rules import CONSTRAINT_KEYS, TABLES, TOP_LEVEL, KeyRule
+from cnnsearch.space.rules import (
+    CONSTRAINT_KEYS,
+    SEQUENCE_TABLES,
+    SEQUENCE_TOP_LEVEL,
+    TABLES,
+    TOP_LEVEL,
+    KeyRule,
+)
 from cnnsearch.spec import (
     Architecture,
 )
@@ -82,15 +89,33 @@ class SearchSpace:
     max_params: int | None = None
     max_flops: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    form: str = "stages"  # "stages" ([network] and [stage]) or "sequence" ([sequence] and a table per kind)
+
+    @property
+    def rules(self) -> dict[str, dict[str, KeyRule]]:
+        return SEQUENCE_TABLES if self.form == "sequence" else TABLES
 
     def dimension(self, table: str, key: str) -> Dimension:
         found = self.dimensions[table].get(key)
         if found is None and table == "stage" and key in self.dimensions["network"]:
             return self.dimensions["network"][key]
         if found is None:
-            rule = TABLES[table][key]
+            rule = self.rules[table][key]
             return Dimension(table, key, "fixed", value=rule.default)
         return found
+
+    def kinds(self) -> tuple[str, ...]:
+        """The layer kinds a position of the sequence form may be, in the order declared."""
+        dim = self.dimension("sequence", "kinds")
+        return dim.choices if dim.kind == "choice" else (dim.value,)
+
+    def form_line(self) -> str:
+        """Which form the space uses, drawn on one line (`space show` prints it above the table)."""
+        if self.form == "sequence":
+            count = self.dimension("sequence", "layers").describe()
+            return f"form: sequence   input -> layer1 -> ... -> layerN -> head   (N: {count}; each layer: {' | '.join(self.kinds())})"
+        count = self.dimension("network", "stages").describe()
+        return f"form: stages   input -> stage1 -> ... -> stageN -> head   (N: {count}; each stage: 1+ convs, then maybe a pool)"
 
     @property
     def searched(self) -> int:
@@ -114,12 +139,17 @@ class SearchSpace:
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         """(name as stored, kind, values, meaning) for every declared key, for `space show`."""
-        table_rows = []
-        for table, dims in self.dimensions.items():
-            for key, dim in dims.items():
-                name = f"stage<i>.{key}" if table == "stage" else f"{table}.{key}"
-                kind = dim.kind if dim.searched else "fixed"
-                table_rows.append((name, kind, dim.describe(), TABLES[table][key].meaning))
+        if self.form == "sequence":
+            from cnnsearch.space.sequence import sequence_rows
+
+            table_rows = sequence_rows(self)
+        else:
+            table_rows = []
+            for table, dims in self.dimensions.items():
+                for key, dim in dims.items():
+                    name = f"stage<i>.{key}" if table == "stage" else f"{table}.{key}"
+                    kind = dim.kind if dim.searched else "fixed"
+                    table_rows.append((name, kind, dim.describe(), TABLES[table][key].meaning))
         for key, value in (("max_params", self.max_params), ("max_flops", self.max_flops)):
             if value is not None:
                 table_rows.append((f"constraints.{key}", "limit", f"{value:,.0f}", CONSTRAINT_KEYS[key]))
@@ -128,7 +158,7 @@ class SearchSpace:
 
 # The spaces that ship inside the package (cnnsearch/search_spaces/NAME.toml), in the order
 # they are named to the user; tests/test_package.py holds this list against the folder.
-SHIPPED_SPACES = ("default", "tiny", "cifar")
+SHIPPED_SPACES = ("default", "tiny", "cifar", "sequence")
 
 
 def shipped_space(name: str) -> Traversable | None:
@@ -145,7 +175,7 @@ def shipped_space(name: str) -> Traversable | None:
 
 
 def resolve_space_path(text: str | Path) -> Path | Traversable:
-    """A space file path, or the packaged file of a shipped space (`default`, `tiny`, `cifar`)."""
+    """A space file path, or the packaged file of a shipped space (`default`, `tiny`, `cifar`, `sequence`)."""
     path = Path(text)
     if path.is_file() or len(path.parts) > 1:
         return path
@@ -192,13 +222,15 @@ def load_space(path: str | Path) -> SearchSpace:
 
 def parse_space(raw: dict[str, Any], *, source: str = "<space>") -> SearchSpace:
     problems: list[str] = []
-    dimensions: dict[str, dict[str, Dimension]] = {table: {} for table in TABLES}
+    from cnnsearch.space.sequence import misplaced_table, unchosen_kind_problems
+
+    form = "sequence" if "sequence" in raw else "stages"  # a [sequence] table makes a file the sequence form
+    all_rules, top_level = (SEQUENCE_TABLES, SEQUENCE_TOP_LEVEL) if form == "sequence" else (TABLES, TOP_LEVEL)
+    dimensions: dict[str, dict[str, Dimension]] = {table: {} for table in all_rules}
 
     for table, content in raw.items():
-        if table not in TOP_LEVEL:
-            problems.append(
-                f"[{table}]: unknown table{_suggest(table, TOP_LEVEL)}; valid tables: {', '.join(TOP_LEVEL)}"
-            )
+        if table not in top_level:
+            problems.append(misplaced_table(table, form, top_level))
             continue
         if not isinstance(content, dict):
             problems.append(f"{table}: must be a table ([{table}]), but got {type(content).__name__}")
@@ -206,7 +238,7 @@ def parse_space(raw: dict[str, Any], *, source: str = "<space>") -> SearchSpace:
         if table == "constraints":
             continue
         for key, value in content.items():
-            rules = TABLES[table]
+            rules = all_rules[table]
             if key not in rules:
                 problems.append(f"[{table}] {key}: unknown key{_suggest(key, rules)}")
                 continue
@@ -215,13 +247,16 @@ def parse_space(raw: dict[str, Any], *, source: str = "<space>") -> SearchSpace:
             if dimension is not None:
                 dimensions[table][key] = dimension
 
-    for key in sorted(set(dimensions["network"]) & set(dimensions["stage"])):  # sorted: same message every run
-        problems.append(
-            f"[stage] {key}: also set in [network]; keep it in [network] for one value per network "
-            f"or in [stage] for one value per stage"
-        )
-    if "filters" in dimensions["stage"] and "width_multiplier" in dimensions["network"]:
-        problems.append("[network] width_multiplier: only applies when filters is set in [network]")
+    if form == "sequence":
+        problems.extend(unchosen_kind_problems(raw))
+    else:
+        for key in sorted(set(dimensions["network"]) & set(dimensions["stage"])):  # sorted: same message every run
+            problems.append(
+                f"[stage] {key}: also set in [network]; keep it in [network] for one value per network "
+                f"or in [stage] for one value per stage"
+            )
+        if "filters" in dimensions["stage"] and "width_multiplier" in dimensions["network"]:
+            problems.append("[network] width_multiplier: only applies when filters is set in [network]")
 
     limits: dict[str, float] = {}
     for key, value in (raw.get("constraints") or {}).items() if isinstance(raw.get("constraints"), dict) else []:
@@ -241,6 +276,7 @@ def parse_space(raw: dict[str, Any], *, source: str = "<space>") -> SearchSpace:
         max_params=int(max_params) if max_params is not None else None,
         max_flops=limits.get("max_flops"),
         raw=raw,
+        form=form,
     )
 
 

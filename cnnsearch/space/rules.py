@@ -10,7 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cnnsearch.spec import ACTIVATIONS, HEAD_POOLINGS, OPTIMIZERS, PADDINGS, POOL_KINDS, SCHEDULES
+from cnnsearch.spec import (
+    ACTIVATIONS,
+    HEAD_POOLINGS,
+    LAYER_KINDS,
+    OPTIMIZERS,
+    PADDINGS,
+    POOL_KINDS,
+    SCHEDULES,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,12 @@ def _odd(value: int) -> str | None:
 
 def _fraction(value: float) -> str | None:
     return None if 0.0 <= value < 1.0 else f"{value} must be in [0, 1)"
+
+
+def _positions(value: int) -> str | None:
+    if value >= 1:
+        return None
+    return f"{value} positions: a sequence needs at least 1 layer position, e.g. layers = {{ low = 2, high = 6 }}"
 
 
 def _positive(value: float) -> str | None:
@@ -103,3 +117,58 @@ CONSTRAINT_KEYS = {
 
 
 TOP_LEVEL = (*TABLES, "constraints")
+
+
+# The sequence form: [sequence] holds how many layer positions there are and the kinds each may
+# be; each kind's table holds its settings, sampled anew at every position of that kind (the
+# Optuna name is layer<i>.<kind>.<key>, e.g. layer3.conv.filters). Defaults are the spec's.
+_FILTERS = KeyRule(int, "output channels", 32, _at_least(1))
+_KERNEL = KeyRule(int, "kernel side in pixels (odd)", 3, _odd)
+_ACTIVATION = KeyRule(str, "non-linearity after each conv", "relu", allowed=ACTIVATIONS)
+_BATCH_NORM = KeyRule(bool, "batch norm after each conv", True)
+_PADDING = LAYER_KEYS["padding"]
+KIND_TABLES: dict[str, dict[str, KeyRule]] = {
+    "conv": {
+        "filters": _FILTERS,
+        "kernel_size": _KERNEL,
+        "stride": KeyRule(int, "stride of the conv", 1, _at_least(1)),
+        "padding": _PADDING,
+        "activation": _ACTIVATION,
+        "batch_norm": _BATCH_NORM,
+    },
+    "pool": {
+        "pool_type": KeyRule(str, "pooling layer type", "max", allowed=POOL_KINDS),
+        "window": KeyRule(int, "pooling window side in pixels", 2, _at_least(1)),
+        "stride": KeyRule(int, "pooling stride in pixels", 2, _at_least(1)),
+    },
+    "residual": {
+        "filters": KeyRule(int, "output channels of both convs", 32, _at_least(1)),
+        "kernel_size": KeyRule(int, "kernel side of both convs in pixels (odd)", 3, _odd),
+        "stride": KeyRule(int, "stride of the first conv (1x1 projection when not 1)", 1, _at_least(1)),
+        "activation": _ACTIVATION,
+        "batch_norm": _BATCH_NORM,
+    },
+    "separable": {
+        "filters": KeyRule(int, "output channels of the pointwise conv", 32, _at_least(1)),
+        "kernel_size": KeyRule(int, "depthwise kernel side in pixels (odd)", 3, _odd),
+        "stride": KeyRule(int, "stride of the depthwise conv", 1, _at_least(1)),
+        "padding": _PADDING,
+        "activation": _ACTIVATION,
+        "batch_norm": _BATCH_NORM,
+    },
+}
+
+SEQUENCE_TABLES: dict[str, dict[str, KeyRule]] = {
+    "sequence": {
+        "layers": KeyRule(int, "layer positions, each of its own kind", 4, _positions),
+        "kinds": KeyRule(str, "the kind of each position", "conv", allowed=LAYER_KINDS),
+    },
+    **KIND_TABLES,
+    "head": {
+        **TABLES["head"],
+        "dense_units": KeyRule(int, "width of hidden dense layer i (its own)", 128, _at_least(1)),
+    },
+    "train": TABLES["train"],
+    "augment": TABLES["augment"],
+}
+SEQUENCE_TOP_LEVEL = (*SEQUENCE_TABLES, "constraints")

@@ -39,7 +39,51 @@ def _layer_value(space: SearchSpace, trial: SuggestingTrial, stage: int, key: st
 
 
 def sample_architecture(space: SearchSpace, trial: SuggestingTrial, *, epochs: int | None = None) -> Architecture:
-    """Draw one candidate, asking only for the parameters that exist in it."""
+    """Draw one candidate, asking only for the parameters that exist in it: the layers by the
+    space's form (stages, or a sequence of positions), then the head, training and augmentation."""
+    from cnnsearch.space.sequence import dense_name, sample_sequence_layers
+
+    layers = sample_sequence_layers(space, trial) if space.form == "sequence" else _sample_stages(space, trial)
+    dense_layers = space.dimension("head", "dense_layers").sample(trial, "head.dense_layers")
+    units = space.dimension("head", "dense_units")
+    if space.form == "sequence":  # each hidden dense layer its own width
+        dense = tuple(units.sample(trial, dense_name(index)) for index in range(1, dense_layers + 1))
+    else:
+        dense = (units.sample(trial, "head.dense_units"),) * dense_layers if dense_layers else ()
+    head = Head(
+        pooling=space.dimension("head", "pooling").sample(trial, "head.pooling"),
+        dense=dense,
+        dropout=float(space.dimension("head", "dropout").sample(trial, "head.dropout")),
+        activation=space.dimension("head", "activation").sample(trial, "head.activation") if dense_layers else "relu",
+    )
+
+    def train_value(key: str) -> Any:
+        return space.dimension("train", key).sample(trial, f"train.{key}")
+
+    optimizer = train_value("optimizer")
+    schedule = train_value("schedule")
+    train = TrainSettings(
+        optimizer=optimizer,
+        lr=float(train_value("lr")),
+        weight_decay=float(train_value("weight_decay")),
+        # Inactive knobs keep their defaults so equal networks hash equal.
+        momentum=float(train_value("momentum")) if optimizer == "sgd" else TrainSettings.momentum,
+        batch_size=train_value("batch_size"),
+        epochs=epochs if epochs is not None else train_value("epochs"),
+        label_smoothing=float(train_value("label_smoothing")),
+        schedule=schedule,
+        warmup=float(train_value("warmup")) if schedule != "constant" else TrainSettings.warmup,
+    )
+    augment = AugmentSettings(
+        translate=space.dimension("augment", "translate").sample(trial, "augment.translate"),
+        flip=space.dimension("augment", "flip").sample(trial, "augment.flip"),
+        cutout=space.dimension("augment", "cutout").sample(trial, "augment.cutout"),
+    )
+    return Architecture(layers=tuple(layers), head=head, train=train, augment=augment)
+
+
+def _sample_stages(space: SearchSpace, trial: SuggestingTrial) -> tuple[ConvLayer | PoolLayer, ...]:
+    """The layers of the stage form: each stage 1+ convs of one width, then maybe a pool."""
     stages = space.dimension("network", "stages").sample(trial, "network.stages")
     per_stage_filters = "filters" in space.dimensions["stage"]
     if not per_stage_filters:
@@ -72,39 +116,7 @@ def sample_architecture(space: SearchSpace, trial: SuggestingTrial, *, epochs: i
                     stride=_layer_value(space, trial, stage, "pool_stride"),
                 )
             )
-
-    dense_layers = space.dimension("head", "dense_layers").sample(trial, "head.dense_layers")
-    units = space.dimension("head", "dense_units").sample(trial, "head.dense_units") if dense_layers else 0
-    head = Head(
-        pooling=space.dimension("head", "pooling").sample(trial, "head.pooling"),
-        dense=(units,) * dense_layers,
-        dropout=float(space.dimension("head", "dropout").sample(trial, "head.dropout")),
-        activation=space.dimension("head", "activation").sample(trial, "head.activation") if dense_layers else "relu",
-    )
-
-    def train_value(key: str) -> Any:
-        return space.dimension("train", key).sample(trial, f"train.{key}")
-
-    optimizer = train_value("optimizer")
-    schedule = train_value("schedule")
-    train = TrainSettings(
-        optimizer=optimizer,
-        lr=float(train_value("lr")),
-        weight_decay=float(train_value("weight_decay")),
-        # Inactive knobs keep their defaults so equal networks hash equal.
-        momentum=float(train_value("momentum")) if optimizer == "sgd" else TrainSettings.momentum,
-        batch_size=train_value("batch_size"),
-        epochs=epochs if epochs is not None else train_value("epochs"),
-        label_smoothing=float(train_value("label_smoothing")),
-        schedule=schedule,
-        warmup=float(train_value("warmup")) if schedule != "constant" else TrainSettings.warmup,
-    )
-    augment = AugmentSettings(
-        translate=space.dimension("augment", "translate").sample(trial, "augment.translate"),
-        flip=space.dimension("augment", "flip").sample(trial, "augment.flip"),
-        cutout=space.dimension("augment", "cutout").sample(trial, "augment.cutout"),
-    )
-    return Architecture(layers=tuple(layers), head=head, train=train, augment=augment)
+    return tuple(layers)
 
 
 MAX_STAGE_SPLITS = 512  # ways of cutting an architecture into stages tried by `params_for`
@@ -117,9 +129,16 @@ def params_for(space: SearchSpace, arch: Any) -> dict[str, Any] | None:
     also 3 convs and a pool), so every way of cutting runs of equal convs into stages is tried,
     fewest stages first, until one samples back to `arch`; None when none does.
     """
+    from cnnsearch.space.sequence import sequence_answers
+
     target = arch.with_epochs(arch.train.epochs).canonical_hash()
-    for stages in itertools.islice(_stage_splits(arch), MAX_STAGE_SPLITS):
-        recorder = _ParamRecorder(arch, stages)
+    if space.form == "sequence":  # one way to ask for a sequence: position by position
+        candidates: Iterator[dict[str, Any]] = iter([{**_common_answers(arch), **sequence_answers(arch)}])
+    else:
+        splits = itertools.islice(_stage_splits(arch), MAX_STAGE_SPLITS)
+        candidates = ({**_common_answers(arch), **_stage_answers(arch, stages)} for stages in splits)
+    for answers in candidates:
+        recorder = _ParamRecorder(answers)
         try:
             sampled = space.sample(recorder, epochs=arch.train.epochs)
         except _NoMatch:
@@ -199,35 +218,41 @@ class _NoMatch(Exception):
     pass
 
 
+def _stage_answers(arch: Any, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The answers of the stage form's questions for one cut of `arch` into stages."""
+    answers: dict[str, Any] = {"network.stages": len(stages)}
+    for index, stage in enumerate(stages, start=1):
+        for key, value in stage.items():
+            answers[f"stage{index}.{key}"] = value
+            answers.setdefault(f"network.{key}", value)
+    convs = [layer for layer in arch.layers if isinstance(layer, ConvLayer)]
+    if convs:
+        answers["network.filters"] = convs[0].filters
+        if len(stages) > 1:
+            answers["network.width_multiplier"] = stages[1]["filters"] / stages[0]["filters"]
+    answers["head.dense_units"] = arch.head.dense[0] if arch.head.dense else 0
+    return answers
+
+
+def _common_answers(arch: Any) -> dict[str, Any]:
+    """The answers of the questions both forms ask: the head, training and augmentation."""
+    head, train, augment = arch.head, arch.train, arch.augment
+    return {
+        "head.pooling": head.pooling,
+        "head.dense_layers": len(head.dense),
+        "head.dropout": head.dropout,
+        "head.activation": head.activation,
+        **{f"train.{key}": getattr(train, key) for key in train.__dataclass_fields__},
+        **{f"augment.{key}": getattr(augment, key) for key in augment.__dataclass_fields__},
+    }
+
+
 class _ParamRecorder:
     """A stand-in trial that answers each question with the value found in a given architecture."""
 
-    def __init__(self, arch: Any, stages: list[dict[str, Any]]) -> None:
-        from cnnsearch.spec import ConvLayer
-
+    def __init__(self, answers: dict[str, Any]) -> None:
         self.params: dict[str, Any] = {}
-        convs = [layer for layer in arch.layers if isinstance(layer, ConvLayer)]
-        self.answers: dict[str, Any] = {"network.stages": len(stages)}
-        for index, stage in enumerate(stages, start=1):
-            for key, value in stage.items():
-                self.answers[f"stage{index}.{key}"] = value
-                self.answers.setdefault(f"network.{key}", value)
-        if convs:
-            self.answers["network.filters"] = convs[0].filters
-            if len(stages) > 1:
-                self.answers["network.width_multiplier"] = stages[1]["filters"] / stages[0]["filters"]
-        head, train, augment = arch.head, arch.train, arch.augment
-        self.answers.update(
-            {
-                "head.pooling": head.pooling,
-                "head.dense_layers": len(head.dense),
-                "head.dense_units": head.dense[0] if head.dense else 0,
-                "head.dropout": head.dropout,
-                "head.activation": head.activation,
-                **{f"train.{key}": getattr(train, key) for key in train.__dataclass_fields__},
-                **{f"augment.{key}": getattr(augment, key) for key in augment.__dataclass_fields__},
-            }
-        )
+        self.answers = answers
 
     def _answer(self, name: str) -> Any:
         if name not in self.answers:

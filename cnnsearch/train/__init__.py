@@ -1,6 +1,7 @@
 """Training one candidate: the result and control types (`result`), batches and the
 LightningModule (`module`), evaluation and latency (`evaluate`), resume checkpoints
-(`checkpoint`), `train_candidate` with its OOM retry (`loop`), and the one module that touches
+(`checkpoint`), `train_candidate` with its OOM retry (`loop`), the device's choices
+(channels-last, bf16 autocast, first micro-batch: `plan`), and the one module that touches
 private Lightning names (`lightning_private`).
 
 Knows model, data and spec. Must not know Optuna: pruning reaches it as a callback.
@@ -28,6 +29,9 @@ _EXPORTS = {
     "ResidentBatches": "module",
     "lr_factor": "module",
     "candidate_module_class": "module",
+    "DevicePlan": "plan",
+    "FLOAT32": "plan",
+    "plan_for": "plan",
     "TrialResult": "result",
     "StopTrial": "result",
     "TrialControl": "result",

@@ -1,5 +1,5 @@
-"""Owns scoring a network: accuracy on a whole resident split (one host sync), bf16 autocast on
-GPUs that have it, and the inference latency of one batch.
+"""Owns scoring a network: accuracy on a whole resident split (one host sync) and the inference
+latency of one batch, each with a training's `DevicePlan` (bf16 autocast, channels-last).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cnnsearch.data.device import DeviceData
+from cnnsearch.train.plan import DevicePlan, plan_for
 
 EVAL_BATCH = 1024  # images per evaluation batch at a trial's full training batch
 
@@ -26,29 +27,28 @@ def evaluate(
     images: torch.Tensor,
     labels: torch.Tensor,
     batch_size: int = EVAL_BATCH,
-    channels_last: bool = False,
+    plan: DevicePlan | None = None,
 ) -> float:
-    """Accuracy on a whole resident split (one host sync at the end)."""
+    """Accuracy on a whole resident split (one host sync at the end); `plan`: the device's by default."""
     if len(labels) == 0:
         return float("nan")
+    plan = plan or plan_for(labels.device)
     was_training = net.training
     net.eval()
     correct = torch.zeros((), dtype=torch.long, device=labels.device)
-    autocast = autocast_for(labels.device)
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), plan.autocast_context(labels.device):
         for start in range(0, len(labels), batch_size):
             batch = data.normalize(images[start : start + batch_size])
-            if channels_last:
+            if plan.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             correct += (net(batch).argmax(dim=1) == labels[start : start + batch_size]).sum()
     net.train(was_training)
     return correct.item() / len(labels)
 
 
-def autocast_for(device: torch.device):
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
+def autocast_for(device: torch.device) -> torch.autocast:
+    """The autocast of `device`'s default plan (bench/throughput.py times the trainer with it)."""
+    return plan_for(device).autocast_context(device)
 
 
 def measure_latency(
@@ -57,20 +57,21 @@ def measure_latency(
     *,
     batch_size: int,
     device: torch.device,
-    channels_last: bool = False,
+    plan: DevicePlan | None = None,
     repeats: int = 3,
 ) -> float:
     """Fastest of a few timed inference batches on the device, in ms (after a warm-up).
 
     The minimum, not the median: on a shared machine the other runs only ever add time.
     """
+    plan = plan or plan_for(device)
     was_training = net.training
     net.eval()
     batch = torch.zeros(batch_size, *input_shape, device=device)
-    if channels_last:
+    if plan.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     timings = []
-    with torch.no_grad(), autocast_for(device):
+    with torch.no_grad(), plan.autocast_context(device):
         for attempt in range(repeats + 1):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

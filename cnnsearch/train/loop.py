@@ -2,6 +2,9 @@
 Lightning, retry with micro-batches (gradient accumulation, same effective batch) after an
 out-of-memory error, and return a `TrialResult`. Never raises for a bad candidate.
 
+The device's choices (channels-last, bf16 autocast, the first micro-batch) come from one
+`DevicePlan` (`train.plan`), so each runs on the CPU too when a test forces it.
+
 The trainer is built for thousands of short trainings: data stays resident on the device as
 uint8, metrics stay on the device until an epoch ends, and Lightning's banners, progress bars,
 loggers and checkpoints are off.
@@ -24,11 +27,21 @@ from cnnsearch.train.checkpoint import load_checkpoint, write_checkpoint
 from cnnsearch.train.evaluate import measure_latency
 from cnnsearch.train.lightning_private import import_lightning
 from cnnsearch.train.module import ResidentBatches, candidate_module_class
+from cnnsearch.train.plan import DevicePlan, plan_for
 from cnnsearch.train.result import StopTrial, TrialControl, TrialResult
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
-    """`auto` picks CUDA when present, else CPU; anything else must exist here."""
+    """`auto` picks CUDA when present, else CPU; anything else must exist here.
+
+    Also checks CNNSEARCH_DEVICE_PLAN, so a bad value stops the command before anything trains.
+    """
+    device = _resolve_device(name)
+    plan_for(device)
+    return device
+
+
+def _resolve_device(name: str | None) -> torch.device:
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     from cnnsearch.errors import UserError
@@ -103,15 +116,20 @@ def train_candidate(
     control = control or TrialControl()
     input_shape, num_classes = data.input_shape, data.num_classes
     given = net is not None
-    if not given:
+    if given:
+        # A failed attempt may have stepped the weights and batch-norm statistics and drawn dropout
+        # masks: a retry starts again from this copy (weights only: a small share of memory).
+        start = _StartingPoint(net, data.train_y.device)
+    else:
         torch.manual_seed(control.seed)  # weights: reproducible from the trial's seed
         net, rejected = _build_checked(arch, input_shape, num_classes, max_params=max_params, max_flops=max_flops)
         if rejected is not None:
             return rejected
-    micro_batch = arch.train.batch_size
+    plan = plan_for(data.train_y.device, control.plan)
+    micro_batch = plan.first_micro_batch(arch.train.batch_size)  # a forced one runs the retry's path at once
     while True:
         try:
-            return _train_once(arch, data, control, micro_batch=micro_batch, net=net)
+            return _train_once(arch, data, control, plan=plan, micro_batch=micro_batch, net=net)
         except RuntimeError as error:  # torch.OutOfMemoryError is one
             if not is_out_of_memory(error):
                 raise
@@ -124,11 +142,29 @@ def train_candidate(
                     "oom", f"out of {where} memory even with micro-batches of 1 image (batch {arch.train.batch_size})"
                 )
             micro_batch //= 2  # same effective batch: gradients accumulate over the micro-batches
-            if not given:  # the failed attempt changed the weights: start again from the seed
+            if given:
+                start.restore(net)
+            else:  # the failed attempt changed the weights: start again from the seed
                 torch.manual_seed(control.seed)
                 net = build_model(arch, input_shape, num_classes)
         finally:
             _release_memory()
+
+
+class _StartingPoint:
+    """A given network's weights and the random state before its first attempt, on the CPU."""
+
+    def __init__(self, net: nn.Module, device: torch.device) -> None:
+        self.state = {key: value.detach().to("cpu", copy=True) for key, value in net.state_dict().items()}
+        self.device = device
+        self.torch_rng = torch.get_rng_state()  # dropout masks on the CPU
+        self.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def restore(self, net: nn.Module) -> None:
+        net.load_state_dict(self.state)
+        torch.set_rng_state(self.torch_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state(self.cuda_rng, self.device)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -140,11 +176,12 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def _train_once(
-    arch: Architecture, data: DeviceData, control: TrialControl, *, micro_batch: int, net: nn.Module
+    arch: Architecture, data: DeviceData, control: TrialControl, *, plan: DevicePlan, micro_batch: int, net: nn.Module
 ) -> TrialResult:
+    """One attempt at `micro_batch` images per forward/backward; the first attempt, or one after an OOM."""
     pl = import_lightning()
     device = data.train_y.device
-    channels_last = device.type == "cuda"
+    channels_last = plan.channels_last
     net = net.to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -157,7 +194,7 @@ def _train_once(
             data.input_shape,
             batch_size=min(micro_batch, 256),  # shrinks with an out-of-memory retry, as training does
             device=device,
-            channels_last=channels_last,
+            plan=plan,
         )
         measured["latency_ms"] = result.latency_ms
     if control.on_measured is not None:
@@ -203,7 +240,8 @@ def _train_once(
         total_steps=batches.steps * arch.train.epochs,
         start_epoch=start_epoch,
         resume_state=resume_state,
-        channels_last=channels_last,
+        plan=plan,
+        batches=batches,
         result=result,
         started=started,
     )

@@ -17,15 +17,21 @@ from cnnsearch.data.augment import augment_batch
 from cnnsearch.data.device import DeviceData
 from cnnsearch.spec import Architecture, TrainSettings
 from cnnsearch.train.checkpoint import checkpoint_state, write_checkpoint
-from cnnsearch.train.evaluate import autocast_for, eval_batch_size, evaluate
+from cnnsearch.train.evaluate import eval_batch_size, evaluate
 from cnnsearch.train.lightning_private import import_lightning
+from cnnsearch.train.plan import DevicePlan
 from cnnsearch.train.result import StopTrial, TrialControl, TrialResult
 
-NAN_CHECK_EVERY = 16  # steps between finite-loss checks (each one syncs with the device)
+NAN_CHECK_EVERY = 16  # optimiser steps between finite-loss checks (each one syncs with the device)
 
 
 class ResidentBatches:
-    """Shuffled, augmented batches sliced from uint8 tensors that live on the device."""
+    """Shuffled, augmented batches sliced from uint8 tensors that live on the device.
+
+    With a micro-batch below the batch, each optimiser step's batch is cut into
+    `micro_per_step` near-equal micro-batches (none above `micro_batch`), which Lightning
+    accumulates; `micro_weight` makes unequal ones count per image, as in the full batch.
+    """
 
     def __init__(
         self,
@@ -46,7 +52,8 @@ class ResidentBatches:
         # Whole optimiser steps only: a last batch of 1 image breaks batch norm.
         self.steps = max(1, count // batch_size)
         self.images_per_epoch = min(count, self.steps * batch_size)
-        self.micro_per_step = max(1, -(-batch_size // micro_batch))
+        self.step_images = max(1, self.images_per_epoch // self.steps)  # the batch, or all images when fewer
+        self.micro_per_step = max(1, -(-self.step_images // micro_batch))
 
     def __len__(self) -> int:
         return self.steps * self.micro_per_step
@@ -55,19 +62,28 @@ class ResidentBatches:
         data = self.data
         order = torch.randperm(len(data.train_y), generator=self.generator, device=data.train_y.device)
         order = order[: self.images_per_epoch]
-        for start in range(0, self.images_per_epoch, self.micro_batch):
-            index = order[start : start + self.micro_batch]
-            images = data.normalize(data.train_x[index])
-            images = augment_batch(
-                images,
-                translate=self.augment.translate,
-                flip=self.augment.flip,
-                cutout=self.augment.cutout,
-                generator=self.generator,
-            )
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, data.train_y[index]
+        for start in range(0, self.images_per_epoch, self.step_images):
+            for index in order[start : start + self.step_images].tensor_split(self.micro_per_step):
+                yield self._batch(index)
+
+    def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        data = self.data
+        images = data.normalize(data.train_x[index])
+        images = augment_batch(
+            images,
+            translate=self.augment.translate,
+            flip=self.augment.flip,
+            cutout=self.augment.cutout,
+            generator=self.generator,
+        )
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, data.train_y[index]
+
+    def micro_weight(self, images: int) -> float:
+        """The factor on a micro-batch's mean loss that makes the accumulated gradient the full
+        batch's mean: Lightning divides each by `micro_per_step`, so equal micro-batches get 1."""
+        return images * self.micro_per_step / self.step_images
 
 
 def lr_factor(step: int, total: int, settings: TrainSettings) -> float:
@@ -81,6 +97,23 @@ def lr_factor(step: int, total: int, settings: TrainSettings) -> float:
     if settings.schedule == "onecycle":
         return max(0.0, 1.0 - progress)  # linear decay to zero: a one-cycle triangle
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def step_loss(
+    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, plan: DevicePlan, label_smoothing: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, loss) of one micro-batch: the forward pass under the plan's autocast, the loss
+    in float32 outside it (bf16 logits would round the softmax and its gradient)."""
+    with plan.autocast_context(images.device):
+        logits = net(images)
+    return logits, F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+
+
+def nan_check_due(batch_index: int, micro_per_step: int) -> bool:
+    """Whether a micro-batch's loss is checked for NaN: the first micro-batch of every
+    NAN_CHECK_EVERY-th optimiser step of an epoch, however many micro-batches a step has."""
+    step, micro = divmod(batch_index, micro_per_step)
+    return micro == 0 and step % NAN_CHECK_EVERY == 0
 
 
 def _make_module_class():
@@ -99,7 +132,8 @@ def _make_module_class():
             total_steps: int,
             start_epoch: int,
             resume_state: dict | None,
-            channels_last: bool,
+            plan: DevicePlan,
+            batches: ResidentBatches,
             result: TrialResult,
             started: float,
         ) -> None:
@@ -111,7 +145,8 @@ def _make_module_class():
             self.total_steps = total_steps
             self.start_epoch = start_epoch
             self.resume_state = resume_state
-            self.channels_last = channels_last
+            self.plan = plan
+            self.batches = batches
             self.result = result
             self.started = started
             self.last_checkpoint = started  # time.monotonic() of the last resume checkpoint on disk
@@ -148,14 +183,17 @@ def _make_module_class():
 
         def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
             images, labels = batch
-            with autocast_for(images.device):
-                logits = self.net(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.arch.train.label_smoothing)
+            _, loss = step_loss(
+                self.net, images, labels, plan=self.plan, label_smoothing=self.arch.train.label_smoothing
+            )
+            batches = self.batches
+            if batches.micro_per_step > 1 and len(labels) * batches.micro_per_step != batches.step_images:
+                loss = loss * batches.micro_weight(len(labels))  # unequal micro-batches count per image
             detached = loss.detach()
             self.loss_sum += detached
             self.loss_steps += 1
             control = self.control
-            if self.loss_steps % NAN_CHECK_EVERY == 1 and not torch.isfinite(detached):
+            if nan_check_due(batch_index, batches.micro_per_step) and not torch.isfinite(detached):
                 raise StopTrial(
                     "nan",
                     f"the training loss became {detached.item()} at epoch "
@@ -183,6 +221,8 @@ def _make_module_class():
             result.train_loss.append(mean_loss)
             result.epochs_run = epoch
             control = self.control
+            if control.on_epoch_end is not None:
+                control.on_epoch_end(epoch, mean_loss)
             if control.validate:
                 accuracy = evaluate(
                     self.net,
@@ -192,7 +232,7 @@ def _make_module_class():
                     batch_size=eval_batch_size(
                         result.micro_batch or self.arch.train.batch_size, self.arch.train.batch_size
                     ),
-                    channels_last=self.channels_last,
+                    plan=self.plan,
                 )
                 if not result.val_acc or accuracy > max(result.val_acc):
                     # The leaderboard ranks by the best epoch, so the kept weights are that epoch's.

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from torch import nn
 
+from cnnsearch.train.plan import DevicePlan
+
 
 @dataclass
 class TrialResult:
@@ -87,3 +89,5 @@ class TrialControl:
     checkpoint_every_s: float = 0.0  # seconds of training between two resume checkpoints; 0: every epoch
     measure_latency: bool = True  # False when no objective needs it: it costs ~3% of a short trial
     validate: bool = True  # False for a final retrain: no validation split is used
+    on_epoch_end: Callable[[int, float], None] | None = None  # (epoch, mean training loss): a progress bar
+    plan: DevicePlan | None = None  # channels-last, autocast, first micro-batch; None: the device's (train.plan)

@@ -143,7 +143,7 @@ def test_missing_file_and_bad_input_shape_exit_2_with_one_line(tmp_path: Path) -
         ["space", "show", str(tmp_path)],
         ["space", "sample", tiny, "--input", "28x28"],
     )
-    hint = "pass an existing .toml file or a shipped space: default, tiny, cifar"
+    hint = "pass an existing .toml file or a shipped space: default, tiny, cifar, sequence"
     assert not_found.returncode == 2
     assert not_found.stderr.splitlines() == [f"error: space file not found: {missing}; {hint}"]
     assert directory.returncode == 2

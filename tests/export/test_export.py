@@ -181,15 +181,26 @@ def test_export_writes_verified_files(exported, search_run: RunDir, digits) -> N
     study = search_run.load_study()
     best = max(study.get_trials(), key=lambda t: (t.user_attrs["best_val_acc"], -t.number))
     assert result.trial == best.number
-    assert meta["retrain_epochs"] == best.user_attrs["best_epoch"]
+    # The final training is longer than the search's: 3x its epochs by default.
+    assert meta["retrain_epochs"] == 3 * best.user_attrs["epochs_run"] == 6
+    assert meta["final_schedule"] == "3x the search's 2 epochs" and meta["search_epochs"] == 2
+    assert meta["val_accuracy"] == best.user_attrs["best_val_acc"], "the search's figure beside the final one"
 
     records = json.loads((search_run.path / "exports.json").read_text())
     mine = [record for record in records if record["out"] == str(out.resolve())]
     assert len(mine) == 1 and mine[0]["test_accuracy"] == meta["test_accuracy"]
 
     lines = result.summary_lines()
-    assert lines[0] == f"trial {result.trial} {meta['compact']}"
-    assert f"test accuracy {meta['test_accuracy']:.2%} on 360 images (evaluated once)" in lines
+    assert lines[0] == f"chose {meta['chosen_because']}" and lines[0].startswith(f"chose trial {result.trial}: ")
+    assert lines[1] == f"trial {result.trial} {meta['compact']}"
+    assert (
+        f"search validation accuracy {meta['val_accuracy']:.2%} -> final test accuracy {meta['test_accuracy']:.2%} "
+        "on 360 images (evaluated once)"
+    ) in lines
+    assert (
+        f"final training: 6 epochs (3x the search's 2 epochs) on train+validation (1437 images), seed {result.seed}"
+        in lines
+    )
     assert any(line.startswith("onnx: max |diff| ") for line in lines)
     assert any("evaluated once" in message for message in messages)
 
@@ -214,7 +225,7 @@ def test_export_refuses_a_used_folder_and_force_replaces_old_files(search_run: R
     assert saved.keys() == payload["state_dict"].keys()
     assert all(torch.equal(saved[key], payload["state_dict"][key]) for key in saved)
     assert meta["test_accuracy"] > 0.3  # 2 epochs on the train split only
-    assert result.summary_lines()[1].startswith("the search's weights, not retrained")
+    assert result.summary_lines()[2].startswith("the search's weights, not retrained")
 
 
 def test_export_rejects_bad_arguments_before_writing(search_run: RunDir, tmp_path: Path) -> None:
@@ -232,10 +243,10 @@ def test_export_rejects_bad_arguments_before_writing(search_run: RunDir, tmp_pat
         export_run(RunDir(search_run.runs_dir, "nope"), out=out, device="cpu")
     with pytest.raises(UserError, match="--top chooses among the best trials"):
         export_run(search_run, out=out, trial="1", top=2, device="cpu")
-    for option, value in (("top", 0), ("seeds", 0), ("retrain_epochs", 0)):
+    for option, flag in (("top", "--top"), ("seeds", "--seeds"), ("retrain_epochs", "--final-epochs")):
         with pytest.raises(UserError) as caught:
-            export_run(search_run, out=out, device="cpu", **{option: value})
-        assert str(caught.value) == f"--{option.replace('_', '-')} must be at least 1, but got 0"
+            export_run(search_run, out=out, device="cpu", **{option: 0})
+        assert str(caught.value) == f"{flag} must be at least 1, but got 0"
     assert not out.exists()
 
 

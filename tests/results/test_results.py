@@ -170,7 +170,7 @@ def test_sort_and_cut(small):
     with pytest.raises(UserError) as caught:
         report.sort_and_cut(frame, sort="parms", top=None)
     message = str(caught.value)
-    assert "valid columns: rank, trial, state, val_acc, params" in message
+    assert "valid columns: rank, trial, state, val_acc, val_ci, tied, params" in message
     assert "did you mean 'params'?" in message
     with pytest.raises(UserError) as caught:
         report.sort_and_cut(frame, sort=None, top=0)

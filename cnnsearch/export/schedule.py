@@ -1,0 +1,140 @@
+"""Owns the final model's schedule: how many epochs the chosen architecture trains on
+train+validation, and the progress it reports while it trains.
+
+A search trains thousands of candidates briefly; the final model is one network, so by default
+it trains DEFAULT_FINAL_FACTOR times the search's epochs (its one-cycle schedule stretched, not
+repeated). `--final-epochs N` names the epochs; `--final-budget 5m` fits them to a time, from
+the trial's own measured seconds per epoch scaled to the larger training set.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cnnsearch.errors import UserError
+from cnnsearch.outcomes import TrialRecord
+
+DEFAULT_FINAL_FACTOR = 3  # final epochs = this x the search's epochs, by default
+FINAL_SHARE = 0.3  # `search --timeout T --export DIR`: the share of T kept for the final model
+FINAL_MARGIN_S = 10.0  # of that share, kept for testing once and writing the model files
+MAX_BUDGET_FACTOR = 10  # --final-budget trains at most this x the search's epochs (more rarely helps)
+
+
+@dataclass(frozen=True)
+class FinalSchedule:
+    """The final training's epochs and why."""
+
+    epochs: int
+    why: str  # e.g. "3x the search's 8 epochs"
+    predicted_s: float | None = None  # predicted seconds of the whole final training; None: unknown
+
+
+@dataclass(frozen=True)
+class FinalProgress:
+    """One finished epoch of the final training, for a progress bar."""
+
+    epoch: int
+    epochs: int
+    loss: float  # mean training loss of the epoch
+    elapsed_s: float
+    left_s: float  # at the pace so far
+
+
+def final_schedule(
+    *,
+    search_epochs: int,
+    final_epochs: int | None,
+    final_budget_s: float | None,
+    search_epoch_s: float | None,
+    search_images: int,
+    final_images: int,
+) -> FinalSchedule:
+    """The schedule of the final training; UserError when --final-budget cannot be met or judged.
+
+    `search_epoch_s` is the trial's measured seconds per epoch on `search_images` training images
+    (it includes the validation pass, which the final training does not run: a safe overestimate).
+    """
+    if final_epochs is not None and final_budget_s is not None:
+        raise UserError("--final-epochs and --final-budget both set the final schedule; pass only one of them")
+    if final_epochs is not None and final_epochs < 1:
+        raise UserError(f"--final-epochs must be at least 1, but got {final_epochs}")
+    epoch_s = None
+    if search_epoch_s is not None and search_epoch_s > 0 and search_images > 0:
+        epoch_s = search_epoch_s * final_images / search_images
+    if final_epochs is not None:
+        return FinalSchedule(final_epochs, f"--final-epochs {final_epochs}", _times(epoch_s, final_epochs))
+    if final_budget_s is None:
+        epochs = DEFAULT_FINAL_FACTOR * search_epochs
+        return FinalSchedule(
+            epochs, f"{DEFAULT_FINAL_FACTOR}x the search's {search_epochs} epochs", _times(epoch_s, epochs)
+        )
+    if epoch_s is None:
+        raise UserError(
+            "--final-budget needs the trial's measured time per epoch, which this trial does not have; "
+            "pass --final-epochs instead"
+        )
+    fitting = math.floor(final_budget_s / epoch_s)
+    if fitting < 1:
+        raise UserError(
+            f"--final-budget {final_budget_s:g} s is shorter than one epoch of the final training "
+            f"(~{epoch_s:.0f} s on {final_images} images); give at least {math.ceil(epoch_s)} s or pass --final-epochs"
+        )
+    cap = MAX_BUDGET_FACTOR * search_epochs
+    epochs = min(fitting, cap)
+    why = f"fits --final-budget {final_budget_s:g} s at ~{epoch_s:.1f} s per epoch"
+    if epochs == cap and fitting > cap:
+        why += f" (capped at {MAX_BUDGET_FACTOR}x the search's {search_epochs} epochs)"
+    return FinalSchedule(epochs, why, _times(epoch_s, epochs))
+
+
+def _times(epoch_s: float | None, epochs: int) -> float | None:
+    return None if epoch_s is None else epoch_s * epochs
+
+
+def schedule_for_trial(
+    info: Any,
+    trials: Sequence[Any],
+    chosen: Any,
+    final_epochs: int | None,
+    final_budget_s: float | None,
+    final_images: int,
+) -> FinalSchedule:
+    """The chosen trial's final schedule (`chosen`: export.choose's candidate; `info`: the run's
+    RunInfo), from the trial's own measured time per epoch in the search."""
+    timed = TrialRecord.of(trials[chosen.weights_trial]) if chosen.weights_trial < len(trials) else None
+    epoch_s = None
+    if timed is not None and timed.train_seconds and timed.epochs_run:
+        epoch_s = timed.train_seconds / timed.epochs_run
+    return final_schedule(
+        search_epochs=chosen.arch.train.epochs,
+        final_epochs=final_epochs,
+        final_budget_s=final_budget_s,
+        search_epoch_s=epoch_s,
+        search_images=int(info.split_sizes.get("train") or 0),
+        final_images=final_images,
+    )
+
+
+def progress_reporter(
+    epochs: int, on_progress: Callable[[FinalProgress], None] | None
+) -> Callable[[int, float], None] | None:
+    """TrialControl's per-epoch hook, turned into FinalProgress with the time left at the pace so far."""
+    if on_progress is None:
+        return None
+    started = time.monotonic()
+
+    def report(epoch: int, loss: float) -> None:
+        elapsed = time.monotonic() - started
+        on_progress(FinalProgress(epoch, epochs, loss, elapsed, elapsed / max(1, epoch) * (epochs - epoch)))
+
+    return report
+
+
+def split_budget(total_s: float) -> tuple[float, float]:
+    """`search --timeout T --export DIR`: (seconds for the search, seconds kept for the final model)."""
+    final = FINAL_SHARE * total_s
+    return total_s - final, final

@@ -1,0 +1,94 @@
+"""bench/versus.py's plumbing: the contender table and its flags, the images it gives the peer,
+the race to the baseline's best, and the peer script itself on a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, TINY_SPACE, cli_env  # tests/ is on sys.path (conftest.py's folder)
+
+sys.path.insert(0, str(ROOT / "bench"))
+import versus  # noqa: E402
+from versus_run import Result  # noqa: E402
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_contender_flags_extend_the_table_or_add_a_cnnsearch_contender() -> None:
+    chosen = versus.parse_contenders(
+        "cnnsearch,peer", ["peer=--epochs 3", "seq=--space search_spaces/sequence.toml --epochs 4"]
+    )
+    assert [(c.name, c.kind, c.args) for c in chosen] == [
+        ("cnnsearch", "cnnsearch", ()),
+        ("peer", "peer", ("--epochs", "3")),
+        ("seq", "cnnsearch", ("--space", "search_spaces/sequence.toml", "--epochs", "4")),
+    ]
+    random = versus.parse_contenders("cnnsearch-random", ["cnnsearch-random=--epochs 2"])[0]
+    assert random.args == ("--sampler", "random", "--pruner", "none", "--epochs", "2")
+
+
+@pytest.mark.parametrize(
+    ("names", "extras", "message"),
+    [
+        ("cnnsearch,nope", [], "unknown contender(s) nope; known: cnnsearch, cnnsearch-random, peer"),
+        ("cnnsearch", ["gp --sampler gp"], "--contender 'gp --sampler gp': write NAME=ARGS"),
+    ],
+)
+def test_bad_contenders_are_refused(names: str, extras: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        versus.parse_contenders(names, extras)
+    assert str(stop.value).startswith(message)
+
+
+def test_time_to_the_baseline_best_and_the_summary() -> None:
+    base = Result("cnnsearch-random", 0, 100, wall_s=100, events=[(30, 0.80), (90, 0.85)], trial_s=80, cut_s=0)
+    fast = Result("cnnsearch", 0, 100, wall_s=115, events=[(10, 0.70), (20, 0.86), (50, 0.90)], trial_s=80, cut_s=20)
+    slow = Result("peer", 0, 100, wall_s=100, events=[(40, 0.84)])
+    assert fast.time_to(base.final_best) == 20 and math.isinf(slow.time_to(base.final_best))
+    assert fast.over and not base.over and fast.cut_share == 0.25
+    contenders = versus.parse_contenders("cnnsearch,cnnsearch-random,peer", [])
+    rows = {row["contender"]: row for row in versus.summarise(contenders, [base, fast, slow], "cnnsearch-random")}
+    assert rows["cnnsearch"]["ratio"] == pytest.approx(20 / 90)
+    assert rows["cnnsearch-random"]["ratio"] == 1 and math.isinf(rows["peer"]["time_to_base_s"])
+    assert rows["cnnsearch"]["over"] == 1
+
+
+def test_the_peer_gets_the_images_of_cnnsearch_subset_and_split(tmp_path: Path) -> None:
+    from cnnsearch.data.load import load_dataset_cached
+    from cnnsearch.search.settings import SearchSettings
+    from cnnsearch.search.setup import prepare_run
+
+    dataset = load_dataset_cached("digits")
+    train, val = versus.cnnsearch_images(dataset, 300, 1)
+    assert len(train) + len(val) == 300 and not set(train) & set(val)
+    settings = SearchSettings(
+        name="sub", space=str(TINY_SPACE), data="digits", subset=300, runs_dir=str(tmp_path / "runs"), seed=1
+    )
+    prepare_run(settings)  # a real run's subset and split, nothing trained
+    pool = np.sort(np.concatenate([train, val]))
+    assert versus.run_split_matches(tmp_path, "sub", train, val, pool) is True
+    assert versus.run_split_matches(tmp_path, "sub", val, train, pool) is False
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_the_peer_searches_retrains_and_saves_a_torchscript_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    indices = tmp_path / "images.npz"
+    np.savez(indices, train=np.sort(rng.choice(30_000, 200, replace=False)), val=np.arange(30_000, 30_100))
+    command = [sys.executable, str(ROOT / "bench" / "peers" / "optuna_lightning.py"), "--budget", "1"]
+    command += ["--epochs", "1", "--indices", str(indices), "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=cli_env(), cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "peer.json").read_text())
+    assert summary["trials_finished"] == 1 and summary["train_images"] == 200 and summary["val_images"] == 100
+    import torch
+
+    model = torch.jit.load(summary["model"])
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert sum(p.numel() for p in model.parameters()) == summary["params"]

@@ -1,0 +1,117 @@
+"""The final model's schedule: --final-epochs, --final-budget, the default, and `search --export`
+that fits search and final training into one --timeout. Real CLI, real digits trainings."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY_SPACE, load_study, run_cli
+
+from cnnsearch.errors import UserError
+from cnnsearch.export.schedule import DEFAULT_FINAL_FACTOR, MAX_BUDGET_FACTOR, final_schedule, split_budget
+
+
+def _schedule(**given: object):
+    settings: dict[str, object] = {
+        "search_epochs": 4,
+        "final_epochs": None,
+        "final_budget_s": None,
+        "search_epoch_s": 2.0,
+        "search_images": 800,
+        "final_images": 1000,
+    }
+    settings.update(given)
+    return final_schedule(**settings)  # type: ignore[arg-type]
+
+
+def test_the_schedule_rules() -> None:
+    assert _schedule().epochs == DEFAULT_FINAL_FACTOR * 4
+    assert _schedule().predicted_s == pytest.approx(12 * 2.5)  # 2 s per epoch on 800 images -> 2.5 s on 1000
+    assert _schedule(final_epochs=7).epochs == 7
+    budget = _schedule(final_budget_s=26.0)
+    assert budget.epochs == 10 and budget.why == "fits --final-budget 26 s at ~2.5 s per epoch"
+    capped = _schedule(final_budget_s=1000.0)
+    assert capped.epochs == MAX_BUDGET_FACTOR * 4 and "capped at 10x the search's 4 epochs" in capped.why
+    with pytest.raises(UserError, match="shorter than one epoch of the final training"):
+        _schedule(final_budget_s=1.0)
+    with pytest.raises(UserError, match="pass only one of them"):
+        _schedule(final_budget_s=10.0, final_epochs=3)
+    with pytest.raises(UserError, match="measured time per epoch"):
+        _schedule(final_budget_s=10.0, search_epoch_s=None)
+    search, final = split_budget(600)
+    assert search + final == 600 and 0 < final < search
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    result = run_cli(
+        "search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "f", "--runs-dir", str(runs),
+        "--trials", "2", "--epochs", "1", "--device", "cpu", "--pruner", "none",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return runs
+
+
+def test_export_trains_the_asked_epochs_and_records_both_accuracies(small_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    result = run_cli("export", "f", "--runs-dir", str(small_run), "--out", str(out), "--final-epochs", "3")
+    assert result.returncode == 0, result.stderr
+    # Not a terminal: one progress line per epoch, with the loss and the time left.
+    progress = [line for line in result.stderr.splitlines() if line.startswith("final training epoch")]
+    assert [line.split()[3] for line in progress] == ["1/3", "2/3", "3/3"], result.stderr
+    assert all(" loss " in line and " left ~" in line for line in progress)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["retrain_epochs"] == 3 and meta["final_schedule"] == "--final-epochs 3"
+    assert 0 < meta["val_accuracy"] <= 1 and 0 < meta["test_accuracy"] <= 1
+    assert (
+        f"search validation accuracy {meta['val_accuracy']:.2%} -> final test accuracy {meta['test_accuracy']:.2%}"
+        in result.stdout
+    )
+    # The report shows them side by side.
+    report = run_cli("report", "f", "--runs-dir", str(small_run))
+    assert report.returncode == 0, report.stderr
+    html = (small_run / "f" / "report.html").read_text()
+    assert "search validation accuracy" in html and "after a final training of 3 epochs" in html
+
+
+def test_bad_final_schedules_are_refused_before_training(small_run: Path, tmp_path: Path) -> None:
+    cases = [
+        (["--final-epochs", "3", "--final-budget", "1m"], "pass only one of them"),
+        (["--final-epochs", "0"], "--final-epochs must be at least 1, but got 0"),
+        (["--final-budget", "soon"], "--final-budget soon: cannot read the duration"),
+        (["--final-budget", "1m", "--no-retrain"], "--final-budget has no effect with --no-retrain"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "never"
+        result = run_cli("export", "f", "--runs-dir", str(small_run), "--out", str(out), *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert not out.exists()
+
+
+def test_search_export_fits_search_and_final_model_in_one_timeout(tmp_path: Path) -> None:
+    runs, out = tmp_path / "runs", tmp_path / "best"
+    started = time.monotonic()
+    result = run_cli(
+        "search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "e", "--runs-dir", str(runs),
+        "--timeout", "40s", "--epochs", "2", "--device", "cpu", "--export", str(out),
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "exporting the best model of run 'e'" in result.stderr
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["run"] == "e" and 0 < meta["test_accuracy"] <= 1
+    # The final training took what the search left: a budget, or the search's weights when too short.
+    assert meta["final_schedule"].startswith("fits --final-budget") or meta["retrained"] is False, meta
+    # The search stopped at its share of the budget (30% kept): its trials all began before 28 s.
+    trials = load_study(runs, "e").trials
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    assert len(starts) >= 2 and (max(starts) - min(starts)).total_seconds() < 28
+    assert elapsed < 40 + 30, "the whole job ends near its budget (start-up and the test pass aside)"
+    # A used folder is refused before anything runs.
+    again = run_cli("search", "--name", "e", "--runs-dir", str(runs), "--timeout", "10s", "--export", str(out))
+    assert again.returncode == 2 and f"{out} exists" in again.stderr

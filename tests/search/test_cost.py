@@ -1,0 +1,191 @@
+"""The cost model and the budget rule: predictions held against real digits trainings, and
+candidates the time left cannot afford ending PRUNED as `too_slow` in a real search."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from conftest import run_cli
+from test_search import _library_search, write_space
+
+from cnnsearch.outcomes import TrialRecord
+from cnnsearch.search.cost import (
+    FIRST_RUNG_SHARE,
+    CostFeatures,
+    CostModel,
+    Observation,
+    first_rung_epochs,
+    judge_budget,
+)
+from cnnsearch.search.progress import counted_trials
+from cnnsearch.search.worker import WorkerLoop
+
+STATES = optuna.trial.TrialState
+
+
+def _features(rng: random.Random) -> CostFeatures:
+    return CostFeatures(
+        flops=rng.uniform(1e5, 5e7),
+        params=rng.uniform(1e3, 1e6),
+        train_images=rng.choice([1000, 5000, 10_000]),
+        val_images=1000,
+        batch_size=rng.choice([32, 64, 128]),
+    )
+
+
+def test_the_fit_recovers_a_known_linear_cost() -> None:
+    # A reference device: 50 GFLOP/s of work, 3 ms per step, 2e-8 s per parameter-step, 0.1 s per epoch.
+    truth = (1 / 50e9, 3e-3, 2e-8, 0.1)
+    rng = random.Random(0)
+    observed = []
+    for _ in range(8):
+        features = _features(rng)
+        seconds = sum(c * t for c, t in zip(truth, features.terms(), strict=True))
+        observed.append(Observation(features, seconds * rng.uniform(0.9, 1.1)))  # 10% timing noise
+    model = CostModel(observed)
+    errors = []
+    for _ in range(50):
+        features = _features(rng)
+        actual = sum(c * t for c, t in zip(truth, features.terms(), strict=True))
+        predicted = model.predict(features)
+        assert predicted is not None
+        errors.append(predicted / actual)
+    assert 0.8 < statistics.median(errors) < 1.25
+    assert all(0.5 < error < 2 for error in errors), sorted(errors)[:: len(errors) // 5]
+
+
+def test_nothing_is_predicted_before_a_trial_has_trained() -> None:
+    assert CostModel([]).predict(_features(random.Random(1))) is None
+    # ... and with one observation its own cost comes back.
+    features = _features(random.Random(2))
+    assert CostModel([Observation(features, 4.0)]).predict(features) == pytest.approx(4.0)
+
+
+def test_the_budget_rule() -> None:
+    # No budget: nothing is refused, however slow.
+    assert not judge_budget(1e6, epochs=8, first_rung=1, time_left_s=None, budget_s=None).refused
+    # A first rung over its share of the budget is refused, with the prediction in the reason.
+    slow = judge_budget(70.0, epochs=8, first_rung=1, time_left_s=600, budget_s=600)
+    assert "predicted 70 s to its first rung (epoch 1)" in slow.refused and "10% of the 10.0 min budget" in slow.refused
+    assert not judge_budget(FIRST_RUNG_SHARE * 600 - 1, epochs=1, first_rung=1, time_left_s=600, budget_s=600).refused
+    # In a budget so small that every candidate is over the share, those about as cheap as the fastest still train.
+    assert not judge_budget(70.0, epochs=1, first_rung=1, time_left_s=600, budget_s=600, fastest_epoch_s=40).refused
+    assert judge_budget(70.0, epochs=1, first_rung=1, time_left_s=600, budget_s=600, fastest_epoch_s=30).refused
+    # A whole schedule that cannot finish in the time left is refused.
+    late = judge_budget(20.0, epochs=8, first_rung=1, time_left_s=100, budget_s=600)
+    assert "predicted 2.7 min for its 8 epochs, more than the 1.7 min left" in late.refused
+    assert first_rung_epochs("asha", 8) == 1 and first_rung_epochs("median", 8) == 2
+    assert first_rung_epochs("none", 8) == 8
+
+
+def test_predictions_land_within_a_factor_of_two_on_digits(tmp_path: Path) -> None:
+    # A space of networks from ~0.1 to ~20 MFLOPs per image, batch sizes 32-128: epoch times differ ~10x.
+    space = write_space(
+        tmp_path / "costs.toml",
+        network__stages="[1, 2]",
+        network__filters="[8, 32, 64]",
+        stage__convs="[1, 2]",
+        stage__pool="[true, false]",
+        train__batch_size="[32, 128]",
+        train__epochs="2",
+    )
+    run, info, loaded = _library_search(tmp_path, space, 7, sampler="random", pruner="none")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # steadier timings on a shared machine
+    try:
+        WorkerLoop(run, info, loaded, target=7, device="cpu").run_loop()
+    finally:
+        torch.set_num_threads(threads)
+    trials = sorted(run.load_study().trials, key=lambda t: t.number)
+    records = [TrialRecord.of(t) for t in trials]
+    assert records[0].predicted_epoch_s is None, "the first trial seeds the model"
+    ratios = [
+        record.predicted_epoch_s / (record.train_seconds / record.epochs_run)
+        for record in records[3:]
+        if record.outcome == "complete" and record.predicted_epoch_s is not None and record.epochs_run
+    ]
+    assert len(ratios) >= 3, [r.outcome for r in records]
+    within = [0.5 <= ratio <= 2.0 for ratio in ratios]
+    assert sum(within) >= len(ratios) - 1, ratios  # one outlier allowed: the machine is shared
+    assert 0.67 <= statistics.median(ratios) <= 1.5, ratios
+
+
+def test_a_candidate_too_slow_for_the_time_left_ends_too_slow(tmp_path: Path) -> None:
+    # A tiny network first (it seeds the cost model), then one ~1,000x heavier: 6 convs of 256 filters
+    # at 8x8, far over a first rung's share of a 40 s budget.
+    space = write_space(
+        tmp_path / "slow.toml",
+        network__stages="[1, 3]",
+        network__filters="[8, 256]",
+        network__width_multiplier="1.0",
+        stage__convs="[1, 2]",
+        stage__pool="false",
+        train__epochs="1",
+        constraints__max_flops="10_000_000_000",
+    )
+    run, info, loaded = _library_search(tmp_path, space, 3, sampler="random", pruner="none", timeout_s=40.0)
+    study = run.load_study()
+    study.enqueue_trial({"network.stages": 1, "network.filters": 8, "stage1.convs": 1})
+    heavy = {"network.stages": 3, "network.filters": 256, "stage1.convs": 2, "stage2.convs": 2, "stage3.convs": 2}
+    study.enqueue_trial(heavy)
+    study.enqueue_trial({"network.stages": 1, "network.filters": 8, "stage1.convs": 2})
+    started = time.monotonic()
+    WorkerLoop(run, info, loaded, target=3, deadline=started + 40.0, device="cpu").run_loop()
+    assert time.monotonic() - started < 30, "the heavy candidate must not have trained"
+    trials = sorted(run.load_study().trials, key=lambda t: t.number)
+    outcomes = [TrialRecord.of(t).outcome for t in trials]
+    assert outcomes[:3] == ["complete", "too_slow", "complete"], outcomes
+    slow = trials[1]
+    record = TrialRecord.of(slow)
+    assert slow.state == STATES.PRUNED, "PRUNED: the sampler learns to leave the region"
+    assert record.epochs_run in (None, 0) and record.predicted_epoch_s is not None
+    assert record.predicted_epoch_s > FIRST_RUNG_SHARE * 40
+    assert record.reason.startswith("predicted ") and "to its first rung (epoch 1), more than 10% of" in record.reason
+    assert record.flops and record.flops > 1e8, "its costs are recorded"
+    # A too_slow candidate never trained: it does not count toward --trials, so three others ran.
+    assert len(counted_trials(run.load_study())) == 3
+    assert all(o in ("complete", "too_slow") for o in outcomes) and len(trials) == 3 + outcomes.count("too_slow")
+    # No trial that trained was predicted unable to finish its first rung.
+    for trial in trials:
+        other = TrialRecord.of(trial)
+        if other.outcome == "complete" and other.predicted_epoch_s is not None:
+            assert other.predicted_epoch_s <= FIRST_RUNG_SHARE * 40
+
+
+def test_too_slow_is_said_by_the_cli(tmp_path: Path) -> None:
+    from cnnsearch.space.parse import load_space
+
+    space = write_space(
+        tmp_path / "slow.toml",
+        network__stages="[1, 3]",
+        network__filters="[8, 256]",
+        network__width_multiplier="1.0",
+        stage__convs="2",
+        stage__pool="false",
+        train__epochs="1",
+        constraints__max_flops="10_000_000_000",
+    )
+    loaded = load_space(space)
+    files = []
+    for index, (stages, filters) in enumerate([(1, 8), (3, 256)]):
+        arch = loaded.sample(optuna.trial.FixedTrial({"network.stages": stages, "network.filters": filters}))
+        path = tmp_path / f"arch{index}.json"
+        path.write_text(arch.to_json())
+        files += ["--enqueue", str(path)]
+    runs = tmp_path / "runs"
+    result = run_cli(
+        "search", "--space", str(space), "--data", "digits", "--name", "s", "--runs-dir", str(runs),
+        "--trials", "2", "--timeout", "40s", "--sampler", "random", "--pruner", "none", *files,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "trial 1 too_slow (predicted" in result.stdout + result.stderr
+    assert "to its first rung (epoch 1), more than 10% of the 40 s budget" in result.stdout + result.stderr
+    board = run_cli("leaderboard", "s", "--runs-dir", str(runs), "--all")
+    assert board.returncode == 0, board.stderr
+    assert "too slow" in board.stdout and "predicted" in board.stdout
