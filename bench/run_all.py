@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ("startup", "scale", "throughput", "overhead", "workers", "search_efficiency")  # cheapest first
+SCRIPTS = (
+    "startup",
+    "scale",
+    "swarm_settings",
+    "throughput",
+    "overhead",
+    "workers",
+    "search_efficiency",
+)  # cheapest first
 # Extra arguments per script and mode; every script also understands --quick itself.
 MODES = {
     "quick": {name: ["--quick"] for name in SCRIPTS},
@@ -26,6 +34,7 @@ MODES = {
     "full": {
         "startup": ["--rounds", "9"],
         "scale": ["--repeats", "5"],
+        "swarm_settings": ["--seeds", "60"],
         "throughput": ["--full"],
         "overhead": ["--trials", "40"],
         "workers": ["--rounds", "3"],

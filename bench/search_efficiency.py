@@ -49,6 +49,11 @@ METHODS = {
     "tpe+hyperband": ("tpe", "hyperband", ("accuracy",)),
     "tpe+asha": ("tpe", "asha", ("accuracy",)),
     "random": ("random", "none", ("accuracy",)),
+    # The samplers of the head-to-head (issue 16), each with the default pruner.
+    "random+asha": ("random", "asha", ("accuracy",)),
+    "gp+asha": ("gp", "asha", ("accuracy",)),
+    "cmaes+asha": ("cmaes", "asha", ("accuracy",)),
+    "pso+asha": ("pso", "asha", ("accuracy",)),
     "tpe+pareto-prune": ("tpe", "hyperband", ("accuracy", "params")),  # 2 objectives: pareto_prune
     "nsga2": ("nsga2", "none", ("accuracy", "params")),
 }

@@ -23,14 +23,11 @@ from cnnsearch.cli.app import (
     out,
     runs_flag,
 )
+from cnnsearch.cli.help import EXPORT_HELP, SAMPLER_HELP
 from cnnsearch.errors import DiskFull, UserError, is_disk_full
 from cnnsearch.run.folder import RunDir
 from cnnsearch.search.strategies import PRUNERS, SAMPLERS
 
-EXPORT_HELP = (
-    "When the search ends, export its best model to this folder. With --timeout the whole job fits the budget: "
-    "30% of it is kept for the final training (as many epochs as fit, up to 10x the search's)."
-)
 # The choices come from the library's tables: a sampler added there is offered here.
 Sampler = Enum("Sampler", {name: name for name in SAMPLERS}, type=str)  # type: ignore[misc]
 Pruner = Enum("Pruner", {name: name for name in PRUNERS}, type=str)  # type: ignore[misc]
@@ -79,12 +76,7 @@ def search(
         Sampler | None,
         typer.Option(
             "--sampler",
-            help="How candidates are proposed. tpe (default): models every parameter, conditional ones "
-            "included, after 8 random trials. random: no model. nsga2: genetic, for Pareto searches. "
-            "gp: 10 random trials, then a Gaussian process over the parameters every candidate has; "
-            "the extra stages' parameters stay random. cmaes: models the numeric ranges only; every choice "
-            "and per-stage parameter falls back to random sampling, so on these spaces it searches the "
-            "architecture at random. Fallback warnings go to runs/NAME/search.log.",
+            help=SAMPLER_HELP,
         ),
     ] = None,
     pruner: Annotated[

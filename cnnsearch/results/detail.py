@@ -47,7 +47,7 @@ def trial_detail(run: RunDir, number: int, *, study: Any = None) -> Group:
         parts.append(_settings_table("training", dataclasses.asdict(arch.train)))
         parts.append(_settings_table("augmentation", dataclasses.asdict(arch.augment)))
     if trial.params:
-        parts.append(_settings_table("searched values", dict(trial.params)))
+        parts += _searched_values(run, info, dict(trial.params))
     if fact.curve:
         chart = text_chart(fact.curve)
         parts.append(Text("validation accuracy by epoch", style="bold"))
@@ -150,6 +150,26 @@ def _layers_table(arch: Architecture, info: RunInfo) -> RenderableType:
             Text(f"{row.params:,}"),
         )
     return table
+
+
+def _searched_values(run: RunDir, info: RunInfo, params: dict[str, Any]) -> list[RenderableType]:
+    """The searched values the network uses; those it does not (drawn by the flat encoding for a
+    relative sampler) in a line of their own."""
+    from cnnsearch.errors import UserError
+    from cnnsearch.space.flat import active_params
+    from cnnsearch.space.parse import load_space
+
+    try:
+        active = active_params(load_space(run.space_file), params, epochs=info.epochs)
+    except UserError:  # a damaged space.toml: show every value as it was stored
+        active = None
+    if active is None or len(active) == len(params):
+        return [_settings_table("searched values", params)]
+    unused = ", ".join(f"{name}={_setting_text(value)}" for name, value in params.items() if name not in active)
+    return [
+        _settings_table("searched values", active),
+        Text(f"drawn but not used by this network (flat encoding of --sampler {info.sampler}): {unused}", style="dim"),
+    ]
 
 
 def _settings_table(title: str, settings: dict[str, Any]) -> RenderableType:

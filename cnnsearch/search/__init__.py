@@ -1,5 +1,5 @@
 """A search: settings and their parsing (`settings`), the sampler and pruner tables
-(`strategies`), creating, resuming, forking and joining a run (`setup`), warm start
+(`strategies`), the swarm sampler (`pso`), creating, resuming, forking and joining a run (`setup`), warm start
 (`warm_start`), the worker loop (`worker`) and several worker processes (`parallel`).
 
 Knows space, train, data and run. Never prints: progress leaves as events.
@@ -37,6 +37,7 @@ _EXPORTS = {
     "resolve_target": "setup",
     "publish_run": "setup",
     "join_run": "setup",
+    "SwarmSampler": "pso",
     "quiet_optuna": "strategies",
     "check_sampler_installed": "strategies",
     "make_sampler": "strategies",

@@ -28,7 +28,14 @@ from cnnsearch.search.settings import (
     default_run_name,
     versions,
 )
-from cnnsearch.search.strategies import METRIC_NAMES, PRUNERS, SAMPLERS, check_sampler_installed, quiet_optuna
+from cnnsearch.search.strategies import (
+    METRIC_NAMES,
+    PRUNERS,
+    SAMPLERS,
+    SWARM_SINGLE_OBJECTIVE,
+    check_sampler_installed,
+    quiet_optuna,
+)
 from cnnsearch.search.warm_start import enqueue_warm_start_for, read_warm_start
 from cnnsearch.space.parse import (
     SHIPPED_SPACES,
@@ -107,6 +114,8 @@ def check_settings(settings: SearchSettings) -> None:
         raise UserError(f"--pruner {settings.pruner!r} is not valid; choose one of {', '.join(PRUNERS)}")
     if settings.sampler is not None:
         check_sampler_installed(settings.sampler)
+    if settings.sampler == "pso" and settings.objective is not None and len(settings.objective) > 1:
+        raise UserError(SWARM_SINGLE_OBJECTIVE)
 
 
 def prepare_run(settings: SearchSettings) -> tuple[RunDir, RunInfo, SearchSpace]:

@@ -13,8 +13,33 @@ from typing import Any
 from cnnsearch.errors import UserError
 from cnnsearch.outcomes import TrialRecord
 
-SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsga2")
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "pso", "nsga2")
 
+# Whether a sampler gets the flat encoding (cnnsearch/space/flat.py: every parameter the space can
+# ask for, drawn in every trial). Decided per sampler, not a user knob; tests/search/test_flat_samplers.py
+# holds each decision against what the sampler then models.
+FLAT_ENCODING = {
+    # Multivariate TPE with group=True already models conditional parameters (it splits them into
+    # groups that occur together); the flat encoding would add values that never reach the network
+    # to its density estimates. Not measured to help: off.
+    "tpe": False,
+    "random": False,  # no model: the extra values would only be noise in the stored trials
+    # Models only the parameters every finished trial has: without it, every stage past the
+    # smallest network's is drawn at random (Optuna's "dynamic search space" warning); with it,
+    # all parameters enter the Gaussian process and the warning is gone.
+    "gp": True,
+    # Models the numeric ranges every trial has; choices stay random either way (CMA-ES has no
+    # categorical model), but a numeric per-stage range (e.g. stage<i>.filters) is modelled only flat.
+    "cmaes": True,
+    "pso": True,  # a particle needs one coordinate per parameter in every trial
+    # Crosses over only the parameters every trial has; the rest would be drawn at random.
+    "nsga2": True,
+}
+
+
+SWARM_SINGLE_OBJECTIVE = (
+    "--sampler pso optimises one objective; for a Pareto search (--objective with two) choose --sampler nsga2 or tpe"
+)
 
 PRUNERS = ("hyperband", "asha", "median", "none")
 
@@ -54,7 +79,11 @@ def check_sampler_installed(name: str) -> None:
         )
 
 
-def make_sampler(name: str, seed: int, *, multi_objective: bool, worker_index: int = 0) -> Any:
+def make_sampler(
+    name: str, seed: int, *, multi_objective: bool, worker_index: int = 0, dimensions: dict[str, Any] | None = None
+) -> Any:
+    """The sampler named `name`; `dimensions`: the space's flat encoding (name -> distribution),
+    needed by the swarm (`pso`) only."""
     import optuna
 
     # Each worker gets its own stream: equal seeds would make all workers propose the same points.
@@ -73,6 +102,12 @@ def make_sampler(name: str, seed: int, *, multi_objective: bool, worker_index: i
         return optuna.samplers.GPSampler(seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "pso":
+        from cnnsearch.search.pso import SwarmSampler
+
+        if multi_objective:
+            raise UserError(SWARM_SINGLE_OBJECTIVE)
+        return SwarmSampler(dimensions or {}, seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     raise UserError(f"--sampler {name!r} is not valid; choose one of {', '.join(SAMPLERS)}")

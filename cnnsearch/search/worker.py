@@ -43,6 +43,7 @@ from cnnsearch.search.progress import SearchEvent, counted_trials
 from cnnsearch.search.settings import DEFAULT_CHECKPOINT_EVERY_S
 from cnnsearch.search.strategies import (
     COST_ATTRS,
+    FLAT_ENCODING,
     make_pruner,
     make_sampler,
     optuna_log_to,
@@ -50,7 +51,9 @@ from cnnsearch.search.strategies import (
     quiet_optuna,
 )
 from cnnsearch.search.weights import keep_best_weights
+from cnnsearch.space.flat import flat_dimensions, sample_flat
 from cnnsearch.space.parse import SearchSpace
+from cnnsearch.space.sample import sample_architecture
 
 UNTRAINABLE_STREAK = 20  # candidates in a row that cannot train (infeasible, over budget) before a worker stops
 
@@ -111,6 +114,7 @@ class WorkerLoop:
         # A resumed run must not replay the first session's random proposals (they would all
         # be duplicates): the sampler's seed also depends on how many trials exist already.
         history = len(optuna.load_study(study_name=info.name, storage=storage).get_trials(deepcopy=False))
+        flat = flat_dimensions(self.space, epochs=info.epochs) if FLAT_ENCODING.get(info.sampler) else None
         return optuna.load_study(
             study_name=info.name,
             storage=storage,
@@ -119,6 +123,7 @@ class WorkerLoop:
                 info.seed + 104729 * history,
                 multi_objective=len(info.objective) > 1,
                 worker_index=self.worker_index,
+                dimensions=flat,
             ),
             pruner=make_pruner(info.pruner, epochs if isinstance(epochs, int) else 10),
         )
@@ -177,7 +182,9 @@ class WorkerLoop:
         from cnnsearch.train.result import TrialControl
 
         try:
-            arch = self.space.sample(trial, epochs=self.info.epochs)
+            # Flat: every parameter the space has is drawn, the network built from the active ones.
+            sample = sample_flat if FLAT_ENCODING.get(self.info.sampler) else sample_architecture
+            arch = sample(self.space, trial, epochs=self.info.epochs)
         except Exception as error:  # a sampler bug must not stop the search
             self._finish(study, trial, "error", f"sampling failed: {error}", {})
             return

@@ -1,7 +1,8 @@
 """Search spaces: reading and validating a space file (`parse`), sampling a candidate from it and
 the inverse, the parameters that sample to a given candidate (`sample`), the sequence form's
-positions, their sampler and inverse and every parameter they can ask for (`sequence`), and
-looking at a space outside a search (`inspect`).
+positions, their sampler and inverse and every parameter they can ask for (`sequence`), every
+parameter a space of either form can ask for, drawn in every trial for relative samplers
+(`flat`), and looking at a space outside a search (`inspect`).
 
 Knows `spec` and `errors`. Must not import torch, Lightning or Optuna at import time.
 
@@ -28,6 +29,8 @@ _EXPORTS = {
     "parse_space": "parse",
     "space_differences": "parse",
     "KeyRule": "rules",
+    "flat_dimensions": "flat",
+    "sample_flat": "flat",
     "SuggestingTrial": "sample",
     "sample_architecture": "sample",
     "params_for": "sample",

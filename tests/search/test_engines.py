@@ -8,7 +8,9 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import optuna
 import pytest
 from conftest import ROOT, TINY_SPACE, cli_env, load_study, run_cli
 
@@ -17,23 +19,44 @@ from cnnsearch.search import strategies
 from cnnsearch.search.progress import counted_trials
 from cnnsearch.search.settings import SearchSettings
 from cnnsearch.search.setup import prepare_run
-from cnnsearch.search.strategies import SAMPLERS
-from cnnsearch.search.worker import WorkerLoop
+from cnnsearch.search.strategies import FLAT_ENCODING, SAMPLERS
+from cnnsearch.space.flat import flat_dimensions
+from cnnsearch.space.parse import load_space
+
+
+def _inside(distribution: Any, value: Any) -> bool:
+    """Whether `value` is one the distribution can give (on its grid, within its bounds)."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value in distribution.choices
+    offset = (value - distribution.low) / (distribution.step or 1)
+    return distribution.low <= value <= distribution.high and (
+        not distribution.step or abs(offset - round(offset)) < 1e-8
+    )
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_every_sampler_runs_a_four_trial_search(sampler: str, tmp_path: Path) -> None:
-    settings = SearchSettings(
-        name=sampler, space=str(TINY_SPACE), data="digits", runs_dir=str(tmp_path), trials=4, epochs=1,
-        sampler=sampler, pruner="asha",
+def test_every_sampler_runs_a_pruned_two_worker_search_inside_the_space(sampler: str, runs_dir: Path) -> None:
+    result = run_cli(
+        "search", "--space", str(TINY_SPACE), "--data", "digits", "--name", sampler, "--trials", "6", "--epochs", "2",
+        "--sampler", sampler, "--pruner", "asha", "--workers", "2", "--device", "cpu", "--runs-dir", str(runs_dir),
     )  # fmt: skip
-    run, info, space = prepare_run(settings)
-    WorkerLoop(run, info, space, target=4, device="cpu").run_loop()
-    study = run.load_study()
-    assert len(counted_trials(study)) == 4
-    outcomes = {trial.user_attrs.get("outcome") for trial in study.trials}
+    assert result.returncode == 0, result.stderr
+    study = load_study(runs_dir, sampler)
+    assert len(counted_trials(study)) == 6
+    outcomes = [trial.user_attrs.get("outcome") for trial in study.trials]
     assert "error" not in outcomes, [trial.user_attrs.get("reason") for trial in study.trials]
-    assert "complete" in outcomes
+    assert "complete" in outcomes, outcomes
+    assert len({trial.user_attrs["worker"] for trial in study.trials}) == 2
+    space = load_space(TINY_SPACE)
+    flat = flat_dimensions(space, epochs=2)
+    for trial in study.trials:
+        assert all(_inside(flat[name], value) for name, value in trial.params.items()), trial.params
+        # The stored network is the one its parameters sample to (the flat ones: their active part).
+        assert (
+            space.sample(optuna.trial.FixedTrial(trial.params), epochs=2).canonical_hash() == trial.user_attrs["hash"]
+        )
+        if FLAT_ENCODING[sampler]:
+            assert set(trial.params) == set(flat)
 
 
 def test_a_sampler_whose_package_is_missing_is_refused_before_anything_is_written(

@@ -1,0 +1,16 @@
+"""The longer --help texts of the search command, kept apart so the command reads as its options."""
+
+SAMPLER_HELP = (
+    "How candidates are proposed; pick by budget. tpe (default): the best general choice, it "
+    "models every parameter, conditional ones included, after 8 random trials. random: no model; a "
+    "baseline, or a first look at a new space. gp: a Gaussian process over every parameter (flat "
+    "encoding), after 10 random trials; for small budgets (tens of trials) of long trials, each proposal "
+    "costs a second or more of fitting. cmaes: models the numeric ranges (lr, weight decay, stage counts), choices "
+    "stay random; for spaces that are mostly ranges. pso: a swarm of 5 particles over every parameter; "
+    "for runs of 20+ trials, several workers share one swarm, one objective only. nsga2: genetic, for "
+    "Pareto searches (--objective with two). Fallback warnings go to runs/NAME/search.log."
+)
+EXPORT_HELP = (
+    "When the search ends, export its best model to this folder. With --timeout the whole job fits the budget: "
+    "30% of it is kept for the final training (as many epochs as fit, up to 10x the search's)."
+)
