@@ -80,15 +80,19 @@ def final_schedule(
     fitting = math.floor(final_budget_s / epoch_s)
     if fitting < 1:
         raise UserError(
-            f"--final-budget {final_budget_s:g} s is shorter than one epoch of the final training "
+            f"--final-budget {_secs(final_budget_s)} s is shorter than one epoch of the final training "
             f"(~{epoch_s:.0f} s on {final_images} images); give at least {math.ceil(epoch_s)} s or pass --final-epochs"
         )
     cap = MAX_BUDGET_FACTOR * search_epochs
     epochs = min(fitting, cap)
-    why = f"fits --final-budget {final_budget_s:g} s at ~{epoch_s:.1f} s per epoch"
+    why = f"fits --final-budget {_secs(final_budget_s)} s at ~{epoch_s:.1f} s per epoch"
     if epochs == cap and fitting > cap:
         why += f" (capped at {MAX_BUDGET_FACTOR}x the search's {search_epochs} epochs)"
     return FinalSchedule(epochs, why, _times(epoch_s, epochs))
+
+
+def _secs(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def _times(epoch_s: float | None, epochs: int) -> float | None:

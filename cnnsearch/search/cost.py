@@ -6,15 +6,18 @@ epoch and batch size. It is calibrated on the trials this run has already traine
 trials finish): the first trial is never predicted, it seeds the model. The fit minimises the
 relative error, so a 0.2 s epoch counts as much as a 60 s one.
 
-Seconds per epoch = a * work + b * steps + c * params * steps + d, where
+Seconds per epoch = a * work + b * steps + d, where
   work  = FLOPs per image * (3 * training images + validation images)   (forward + backward, then validation)
+          + OPTIMIZER_WORK * params * steps                              (the optimiser's update)
   steps = optimiser steps per epoch (fixed overhead per step: the Python loop, the optimiser call)
-  params * steps: the optimiser's own update, which grows with the parameter count
   d     = a fixed cost per epoch (the trainer's epoch loop, a share of the trial's set-up).
+The optimiser's share is a fixed number of FLOP-equivalents per parameter, not a fitted term: a
+fitted one came out 100x too large from digits' small networks (their parameter counts barely
+constrain it) and refused every flatten head on Fashion-MNIST as too slow (bench/RESULTS.md).
 With fewer trials than terms the shape of a prior (a CPU's typical ratios) is scaled to the data;
 with more, a least-squares fit is pulled toward that prior.
 
-Pure Python, no numpy or torch (a handful of trials, four terms).
+Pure Python, no numpy or torch (a handful of trials, three terms).
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ from typing import Any
 
 from cnnsearch.outcomes import TrialRecord
 
-# Prior ratios between the four terms, in "work units" (FLOPs): fitted on 10 digits trials on this
+# Prior ratios between the three terms, in "work units" (FLOPs): fitted on 10 digits trials on this
 # project's 2-core CPU machine (~90 GFLOP/s of conv work, ~4.7 ms per step, ~0.2 s per epoch).
 PRIOR_STEP = 4.2e8
-PRIOR_PARAM_STEP = 1.6e4
 PRIOR_EPOCH = 2.0e10
+OPTIMIZER_WORK = 50.0  # AdamW reads and writes four tensors per parameter: memory-bound, ~50 FLOPs' time
 PRIOR_WEIGHT = 0.1  # how strongly the fit is pulled toward the prior, in trials' worth
 
 FIRST_RUNG_SHARE = 0.10  # a first rung may take at most this share of the whole budget...
@@ -52,9 +55,9 @@ class CostFeatures:
     def steps(self) -> int:
         return max(1, self.train_images // max(1, self.batch_size))
 
-    def terms(self) -> tuple[float, float, float, float]:
-        work = self.flops * (3 * self.train_images + self.val_images)
-        return (work, float(self.steps), self.params * self.steps, 1.0)
+    def terms(self) -> tuple[float, float, float]:
+        work = self.flops * (3 * self.train_images + self.val_images) + OPTIMIZER_WORK * self.params * self.steps
+        return (work, float(self.steps), 1.0)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class CostModel:
     def _fit(self) -> tuple[float, ...] | None:
         if len(self.observations) < MIN_TRIALS_TO_PREDICT:
             return None
-        prior_shape = (1.0, PRIOR_STEP, PRIOR_PARAM_STEP, PRIOR_EPOCH)
+        prior_shape = (1.0, PRIOR_STEP, PRIOR_EPOCH)
         # The prior's scale: the geometric mean of what each observation says about it.
         logs = [
             math.log(o.epoch_seconds / _dot(prior_shape, o.features.terms()))
