@@ -34,7 +34,7 @@ from cnnsearch.outcomes import TrialRecord
 PRIOR_STEP = 4.2e8
 PRIOR_EPOCH = 2.0e10
 OPTIMIZER_WORK = 50.0  # AdamW reads and writes four tensors per parameter: memory-bound, ~50 FLOPs' time
-PRIOR_WEIGHT = 0.1  # how strongly the fit is pulled toward the prior, in trials' worth
+PRIOR_WEIGHT = 0.001  # a tie-breaker for terms the trials leave undetermined; more biases the fit (tests)
 
 FIRST_RUNG_SHARE = 0.10  # a first rung may take at most this share of the whole budget...
 CHEAP_FACTOR = 2.0  # ...unless its epoch is within this factor of the fastest trained one (a small budget)
