@@ -169,7 +169,8 @@ def _make_module_class():
                 {"params": no_decay, "weight_decay": 0.0},
             ]  # no decay on biases and norms
             if settings.optimizer == "sgd":
-                optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, nesterov=True)
+                nesterov = settings.momentum > 0  # torch refuses Nesterov without momentum
+                optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, nesterov=nesterov)
             else:
                 optimizer = torch.optim.AdamW(groups, lr=settings.lr)
             total = self.total_steps

@@ -153,3 +153,10 @@ def test_schedule_warms_up_then_decays() -> None:
     factors = [lr_factor(step, 100, settings) for step in range(100)]
     assert factors[0] < factors[19] == pytest.approx(1.0) and factors[-1] < 0.05
     assert lr_factor(50, 100, replace(settings, schedule="constant")) == 1.0
+
+
+def test_sgd_without_momentum_trains(digits) -> None:
+    # The space allows momentum = 0; torch refuses Nesterov without momentum, so it is plain SGD then.
+    plain = replace(SMALL, train=replace(SMALL.train, optimizer="sgd", lr=0.05, momentum=0.0, epochs=1))
+    result = train_candidate(plain, digits)
+    assert result.outcome == "complete", result.reason
