@@ -332,6 +332,27 @@ def forward_flops(arch: Architecture, input_shape: tuple[int, int, int], num_cla
     return sum(row.flops for row in layer_table(arch, input_shape, num_classes))
 
 
+def activation_count(arch: Architecture, input_shape: tuple[int, int, int], num_classes: int) -> int:
+    """Feature-map values one image's forward pass writes (the outputs of convs, pools and blocks;
+    a residual block writes three maps, a separable one two). Batch norm, activations, padding
+    and pooling are memory-bound: on a CPU they cost time per value written, not per FLOP."""
+    rows = layer_table(arch, input_shape, num_classes)
+    channels = input_shape[0]
+    total = 0
+    for layer, row in zip(arch.layers, rows, strict=False):
+        if len(row.output_shape) != 3:
+            continue
+        out_channels, height, width = row.output_shape
+        written = out_channels * height * width
+        if isinstance(layer, ResidualLayer):
+            written *= 3  # first conv, second conv, the sum with the skip
+        elif isinstance(layer, SeparableLayer):
+            written += channels * height * width  # the depthwise conv's own output
+        total += written
+        channels = out_channels
+    return total
+
+
 def parse_input_shape(text: str) -> tuple[int, int, int]:
     """`1x28x28` -> (1, 28, 28): channels x height x width."""
     parts = text.lower().split("x")

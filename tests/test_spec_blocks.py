@@ -122,3 +122,22 @@ def test_a_candidate_that_cannot_fit_is_refused_with_its_reason(layers: tuple, r
 def test_same_padded_blocks_keep_at_least_1x1() -> None:
     arch = Architecture(layers=(ResidualLayer(8, 7, stride=2), SeparableLayer(8, 7, stride=2)) * 3)
     assert layer_table(arch, (1, 8, 8), 10)[5].output_shape == (8, 1, 1)
+
+
+def test_activation_count_is_the_feature_maps_written() -> None:
+    # conv 8 @ 8x8, pool -> 8 @ 4x4, a residual block writes three 16 @ 4x4 maps, a separable one its
+    # depthwise 16 @ 4x4 and pointwise 32 @ 4x4 maps; the head writes none.
+    from cnnsearch.spec import AugmentSettings, TrainSettings, activation_count
+
+    arch = Architecture(
+        layers=(
+            ConvLayer(8, 3),
+            PoolLayer("max", 2, 2),
+            ResidualLayer(16, 3),
+            SeparableLayer(32, 3),
+        ),
+        head=Head("gap", (), 0.0),
+        train=TrainSettings(),
+        augment=AugmentSettings(),
+    )
+    assert activation_count(arch, (1, 8, 8), 10) == 8 * 64 + 8 * 16 + 3 * 16 * 16 + (16 * 16 + 32 * 16)

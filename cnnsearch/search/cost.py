@@ -6,9 +6,13 @@ epoch and batch size. It is calibrated on the trials this run has already traine
 trials finish): the first trial is never predicted, it seeds the model. The fit minimises the
 relative error, so a 0.2 s epoch counts as much as a 60 s one.
 
-Seconds per epoch = a * work + b * steps + d, where
+Seconds per epoch = a * work + e * maps + b * steps + d, where
   work  = FLOPs per image * (3 * training images + validation images)   (forward + backward, then validation)
           + OPTIMIZER_WORK * params * steps                              (the optimiser's update)
+  maps  = feature-map values written per image (spec.activation_count) * (3 * training + validation images):
+          batch norm, activations, padding and pooling are memory-bound, and on a CPU they cost
+          more than the FLOPs of these small networks (a separable block at 28x28 trains at a
+          fifth of a dense conv's FLOP rate: bench/RESULTS.md)
   steps = optimiser steps per epoch (fixed overhead per step: the Python loop, the optimiser call)
   d     = a fixed cost per epoch (the trainer's epoch loop, a share of the trial's set-up).
 The optimiser's share is a fixed number of FLOP-equivalents per parameter, not a fitted term: a
@@ -17,7 +21,7 @@ constrain it) and refused every flatten head on Fashion-MNIST as too slow (bench
 With fewer trials than terms the shape of a prior (a CPU's typical ratios) is scaled to the data;
 with more, a least-squares fit is pulled toward that prior.
 
-Pure Python, no numpy or torch (a handful of trials, three terms).
+Pure Python, no numpy or torch (a handful of trials, four terms).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from cnnsearch.outcomes import TrialRecord
 
 # Prior ratios between the three terms, in "work units" (FLOPs): fitted on 10 digits trials on this
 # project's 2-core CPU machine (~90 GFLOP/s of conv work, ~4.7 ms per step, ~0.2 s per epoch).
+PRIOR_MAPS = 730.0  # per feature-map value: ~8 ns at ~90 GFLOP/s (Fashion-MNIST trials, this machine)
 PRIOR_STEP = 4.2e8
 PRIOR_EPOCH = 2.0e10
 OPTIMIZER_WORK = 50.0  # AdamW reads and writes four tensors per parameter: memory-bound, ~50 FLOPs' time
@@ -50,14 +55,16 @@ class CostFeatures:
     train_images: int  # images per epoch
     val_images: int  # images evaluated after each epoch
     batch_size: int  # images per optimiser step
+    activations: float = 0.0  # feature-map values written per image (spec.activation_count)
 
     @property
     def steps(self) -> int:
         return max(1, self.train_images // max(1, self.batch_size))
 
-    def terms(self) -> tuple[float, float, float]:
-        work = self.flops * (3 * self.train_images + self.val_images) + OPTIMIZER_WORK * self.params * self.steps
-        return (work, float(self.steps), 1.0)
+    def terms(self) -> tuple[float, float, float, float]:
+        passes = 3 * self.train_images + self.val_images
+        work = self.flops * passes + OPTIMIZER_WORK * self.params * self.steps
+        return (work, self.activations * passes, float(self.steps), 1.0)
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ class CostModel:
     def _fit(self) -> tuple[float, ...] | None:
         if len(self.observations) < MIN_TRIALS_TO_PREDICT:
             return None
-        prior_shape = (1.0, PRIOR_STEP, PRIOR_EPOCH)
+        prior_shape = (1.0, PRIOR_MAPS, PRIOR_STEP, PRIOR_EPOCH)
         # The prior's scale: the geometric mean of what each observation says about it.
         logs = [
             math.log(o.epoch_seconds / _dot(prior_shape, o.features.terms()))
@@ -142,8 +149,17 @@ def _ridge_nonnegative(
 CALIBRATING_OUTCOMES = ("complete", "pruned")  # whole epochs, timed; others are partial or untrained
 
 
-def observations_from(trials: Iterable[Any], *, device: str, train_images: int, val_images: int) -> list[Observation]:
-    """The trained trials of a study as observations, for one device and one split's sizes."""
+def observations_from(
+    trials: Iterable[Any],
+    *,
+    device: str,
+    train_images: int,
+    val_images: int,
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int = 10,
+) -> list[Observation]:
+    """The trained trials of a study as observations, for one device and one split's sizes
+    (`input_shape`: the data's, to count each trial's feature maps; None: not counted)."""
     found = []
     for trial in trials:
         record = TrialRecord.of(trial)
@@ -154,9 +170,21 @@ def observations_from(trials: Iterable[Any], *, device: str, train_images: int, 
         batch = ((record.arch or {}).get("train") or {}).get("batch_size")
         if not isinstance(batch, int) or batch < 1:
             continue
-        features = CostFeatures(record.flops, record.params, train_images, val_images, batch)
+        maps = _maps(record.arch, input_shape, num_classes)
+        features = CostFeatures(record.flops, record.params, train_images, val_images, batch, maps)
         found.append(Observation(features, record.train_seconds / record.epochs_run))
     return found
+
+
+def _maps(arch: Any, input_shape: tuple[int, int, int] | None, num_classes: int) -> float:
+    from cnnsearch.spec import Architecture, activation_count
+
+    if input_shape is None or not isinstance(arch, dict):
+        return 0.0
+    try:
+        return float(activation_count(Architecture.from_dict(arch), input_shape, num_classes))
+    except Exception:  # an old or damaged record: counted without its maps
+        return 0.0
 
 
 def first_rung_epochs(pruner: str, epochs: int) -> int:
@@ -193,16 +221,24 @@ def judge_candidate(
     judged here: its training says why, as for every other infeasible candidate.
     """
     from cnnsearch.errors import InfeasibleArchitecture
-    from cnnsearch.spec import count_params, forward_flops
+    from cnnsearch.spec import activation_count, count_params, forward_flops
 
     train_images, val_images = len(data.train_y), len(data.val_y)
     try:
         flops = forward_flops(arch, data.input_shape, data.num_classes)
         params = count_params(arch, data.input_shape, data.num_classes)
+        maps = activation_count(arch, data.input_shape, data.num_classes)
     except InfeasibleArchitecture:
         return BudgetVerdict(None)
-    features = CostFeatures(flops, params, train_images, val_images, arch.train.batch_size)
-    observed = observations_from(trials, device=device, train_images=train_images, val_images=val_images)
+    features = CostFeatures(flops, params, train_images, val_images, arch.train.batch_size, maps)
+    observed = observations_from(
+        trials,
+        device=device,
+        train_images=train_images,
+        val_images=val_images,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+    )
     verdict = judge_budget(
         CostModel(observed).predict(features),
         epochs=arch.train.epochs,

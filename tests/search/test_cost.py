@@ -37,12 +37,13 @@ def _features(rng: random.Random) -> CostFeatures:
         train_images=rng.choice([1000, 5000, 10_000]),
         val_images=1000,
         batch_size=rng.choice([32, 64, 128]),
+        activations=rng.uniform(1e3, 2e5),
     )
 
 
 def test_the_fit_recovers_a_known_linear_cost() -> None:
-    # A reference device: 50 GFLOP/s of work, 3 ms per step, 0.1 s per epoch.
-    truth = (1 / 50e9, 3e-3, 0.1)
+    # A reference device: 50 GFLOP/s of work, 5 ns per feature-map value, 3 ms per step, 0.1 s per epoch.
+    truth = (1 / 50e9, 5e-9, 3e-3, 0.1)
     rng = random.Random(0)
     observed = []
     for _ in range(8):
