@@ -162,49 +162,41 @@ def export(
         other = f"--trial {trial}" if named else f"--top {top}"
         raise UserError(f"--choose picks among the search's trials, so it has no effect with {other}; drop one of them")
     from cnnsearch.export.choose import DEFAULT_CHOICE
-    from cnnsearch.export.retrain import export_run
     from cnnsearch.run.folder import RunDir
     from cnnsearch.search.settings import parse_duration
 
     final_budget_s = parse_duration(final_budget, option="--final-budget")
-    with exporting(out_dir) as on_message, final_progress(err) as on_progress:
-        result = export_run(
-            RunDir(runs_dir, name),
-            out=out_dir,
-            trial=trial,
-            choose=choose.value if choose is not None else DEFAULT_CHOICE,
-            retrain_epochs=retrain_epochs,
-            final_budget_s=final_budget_s,
-            on_progress=on_progress,
-            formats=tuple(part.strip() for part in formats.split(",") if part.strip()),
-            top=top,
-            seeds=seeds,
-            no_retrain=no_retrain,
-            force=force,
-            device=device,
-            on_message=on_message,
-        )
-    for line in result.summary_lines():
-        out.print(Text(line), highlight=False)
+    _export_and_print(
+        RunDir(runs_dir, name),
+        out_dir,
+        trial=trial,
+        choose=choose.value if choose is not None else DEFAULT_CHOICE,
+        retrain_epochs=retrain_epochs,
+        final_budget_s=final_budget_s,
+        formats=tuple(part.strip() for part in formats.split(",") if part.strip()),
+        top=top,
+        seeds=seeds,
+        no_retrain=no_retrain,
+        force=force,
+        device=device,
+    )
 
 
 def export_best(run: Any, out_dir: Path, deadline: float | None, device: str) -> None:
     """`search --export`: the best model, trained in the time the search left (all of it without --timeout)."""
-    from cnnsearch.export.retrain import export_run
     from cnnsearch.export.schedule import FINAL_MARGIN_S
 
     budget = None if deadline is None else max(1.0, deadline - time.monotonic() - FINAL_MARGIN_S)
     info(f"exporting the best model of run {run.name!r} to {out_dir}" + (f" in ~{budget:.0f} s" if budget else ""))
+    _export_and_print(run, out_dir, final_budget_s=budget, device=device, weights_when_short=True)
+
+
+def _export_and_print(run: Any, out_dir: Path, **options: Any) -> None:
+    """`export_run` with the CLI's messages, progress bar and Ctrl-C clean-up, then its summary."""
+    from cnnsearch.export.retrain import export_run
+
     with exporting(out_dir) as on_message, final_progress(err) as on_progress:
-        result = export_run(
-            run,
-            out=out_dir,
-            final_budget_s=budget,
-            device=device,
-            on_message=on_message,
-            on_progress=on_progress,
-            weights_when_short=True,
-        )
+        result = export_run(run, out=out_dir, on_message=on_message, on_progress=on_progress, **options)
     for line in result.summary_lines():
         out.print(Text(line), highlight=False)
 

@@ -11,12 +11,12 @@ Seconds per epoch = a * work + e * maps + b * steps + d, where
           + OPTIMIZER_WORK * params * steps                              (the optimiser's update)
   maps  = feature-map values written per image (spec.activation_count) * (3 * training + validation images):
           batch norm, activations, padding and pooling are memory-bound, and on a CPU they cost
-          more than the FLOPs of these small networks (a separable block at 28x28 trains at a
-          fifth of a dense conv's FLOP rate: bench/RESULTS.md)
+          more than the FLOPs of these small networks (on Fashion-MNIST a 2-MFLOP candidate with
+          separable blocks took 22.5 s per epoch, a 35-MFLOP one of dense convs 14 s: bench/RESULTS.md)
   steps = optimiser steps per epoch (fixed overhead per step: the Python loop, the optimiser call)
   d     = a fixed cost per epoch (the trainer's epoch loop, a share of the trial's set-up).
 The optimiser's share is a fixed number of FLOP-equivalents per parameter, not a fitted term: a
-fitted one came out 100x too large from digits' small networks (their parameter counts barely
+fitted one came out far too large from digits' small networks (their parameter counts barely
 constrain it) and refused every flatten head on Fashion-MNIST as too slow (bench/RESULTS.md).
 With fewer trials than terms the shape of a prior (a CPU's typical ratios) is scaled to the data;
 with more, a least-squares fit is pulled toward that prior.
@@ -177,13 +177,14 @@ def observations_from(
 
 
 def _maps(arch: Any, input_shape: tuple[int, int, int] | None, num_classes: int) -> float:
+    from cnnsearch.errors import InfeasibleArchitecture
     from cnnsearch.spec import Architecture, activation_count
 
     if input_shape is None or not isinstance(arch, dict):
         return 0.0
     try:
         return float(activation_count(Architecture.from_dict(arch), input_shape, num_classes))
-    except Exception:  # an old or damaged record: counted without its maps
+    except (InfeasibleArchitecture, KeyError, TypeError, ValueError):  # an old or damaged record: no maps
         return 0.0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from test_model import one_thread  # noqa: F401  (an autouse fixture: one torch thread)
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -29,14 +30,6 @@ REASONS = re.compile(
     r"^(pool|sep|conv)\d+: (window \d+x\d+|kernel \d+x\d+) is larger than its \d+x\d+ input$"
     r"|^(pool|sep|conv)\d+: the feature map shrinks below 1x1$"
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @cache

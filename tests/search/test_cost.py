@@ -126,19 +126,24 @@ def test_predictions_land_within_a_factor_of_two_on_digits(tmp_path: Path) -> No
     assert 0.67 <= statistics.median(ratios) <= 1.5, ratios
 
 
-def test_a_candidate_too_slow_for_the_time_left_ends_too_slow(tmp_path: Path) -> None:
-    # A tiny network first (it seeds the cost model), then one ~1,000x heavier: 6 convs of 256 filters
-    # at 8x8, far over a first rung's share of a 40 s budget.
-    space = write_space(
+def _slow_space(tmp_path: Path, *, convs: str) -> Path:
+    """Tiny candidates (8 filters) beside ones ~1,000x heavier (256 filters, no pooling), 1 epoch."""
+    return write_space(
         tmp_path / "slow.toml",
         network__stages="[1, 3]",
         network__filters="[8, 256]",
         network__width_multiplier="1.0",
-        stage__convs="[1, 2]",
+        stage__convs=convs,
         stage__pool="false",
         train__epochs="1",
         constraints__max_flops="10_000_000_000",
     )
+
+
+def test_a_candidate_too_slow_for_the_time_left_ends_too_slow(tmp_path: Path) -> None:
+    # A tiny network first (it seeds the cost model), then one ~1,000x heavier: 6 convs of 256 filters
+    # at 8x8, far over a first rung's share of a 40 s budget.
+    space = _slow_space(tmp_path, convs="[1, 2]")
     run, info, loaded = _library_search(tmp_path, space, 3, sampler="random", pruner="none", timeout_s=40.0)
     study = run.load_study()
     study.enqueue_trial({"network.stages": 1, "network.filters": 8, "stage1.convs": 1})
@@ -171,16 +176,7 @@ def test_a_candidate_too_slow_for_the_time_left_ends_too_slow(tmp_path: Path) ->
 def test_too_slow_is_said_by_the_cli(tmp_path: Path) -> None:
     from cnnsearch.space.parse import load_space
 
-    space = write_space(
-        tmp_path / "slow.toml",
-        network__stages="[1, 3]",
-        network__filters="[8, 256]",
-        network__width_multiplier="1.0",
-        stage__convs="2",
-        stage__pool="false",
-        train__epochs="1",
-        constraints__max_flops="10_000_000_000",
-    )
+    space = _slow_space(tmp_path, convs="2")
     loaded = load_space(space)
     files = []
     for index, (stages, filters) in enumerate([(1, 8), (3, 256)]):

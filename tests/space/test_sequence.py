@@ -4,16 +4,16 @@ hand-written architectures, and the shipped sequence.toml's feasibility and cost
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import optuna
 import pytest
 from conftest import run_cli
 from optuna.trial import FixedTrial
+from test_space import quiet_optuna, space_from  # noqa: F401  (quiet_optuna: an autouse fixture)
 
 from cnnsearch.errors import InfeasibleArchitecture, SpaceError
-from cnnsearch.space.parse import SearchSpace, load_space, parse_space
+from cnnsearch.space.parse import SearchSpace, load_space
 from cnnsearch.space.sample import params_for
 from cnnsearch.space.sequence import sequence_dimensions
 from cnnsearch.spec import (
@@ -29,15 +29,6 @@ from cnnsearch.spec import (
 
 REPO = Path(__file__).resolve().parents[2]
 SEQUENCE = REPO / "search_spaces" / "sequence.toml"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def quiet_optuna():
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def space_from(text: str) -> SearchSpace:
-    return parse_space(tomllib.loads(text), source="s.toml")
 
 
 def problems(text: str) -> list[str]:

@@ -65,15 +65,15 @@ TRAIN_UNDER_A_MEMORY_LIMIT = textwrap.dedent(
 )
 
 
-def test_a_trial_that_exhausts_cpu_memory_retries_with_micro_batches() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", TRAIN_UNDER_A_MEMORY_LIMIT],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=cli_env(),
-        cwd=ROOT,
+def _python(code: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter (its memory limit must not reach this process)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=cli_env(), cwd=ROOT
     )
+
+
+def test_a_trial_that_exhausts_cpu_memory_retries_with_micro_batches() -> None:
+    done = _python(TRAIN_UNDER_A_MEMORY_LIMIT)
     assert done.returncode == 0, done.stderr[-2000:]
     outcome, micro_batch, epochs, *_ = done.stdout.split()
     assert outcome == "complete", done.stdout
@@ -136,14 +136,7 @@ RETRY_EQUALS_A_FORCED_MICRO_BATCH = textwrap.dedent(
 
 
 def test_a_retry_after_a_real_oom_trains_what_a_forced_micro_batch_trains() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", RETRY_EQUALS_A_FORCED_MICRO_BATCH],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=cli_env(),
-        cwd=ROOT,
-    )
+    done = _python(RETRY_EQUALS_A_FORCED_MICRO_BATCH)
     assert done.returncode == 0, done.stderr[-2000:]
     *results, verdict = done.stdout.splitlines()
     outcomes = [line.split() for line in results]
