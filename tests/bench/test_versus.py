@@ -3,6 +3,7 @@ the race to the baseline's best, and the peer script itself on a tiny budget."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -92,3 +93,39 @@ def test_the_peer_searches_retrains_and_saves_a_torchscript_model(tmp_path: Path
     model = torch.jit.load(summary["model"])
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert sum(p.numel() for p in model.parameters()) == summary["params"]
+
+
+def test_the_summary_over_invocations_keeps_the_newest_row_per_seed_and_pairs_seeds(tmp_path: Path) -> None:
+    header = (ROOT / "bench" / "results" / "versus.csv").read_text().splitlines()[0].split(",")
+    path = tmp_path / "versus.csv"
+
+    def row(contender: str, seed: int, acc: float, when: str, commit: str = "abc1234") -> dict[str, object]:
+        cells: dict[str, object] = dict.fromkeys(header, "")
+        cells.update(
+            timestamp=when, versions=f"torch=2.13.0 commit={commit}", contender=contender, seed=seed,
+            budget_s=600, train_images=10000, test_acc=acc, params=1000, trials_finished=3, outcomes="{}",
+            cut_share=0.25, wall_s=590, over=False, ratio="nan", time_to_baseline_best_s="nan",
+        )  # fmt: skip
+        return cells
+
+    rows = [
+        row("cnnsearch", 0, 0.80, "2026-12-01T10:00"),  # replaced by the newer seed-0 row below
+        row("cnnsearch", 0, 0.90, "2026-12-01T11:00"),
+        row("cnnsearch", 1, 0.88, "2026-12-01T11:00"),
+        row("peer", 0, 0.86, "2026-12-01T11:00"),
+        row("peer", 1, 0.87, "2026-12-01T11:00"),
+        row("peer", 2, 0.99, "2026-12-01T11:00", commit="other00"),  # another commit: left out
+    ]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "versus_summary.py"), "--csv", str(path), "--commit", "abc"],
+        capture_output=True, text=True, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| cnnsearch | 89.00% ± 1.41 |" in result.stdout  # seeds 0 (newest: 90%) and 1 (88%)
+    assert "| peer | 86.50% ± 0.71 |" in result.stdout
+    assert "seed 0 +4.00, seed 1 +1.00; mean +2.50 ± 2.12 points" in result.stdout
+    assert "cnnsearch +2.50 points of test accuracy over the peer (target >= 3)" in result.stdout

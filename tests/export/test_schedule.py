@@ -94,11 +94,12 @@ def test_bad_final_schedules_are_refused_before_training(small_run: Path, tmp_pa
 
 
 def test_search_export_fits_search_and_final_model_in_one_timeout(tmp_path: Path) -> None:
+    timeout_s = 25
     runs, out = tmp_path / "runs", tmp_path / "best"
     started = time.monotonic()
     result = run_cli(
         "search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "e", "--runs-dir", str(runs),
-        "--timeout", "40s", "--epochs", "2", "--device", "cpu", "--export", str(out),
+        "--timeout", f"{timeout_s}s", "--epochs", "2", "--device", "cpu", "--export", str(out),
     )  # fmt: skip
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
@@ -107,11 +108,11 @@ def test_search_export_fits_search_and_final_model_in_one_timeout(tmp_path: Path
     assert meta["run"] == "e" and 0 < meta["test_accuracy"] <= 1
     # The final training took what the search left: a budget, or the search's weights when too short.
     assert meta["final_schedule"].startswith("fits --final-budget") or meta["retrained"] is False, meta
-    # The search stopped at its share of the budget (30% kept): its trials all began before 28 s.
+    # The search stopped at its share of the budget (30% kept): its trials all began within 70% of it.
     trials = load_study(runs, "e").trials
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
-    assert len(starts) >= 2 and (max(starts) - min(starts)).total_seconds() < 28
-    assert elapsed < 40 + 30, "the whole job ends near its budget (start-up and the test pass aside)"
+    assert len(starts) >= 2 and (max(starts) - min(starts)).total_seconds() < 0.7 * timeout_s
+    assert elapsed < timeout_s + 30, "the whole job ends near its budget (start-up and the test pass aside)"
     # A used folder is refused before anything runs.
     again = run_cli("search", "--name", "e", "--runs-dir", str(runs), "--timeout", "10s", "--export", str(out))
     assert again.returncode == 2 and f"{out} exists" in again.stderr

@@ -64,7 +64,8 @@ def assert_clean_exit(stderr: str, returncode: int) -> None:
 
 
 # ---- several workers on this machine ---------------------------------------------------------------
-@pytest.mark.parametrize("workers, trials", [(2, 4), (3, 6)])
+# Two workers: every sampler's test in test_samplers.py runs one.
+@pytest.mark.parametrize("workers, trials", [(3, 6)])
 def test_local_workers_share_the_journal_study(runs_dir: Path, workers: int, trials: int) -> None:
     result = run_cli(
         "search",

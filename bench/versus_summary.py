@@ -1,0 +1,177 @@
+"""The head-to-head figures over seeds run in separate invocations, read back from versus.csv.
+
+`bench/versus.py` summarises only the seeds of one invocation. A 3-seed comparison on a shared
+2-core machine is often run as several invocations (a seed or a few contenders at a time); this
+script takes the rows of bench/results/versus.csv that match the filters, keeps the newest row of
+each (contender, seed), and prints the same per-contender summary (test accuracy mean ± sd over
+seeds, parameters, trials, time in pruned or cut trials, time to the baseline's final best), the
+paired per-seed lead over the peer, and the issue's verdicts. Nothing is trained or re-scored:
+every figure is one versus.py wrote.
+
+    .venv/bin/python bench/versus_summary.py --commit cbf8361 --commit 3d79f4f
+    .venv/bin/python bench/versus_summary.py --since 2026-12-01T14:00 --record   # also append to RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common
+from versus import LEAD_TARGET, TARGET_RATIO, summary_table, verdicts
+
+CSV = _common.RESULTS_DIR / "versus.csv"
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist: run bench/versus.py first")
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def commit_of(row: dict[str, str]) -> str:
+    found = re.search(r"commit=(\S+)", row.get("versions", ""))
+    return found.group(1) if found else ""
+
+
+def select(rows: list[dict[str, str]], args: argparse.Namespace) -> list[dict[str, str]]:
+    """The newest matching row of each (contender, seed)."""
+    kept: dict[tuple[str, str], dict[str, str]] = {}
+    for row in rows:
+        if args.commit and not any(commit_of(row).startswith(c) for c in args.commit):
+            continue
+        if args.since and row["timestamp"] < args.since:
+            continue
+        if _float(row["budget_s"]) != args.budget or row["train_images"] != args.train_images:
+            continue
+        if args.contenders and row["contender"] not in args.contenders:
+            continue
+        if args.seeds and int(row["seed"]) not in args.seeds:
+            continue
+        if row.get("error"):
+            continue
+        key = (row["contender"], row["seed"])
+        if key not in kept or row["timestamp"] >= kept[key]["timestamp"]:
+            kept[key] = row
+    return sorted(kept.values(), key=lambda r: (r["contender"], int(r["seed"])))
+
+
+def summarise(rows: list[dict[str, str]], order: list[str]) -> list[dict]:
+    """versus.py's summary rows, from CSV rows (the ratio is the one recorded with each row)."""
+    out = []
+    for name in order:
+        mine = [r for r in rows if r["contender"] == name]
+        accs = [a for a in (_float(r["test_acc"]) for r in mine) if not math.isnan(a)]
+        ratios = [x for x in (_float(r["ratio"]) for r in mine) if not math.isnan(x)]
+        times = [x for x in (_float(r["time_to_baseline_best_s"]) for r in mine) if not math.isnan(x)]
+        params = [_float(r["params"]) for r in mine if r["params"]]
+        out.append(
+            {
+                "contender": name,
+                "seeds": [int(r["seed"]) for r in mine],
+                "test_mean": statistics.fmean(accs) if accs else math.nan,
+                "test_sd": statistics.stdev(accs) if len(accs) > 1 else math.nan,
+                "params": _common.median(params) if params else math.nan,
+                "trials": statistics.fmean(_float(r["trials_finished"]) for r in mine) if mine else math.nan,
+                "cut_share": _common.median([_float(r["cut_share"]) for r in mine]) if mine else math.nan,
+                "time_to_base_s": _common.median(times) if times else math.nan,
+                "ratio": _common.median(ratios) if ratios else math.nan,
+                "wall_s": statistics.fmean(_float(r["wall_s"]) for r in mine) if mine else math.nan,
+                "over": sum(r["over"] == "True" for r in mine),
+                "runs": len(mine),
+                "failed": 0,
+            }
+        )
+    return out
+
+
+def paired_leads(rows: list[dict[str, str]], ours: str, other: str) -> list[tuple[int, float]]:
+    """(seed, points of test accuracy ours - other) for every seed both have."""
+    by = {(r["contender"], int(r["seed"])): _float(r["test_acc"]) for r in rows}
+    seeds = sorted({seed for name, seed in by if name == ours} & {seed for name, seed in by if name == other})
+    return [(seed, 100 * (by[(ours, seed)] - by[(other, seed)])) for seed in seeds]
+
+
+def per_seed_table(rows: list[dict[str, str]]) -> str:
+    return _common.markdown_table(
+        ["contender", "seed", "test acc", "params", "trials", "outcomes", "wall s", "commit", "recorded"],
+        [
+            [
+                r["contender"],
+                r["seed"],
+                f"{_float(r['test_acc']):.2%}",
+                r["params"],
+                r["trials_finished"],
+                json.dumps(json.loads(r["outcomes"] or "{}")),
+                f"{_float(r['wall_s']):.0f}",
+                commit_of(r),
+                r["timestamp"][:16],
+            ]
+            for r in rows
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--csv", type=Path, default=CSV, help="The rows to read [bench/results/versus.csv].")
+    parser.add_argument("--commit", action="append", default=[], help="Keep rows of this commit (prefix; repeat).")
+    parser.add_argument("--since", default="", help="Keep rows recorded at or after this ISO time.")
+    parser.add_argument("--budget", type=float, default=600.0, help="Seconds per contender [600].")
+    parser.add_argument("--train-images", default="10000", help="Training subset as recorded, or 'all' [10000].")
+    parser.add_argument("--contenders", type=lambda s: s.split(","), default=[], help="Comma-separated [all].")
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[], help="e.g. 0,1,2")
+    parser.add_argument("--baseline", default="cnnsearch-random", help="Whose time the ratios were taken against.")
+    parser.add_argument("--record", action="store_true", help="Also append the summary to bench/RESULTS.md.")
+    args = parser.parse_args()
+    rows = select(read_rows(args.csv), args)
+    if not rows:
+        raise SystemExit("no row of versus.csv matches these filters")
+    order = args.contenders or sorted({r["contender"] for r in rows}, key=lambda n: (n != "cnnsearch", n))
+    summary = summarise(rows, order)
+    full = args.train_images == "all"
+    lines = verdicts(summary, full=full)
+    leads = paired_leads(rows, "cnnsearch", "peer")
+    if leads:
+        values = [lead for _, lead in leads]
+        spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        lines.append(
+            "paired by seed, cnnsearch - peer: "
+            + ", ".join(f"seed {seed} {lead:+.2f}" for seed, lead in leads)
+            + f"; mean {statistics.fmean(values):+.2f}{spread} points (target >= {LEAD_TARGET[full]:g} on the mean)"
+        )
+    seeds_of = "; ".join(f"{row['contender']} seeds {','.join(map(str, row['seeds']))}" for row in summary)
+    notes = [
+        f"Read back from {args.csv.name} (newest row per contender and seed"
+        + (f", commits {', '.join(args.commit)}" if args.commit else "")
+        + (f", recorded since {args.since}" if args.since else "")
+        + f"): {seeds_of}. The ratio is each row's own, against {args.baseline} of the same seed and invocation "
+        f"(target <= {TARGET_RATIO:.2f}).",
+    ]
+    body = "\n\n".join(
+        [summary_table(summary, args.baseline), *("- " + line for line in lines), per_seed_table(rows), *notes]
+    )
+    print(body)
+    if args.record:
+        images = "all 60,000 training images" if full else f"{int(args.train_images):,}-image subset"
+        _common.append_section(f"Head to head over seeds: {images}, {args.budget:g} s end to end", body)
+        _common.echo(f"section appended to {_common.RESULTS_MD}")
+
+
+if __name__ == "__main__":
+    main()
