@@ -26,6 +26,7 @@ from cnnsearch.run.folder import RunDir, RunInfo, find_trial
 from cnnsearch.spec import Architecture
 from cnnsearch.train.loop import train_candidate
 from cnnsearch.train.result import TrialControl
+from cnnsearch.words import count
 
 CONFIRM_SEED_STRIDE = 1000  # confirmation seed k of trial n: run seed + 1000 * k + n
 
@@ -57,7 +58,7 @@ class ConfirmationRow:
             return f"trial {self.trial} {self.compact}: every retraining failed ({'; '.join(self.failures)})"
         text = (
             f"trial {self.trial} {self.compact}: {self.mean:.2%} ± {100 * self.sd:.2f} points over "
-            f"{len(self.accuracies)} seed(s) (search {self.search_val_acc:.2%})"
+            f"{count(len(self.accuracies), 'seed')} (search {self.search_val_acc:.2%})"
         )
         if self.failures:
             text += f"; {len(self.failures)} failed: {'; '.join(self.failures)}"
@@ -137,7 +138,7 @@ class Choice:
                 else ""
             )
             return f"{text} (--choose best){cheaper}"
-        return f"{text}; none of the {others} other trial(s) tied with it is cheaper"
+        return f"{text}; none of the {count(others, 'other trial')} tied with it is cheaper"
 
 
 def _cheaper(cheap: _Candidate, dear: _Candidate) -> str:

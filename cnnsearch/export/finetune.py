@@ -29,6 +29,7 @@ from cnnsearch.export.retrain import ExportResult, ignore_message
 from cnnsearch.export.testset import measure_test_accuracy
 from cnnsearch.train.loop import resolve_device, train_candidate
 from cnnsearch.train.result import TrialControl
+from cnnsearch.words import count
 
 FINETUNE_MIN_STEPS = 8  # optimiser steps per fine-tuning epoch that the batch size is lowered for
 
@@ -134,8 +135,8 @@ def finetune_model(
     )
     on_message(
         f"fine-tuning {source.arch.compact()} on {data}: {n_train} train / "
-        f"{len(split.val_indices)} val images, {dataset.num_classes} classes, {epochs} epochs of {steps} "
-        f"step(s) (batch {batch}{lowered}), lr {rate:g}" + (", conv stages frozen" if freeze else "")
+        f"{len(split.val_indices)} val images, {dataset.num_classes} classes, {count(epochs, 'epoch')} of "
+        f"{count(steps, 'step')} (batch {batch}{lowered}), lr {rate:g}" + (", conv stages frozen" if freeze else "")
     )
     result = train_candidate(arch, device_data, net=net, control=TrialControl(seed=seed))
     if result.outcome == "nan":

@@ -48,6 +48,7 @@ from cnnsearch.model.build import build_model
 from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
 from cnnsearch.train.loop import resolve_device, train_candidate
 from cnnsearch.train.result import TrialControl
+from cnnsearch.words import count
 
 EXPORTS_FILE = "exports.json"  # in the run folder: one entry per export, for the report
 
@@ -89,12 +90,12 @@ class ExportResult:
             lines += [f"  {row.line()}" for row in self.confirmation]
         if self.finetuned_from is not None:
             lines.append(
-                f"fine-tuned {self.retrain_epochs} epochs on {self.train_images} images, seed {self.seed}"
+                f"fine-tuned {count(self.retrain_epochs, 'epoch')} on {self.train_images} images, seed {self.seed}"
                 + (f"; validation accuracy {self.val_accuracy:.2%}" if self.val_accuracy is not None else "")
             )
         elif self.retrain_epochs is not None:
             lines.append(
-                f"final training: {self.retrain_epochs} epochs ({self.schedule}) on train+validation "
+                f"final training: {count(self.retrain_epochs, 'epoch')} ({self.schedule}) on train+validation "
                 f"({self.train_images} images), seed {self.seed}"
             )
         else:
@@ -219,7 +220,7 @@ def export_run(
         arch = chosen.arch.with_epochs(epochs)
         predicted = f", ~{schedule.predicted_s / 60:.1f} min" if schedule.predicted_s is not None else ""
         on_message(
-            f"final training of trial {chosen.number}: {epochs} epochs ({schedule.why}{predicted}) on "
+            f"final training of trial {chosen.number}: {count(epochs, 'epoch')} ({schedule.why}{predicted}) on "
             f"train+validation ({train_images} images), seed {chosen.seed}"
         )
         # validate=False: full.val_x is the TEST split, which nothing may look at during training.

@@ -17,6 +17,7 @@ from typing import Any
 
 from cnnsearch.errors import UserError
 from cnnsearch.outcomes import TrialRecord
+from cnnsearch.words import count
 
 DEFAULT_FINAL_FACTOR = 3  # final epochs = this x the search's epochs, by default
 FINAL_SHARE = 0.3  # `search --timeout T --export DIR`: the share of T kept for the final model
@@ -70,7 +71,7 @@ def final_schedule(
     if final_budget_s is None:
         epochs = DEFAULT_FINAL_FACTOR * search_epochs
         return FinalSchedule(
-            epochs, f"{DEFAULT_FINAL_FACTOR}x the search's {search_epochs} epochs", _times(epoch_s, epochs)
+            epochs, f"{DEFAULT_FINAL_FACTOR}x the search's {count(search_epochs, 'epoch')}", _times(epoch_s, epochs)
         )
     if epoch_s is None:
         raise UserError(
@@ -87,7 +88,7 @@ def final_schedule(
     epochs = min(fitting, cap)
     why = f"fits --final-budget {_secs(final_budget_s)} s at ~{epoch_s:.1f} s per epoch"
     if epochs == cap and fitting > cap:
-        why += f" (capped at {MAX_BUDGET_FACTOR}x the search's {search_epochs} epochs)"
+        why += f" (capped at {MAX_BUDGET_FACTOR}x the search's {count(search_epochs, 'epoch')})"
     return FinalSchedule(epochs, why, _times(epoch_s, epochs))
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its tabl
 from cnnsearch.errors import first_line
 from cnnsearch.results.facts import STOPPED_NOTE, TRAINED_TO_THE_END, study_facts
 from cnnsearch.results.render import percent, plain_text
+from cnnsearch.words import count
 
 RUNS_COLUMNS = (
     "name",
@@ -76,7 +77,7 @@ def runs_frame(runs_dir: str | Path, *, now: float | None = None) -> pd.DataFram
             running="running" in outcomes,
         )
         if "stopped" in outcomes:
-            row["note"] = f"{outcomes.count('stopped')} trial(s) stopped ({STOPPED_NOTE})"
+            row["note"] = f"{count(outcomes.count('stopped'), 'trial')} stopped ({STOPPED_NOTE})"
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
     for column in ("trials", "complete", "pruned", "skipped", "failed"):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnsearch.outcomes import TrialRecord
+from cnnsearch.words import count
 
 # Prior ratios between the three terms, in "work units" (FLOPs): fitted on 10 digits trials on this
 # project's 2-core CPU machine (~90 GFLOP/s of conv work, ~4.7 ms per step, ~0.2 s per epoch).
@@ -283,7 +284,7 @@ def judge_budget(
     if full_s > time_left_s:
         return BudgetVerdict(
             epoch_seconds,
-            f"predicted {_seconds(full_s)} for its {epochs} epochs, more than the {_seconds(max(0.0, time_left_s))} left",
+            f"predicted {_seconds(full_s)} for its {count(epochs, 'epoch')}, more than the {_seconds(max(0.0, time_left_s))} left",
         )
     return BudgetVerdict(epoch_seconds)
 

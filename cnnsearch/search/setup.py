@@ -44,6 +44,7 @@ from cnnsearch.space.parse import (
     resolve_space_path,
     space_differences,
 )
+from cnnsearch.words import count as count_of
 
 
 @dataclass
@@ -276,11 +277,11 @@ def _refuse_taking_over(run: RunDir, storage: object, storage_url: str) -> None:
         return  # made by a start that stopped before its first trial: nothing to lose
     if study.user_attrs.get("run_info") is None:
         raise UserError(
-            f"{where} already holds a study {run.name!r} with {count} trial(s) that cnnsearch did not start; "
+            f"{where} already holds a study {run.name!r} with {count_of(count, 'trial')} that cnnsearch did not start; "
             f"choose another --name"
         )
     raise UserError(
-        f"{where} already holds the search {run.name!r} with {count} trial(s); choose another --name, "
+        f"{where} already holds the search {run.name!r} with {count_of(count, 'trial')}; choose another --name, "
         f"or add workers to it with `cnnsearch worker --name {run.name} --storage URL`"
     )
 

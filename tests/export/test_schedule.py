@@ -35,6 +35,7 @@ def test_the_schedule_rules() -> None:
     assert budget.epochs == 10 and budget.why == "fits --final-budget 26 s at ~2.5 s per epoch"
     capped = _schedule(final_budget_s=1000.0)
     assert capped.epochs == MAX_BUDGET_FACTOR * 4 and "capped at 10x the search's 4 epochs" in capped.why
+    assert _schedule(search_epochs=1).why == f"{DEFAULT_FINAL_FACTOR}x the search's 1 epoch"  # not "1 epochs"
     with pytest.raises(UserError, match="shorter than one epoch of the final training"):
         _schedule(final_budget_s=1.0)
     with pytest.raises(UserError, match="pass only one of them"):

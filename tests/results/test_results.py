@@ -487,7 +487,7 @@ def test_running_trials_of_gone_workers_show_as_stopped(runs_dir):
 
     (row,) = (row for _, row in report.runs_frame(runs_dir).iterrows() if row["name"] == "killed")
     assert row["running"]  # trial 11
-    assert row["note"] == "2 trial(s) stopped (worker gone; resumes on the next search)"
+    assert row["note"] == "2 trials stopped (worker gone; resumes on the next search)"
     _set_worker(run, 11, f"{here}:{finished.pid}")
     (row,) = (row for _, row in report.runs_frame(runs_dir).iterrows() if row["name"] == "killed")
     assert not row["running"]
