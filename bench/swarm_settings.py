@@ -1,5 +1,6 @@
-"""Swarm settings: the swarm's defaults (size, speed cap) and the flat encoding for TPE, compared
-on a made-up objective over the default space, where a trial costs microseconds.
+"""Swarm settings: the swarm's defaults (size, speed cap) and the flat encoding for each relative
+sampler (tpe, gp, cmaes, nsga2; with and without), compared on a made-up objective over the
+default space, where a trial costs microseconds (GP's fitting aside).
 
 No training: each candidate drawn from the default space (through the worker's own sampling,
 `sample_flat` or `sample_architecture`) scores how close it is to a made-up target network
@@ -12,6 +13,7 @@ conditional stages, not how well it finds accurate networks: that is bench/searc
 
     .venv/bin/python bench/swarm_settings.py                 # 30 seeds x 40 trials
     .venv/bin/python bench/swarm_settings.py --quick         # 6 seeds
+    .venv/bin/python bench/swarm_settings.py --contenders "gp,gp flat,cmaes,cmaes flat" --seeds 10
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def contenders(flat: dict[str, Any]) -> dict[str, tuple[Any, bool]]:
     import optuna
 
     from cnnsearch.search.pso import SwarmSampler
+    from cnnsearch.search.strategies import make_sampler
 
     def tpe(seed: int) -> Any:  # as make_sampler builds it
         return optuna.samplers.TPESampler(
@@ -69,6 +72,10 @@ def contenders(flat: dict[str, Any]) -> dict[str, tuple[Any, bool]]:
         "tpe": (tpe, False),
         "tpe flat": (tpe, True),
     }
+    for name in ("gp", "cmaes", "nsga2"):  # as the search builds them, without and with the encoding
+        build = lambda seed, name=name: make_sampler(name, seed, multi_objective=False)  # noqa: E731
+        found[name] = (build, False)
+        found[f"{name} flat"] = (build, True)
     for size in (5, 10):
         for speed in (0.15, 0.3, 0.5):
             found[f"pso {size} particles, speed {speed}"] = (
@@ -105,6 +112,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--quick", action="store_true", help="6 seeds")
+    parser.add_argument("--contenders", help="Comma-separated names (default: all), e.g. 'gp,gp flat'.")
     args = parser.parse_args()
     seeds = 6 if args.quick else args.seeds
 
@@ -118,8 +126,14 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     flat = flat_dimensions(load_space("default"), epochs=3)
+    table = contenders(flat)
+    chosen = args.contenders.split(",") if args.contenders else list(table)
+    unknown = [name for name in chosen if name not in table]
+    if unknown:
+        raise SystemExit(f"unknown contender(s) {', '.join(unknown)}; known: {', '.join(table)}")
     rows = []
-    for name, (make, flat_encoding) in contenders(flat).items():
+    for name in chosen:
+        make, flat_encoding = table[name]
         started = time.perf_counter()
         bests = [search(make(seed), flat_encoding, args.trials) for seed in range(seeds)]
         row = {
