@@ -21,19 +21,22 @@ SAMPLERS = ("tpe", "random", "gp", "cmaes", "pso", "nsga2")
 FLAT_ENCODING = {
     # Multivariate TPE with group=True already models conditional parameters (it splits them into
     # groups that occur together); the flat encoding would add values that never reach the network
-    # to its density estimates. Not measured to help: off.
+    # to its density estimates. Measured not to help (bench/swarm_settings.py, 30 seeds): off.
     "tpe": False,
     "random": False,  # no model: the extra values would only be noise in the stored trials
     # Models only the parameters every finished trial has: without it, every stage past the
     # smallest network's is drawn at random (Optuna's "dynamic search space" warning); with it,
     # all parameters enter the Gaussian process and the warning is gone.
     "gp": True,
-    # Models the numeric ranges every trial has; choices stay random either way (CMA-ES has no
-    # categorical model), but a numeric per-stage range (e.g. stage<i>.filters) is modelled only flat.
-    "cmaes": True,
+    # CMA-ES models numeric ranges only, and every numeric range of the shipped spaces (stages or
+    # positions, dropout, lr, weight decay) is in every candidate: the encoding adds nothing it models.
+    # Measured worse with it (bench/swarm_settings.py, 30 seeds: -1.388 against -1.202 at 40 trials,
+    # -1.004 against -0.918 at 100): off.
+    "cmaes": False,
     "pso": True,  # a particle needs one coordinate per parameter in every trial
-    # Crosses over only the parameters every trial has; the rest would be drawn at random.
-    "nsga2": True,
+    # Would cross over the per-stage parameters too; measured the same either way (-1.826 / -1.825 at
+    # 40 trials, -1.430 / -1.430 at 100, 30 seeds): off, so trials store only what the network uses.
+    "nsga2": False,
 }
 
 
