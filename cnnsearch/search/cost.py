@@ -45,6 +45,11 @@ PRIOR_WEIGHT = 0.001  # a tie-breaker for terms the trials leave undetermined; m
 FIRST_RUNG_SHARE = 0.10  # a first rung may take at most this share of the whole budget...
 CHEAP_FACTOR = 2.0  # ...unless its epoch is within this factor of the fastest trained one (a small budget)
 MIN_TRIALS_TO_PREDICT = 1  # trials trained before any prediction (the first seeds the model)
+# Measured after its first epoch, a trial whose whole schedule would take more than this share of
+# the budget is stopped (pruned), unless its epoch is within CHEAP_FACTOR of the fastest other
+# trained one. The first trial is never predicted: on Fashion-MNIST one took 401 s of a 420 s
+# search budget (bench/RESULTS.md). Half, not less: a slow candidate may be the best one.
+MAX_TRIAL_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -287,6 +292,30 @@ def judge_budget(
             f"predicted {_seconds(full_s)} for its {count(epochs, 'epoch')}, more than the {_seconds(max(0.0, time_left_s))} left",
         )
     return BudgetVerdict(epoch_seconds)
+
+
+def judge_first_epoch(
+    epoch_seconds: float, trials: Iterable[Any], *, device: str, data: Any, epochs: int, budget_s: float | None
+) -> str:
+    """Why a trial should stop after its first epoch, measured at `epoch_seconds`; "" to go on.
+
+    With a budget, a trial is stopped when its whole schedule would take more than MAX_TRIAL_SHARE
+    of it and its epoch is over CHEAP_FACTOR x the fastest epoch of the other trained trials of
+    `trials` on `device` (there are none for the first trial, which nothing could predict).
+    """
+    if budget_s is None or epochs <= 1:
+        return ""
+    full_s = epoch_seconds * epochs
+    if full_s <= MAX_TRIAL_SHARE * budget_s:
+        return ""
+    observed = observations_from(trials, device=device, train_images=len(data.train_y), val_images=len(data.val_y))
+    fastest = min((o.epoch_seconds for o in observed), default=None)
+    if fastest is not None and epoch_seconds <= CHEAP_FACTOR * fastest:
+        return ""
+    return (
+        f"too slow for the budget: its {count(epochs, 'epoch')} would take ~{_seconds(full_s)} at the measured "
+        f"{_seconds(epoch_seconds)} per epoch, more than {MAX_TRIAL_SHARE:.0%} of the {_seconds(budget_s)} budget"
+    )
 
 
 def _seconds(value: float) -> str:

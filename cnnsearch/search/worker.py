@@ -20,12 +20,7 @@ from typing import Any
 
 from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.errors import DiskFull, RunFault
-from cnnsearch.outcomes import (
-    DUPLICATE_COPIES,
-    TrialRecord,
-    optuna_state,
-    write_attrs,
-)
+from cnnsearch.outcomes import DUPLICATE_COPIES, TrialRecord, optuna_state, write_attrs
 from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
 from cnnsearch.run.liveness import (
     HEARTBEAT_GRACE_S,
@@ -39,6 +34,7 @@ from cnnsearch.run.liveness import (
 )
 from cnnsearch.run.optuna_private import storage_of, stored_user_attrs, trial_id
 from cnnsearch.run.storage import rdb_storage
+from cnnsearch.search.cost import judge_candidate, judge_first_epoch
 from cnnsearch.search.progress import SearchEvent, counted_trials
 from cnnsearch.search.settings import DEFAULT_CHECKPOINT_EVERY_S
 from cnnsearch.search.strategies import (
@@ -212,10 +208,12 @@ class WorkerLoop:
             return
 
         costs: dict[str, float] = {}
+        started: list[float] = []  # when training began (after the measurements), for the first epoch's time
 
         def on_measured(measured: dict[str, float]) -> None:
             costs.update(measured)
             write_attrs(trial, measured)
+            started.append(time.monotonic())
 
         def on_epoch(epoch: int, accuracy: float) -> bool | str:
             self._emit(
@@ -230,13 +228,20 @@ class WorkerLoop:
             # After the last epoch nothing is left to save: a trial that ran every epoch is
             # complete, whatever a pruner would say (with --epochs 1 its first rung is the last).
             last = epoch >= arch.train.epochs
+            too_slow = ""
+            if epoch == 1 and started:  # a fresh trial's first epoch, measured: can the budget afford the rest?
+                trials = study.get_trials(deepcopy=False)
+                seconds, epochs, device = time.monotonic() - started[0], arch.train.epochs, str(self.device)
+                too_slow = judge_first_epoch(
+                    seconds, trials, device=device, data=data, epochs=epochs, budget_s=self.budget_s
+                )
             if len(self.info.objective) > 1:
-                if self.info.pruner == "none" or last:
-                    return False
+                if too_slow or self.info.pruner == "none" or last:
+                    return too_slow or False
                 cost_key = COST_ATTRS[self.info.objective[1]]
                 return pareto_prune(study, trial.number, epoch, accuracy, cost_key, costs.get(cost_key)) or False
             trial.report(accuracy, epoch)
-            return not last and trial.should_prune()
+            return too_slow or (not last and trial.should_prune())
 
         def on_resume(val_acc: list[float]) -> None:
             # A re-run continues its origin's checkpoint: give the new trial that checkpoint's
@@ -291,8 +296,6 @@ class WorkerLoop:
     def _within_budget(self, study: Any, trial: Any, arch: Any, data: Any) -> bool:
         """Predict the candidate's epoch time (recorded on the trial); False, after ending it as
         too_slow, when the budget cannot afford it; True, after telling the view, when it may train."""
-        from cnnsearch.search.cost import judge_candidate
-
         cost = judge_candidate(
             arch,
             study.get_trials(deepcopy=False),
