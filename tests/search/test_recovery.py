@@ -106,9 +106,7 @@ def test_a_study_with_trials_and_no_run_record_is_refused(tmp_path: Path) -> Non
     study.enqueue_trial({"x": 1.0})
     journal = run.journal_file.read_bytes()
     result = run_cli("search", "--space", str(TINY_SPACE), "--name", "r", "--runs-dir", str(runs))
-    _one_line_error(
-        result, f"{run.journal_file} already holds a study 'r' with 1 trial that cnnsearch did not start"
-    )
+    _one_line_error(result, f"{run.journal_file} already holds a study 'r' with 1 trial that cnnsearch did not start")
     assert not any(path.exists() for path in (run.run_file, run.space_file, run.split_file))
     assert run.journal_file.read_bytes() == journal
 
