@@ -129,7 +129,7 @@ def finetune_model(
     steps = max(1, n_train // batch)
     model_batch = source.arch.train.batch_size
     lowered = (
-        f", lowered from the model's {model_batch}, which gives {max(1, n_train // model_batch)} step(s) per epoch"
+        f", lowered from the model's {model_batch}, which gives {count(max(1, n_train // model_batch), 'step')} per epoch"
         if batch < model_batch
         else ""
     )

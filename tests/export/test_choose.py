@@ -54,7 +54,7 @@ def test_export_takes_the_cheapest_tied_trial_and_says_why(runs: Path, tmp_path:
     )
     lines = done.stdout.splitlines()
     assert lines[:2] == [why, f"trial {cheap['trial']} {cheap['arch']}"]
-    assert done.stderr.splitlines()[0].startswith(f"final training of trial {cheap['trial']}: 1 epochs")
+    assert done.stderr.splitlines()[0].startswith(f"final training of trial {cheap['trial']}: 1 epoch (")
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     assert meta["trial"] == cheap["trial"] and meta["val_accuracy"] == cheap["val_acc"]
     assert meta["chosen_because"] == why.removeprefix("chose ")

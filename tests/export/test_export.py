@@ -476,7 +476,7 @@ def test_finetune_to_new_classes(exported, three_class_folder: Path, tmp_path: P
     assert source.arch.train.batch_size == 32 and meta["architecture"]["train"]["batch_size"] == 8
     assert any(
         re.search(
-            r"3 epochs of 7 step\(s\) \(batch 8, lowered from the model's 32, which gives 1 step\(s\) "
+            r"3 epochs of 7 steps \(batch 8, lowered from the model's 32, which gives 1 step "
             r"per epoch\)",
             message,
         )

@@ -291,7 +291,10 @@ def test_asha_stops_a_trial_below_the_first_rung_and_lets_the_best_third_on() ->
 def test_deadline_stops_the_running_trial_and_queues_it(tmp_path: Path) -> None:
     space = write_space(tmp_path / "long.toml", train__epochs="200")
     run, info, loaded = _library_search(tmp_path, space, 5)
-    loop = WorkerLoop(run, info, loaded, target=5, device="cpu", deadline=time.monotonic() + 4.0)
+    # A whole budget far larger than the 8 s left: the deadline, not the budget rules (a 200-epoch
+    # trial is more than half of an 8 s budget, and would be pruned after its first epoch), stops it.
+    deadline = time.monotonic() + 8.0  # start-up and a first epoch fit; 200 epochs do not
+    loop = WorkerLoop(run, info, loaded, target=5, device="cpu", deadline=deadline, budget_s=1e6)
     loop.run_loop()
     assert not loop.interrupted, "a deadline is a normal end, not Ctrl-C"
     trials = run.load_study().trials
