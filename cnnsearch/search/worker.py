@@ -34,18 +34,10 @@ from cnnsearch.run.liveness import (
 )
 from cnnsearch.run.optuna_private import storage_of, stored_user_attrs, trial_id
 from cnnsearch.run.storage import rdb_storage
+from cnnsearch.search import strategies
 from cnnsearch.search.cost import judge_candidate, judge_first_epoch
 from cnnsearch.search.progress import SearchEvent, counted_trials
 from cnnsearch.search.settings import DEFAULT_CHECKPOINT_EVERY_S
-from cnnsearch.search.strategies import (
-    COST_ATTRS,
-    FLAT_ENCODING,
-    make_pruner,
-    make_sampler,
-    optuna_log_to,
-    pareto_prune,
-    quiet_optuna,
-)
 from cnnsearch.search.weights import keep_best_weights
 from cnnsearch.space.flat import flat_dimensions, sample_flat
 from cnnsearch.space.parse import SearchSpace
@@ -95,7 +87,7 @@ class WorkerLoop:
     def open_study(self) -> Any:
         import optuna
 
-        quiet_optuna()
+        strategies.quiet_optuna()
         info = self.info
         if info.storage == "journal":
             storage = self.run.open_storage(info)
@@ -110,18 +102,18 @@ class WorkerLoop:
         # A resumed run must not replay the first session's random proposals (they would all
         # be duplicates): the sampler's seed also depends on how many trials exist already.
         history = len(optuna.load_study(study_name=info.name, storage=storage).get_trials(deepcopy=False))
-        flat = flat_dimensions(self.space, epochs=info.epochs) if FLAT_ENCODING.get(info.sampler) else None
+        flat = flat_dimensions(self.space, epochs=info.epochs) if strategies.FLAT_ENCODING.get(info.sampler) else None
         return optuna.load_study(
             study_name=info.name,
             storage=storage,
-            sampler=make_sampler(
+            sampler=strategies.make_sampler(
                 info.sampler,
                 info.seed + 104729 * history,
                 multi_objective=len(info.objective) > 1,
                 worker_index=self.worker_index,
                 dimensions=flat,
             ),
-            pruner=make_pruner(info.pruner, epochs if isinstance(epochs, int) else 10),
+            pruner=strategies.make_pruner(info.pruner, epochs if isinstance(epochs, int) else 10),
         )
 
     def load_data(self) -> Any:
@@ -137,7 +129,7 @@ class WorkerLoop:
         return to_device(dataset, split, self.device)
 
     def run_loop(self) -> None:
-        with optuna_log_to(self.run.log_file):
+        with strategies.optuna_log_to(self.run.log_file):
             self._loop()
 
     def _loop(self) -> None:
@@ -179,7 +171,7 @@ class WorkerLoop:
 
         try:
             # Flat: every parameter the space has is drawn, the network built from the active ones.
-            sample = sample_flat if FLAT_ENCODING.get(self.info.sampler) else sample_architecture
+            sample = sample_flat if strategies.FLAT_ENCODING.get(self.info.sampler) else sample_architecture
             arch = sample(self.space, trial, epochs=self.info.epochs)
         except Exception as error:  # a sampler bug must not stop the search
             self._finish(study, trial, "error", f"sampling failed: {error}", {})
@@ -238,8 +230,11 @@ class WorkerLoop:
             if len(self.info.objective) > 1:
                 if too_slow or self.info.pruner == "none" or last:
                     return too_slow or False
-                cost_key = COST_ATTRS[self.info.objective[1]]
-                return pareto_prune(study, trial.number, epoch, accuracy, cost_key, costs.get(cost_key)) or False
+                cost_key = strategies.COST_ATTRS[self.info.objective[1]]
+                return (
+                    strategies.pareto_prune(study, trial.number, epoch, accuracy, cost_key, costs.get(cost_key))
+                    or False
+                )
             trial.report(accuracy, epoch)
             return too_slow or (not last and trial.should_prune())
 
@@ -400,4 +395,4 @@ class WorkerLoop:
     def _objective_values(self, metrics: dict[str, Any]) -> float | list[float]:
         if len(self.info.objective) == 1:
             return float(metrics["best_val_acc"])
-        return [float(metrics["best_val_acc"]), float(metrics[COST_ATTRS[self.info.objective[1]]])]
+        return [float(metrics["best_val_acc"]), float(metrics[strategies.COST_ATTRS[self.info.objective[1]]])]
