@@ -93,6 +93,26 @@ def test_help_loads_neither_torch_nor_optuna_nor_pandas() -> None:
     assert found["loaded"] == [], f"`cnnsearch --help` loads {found['loaded']}"
 
 
+def test_a_missing_space_file_is_refused_before_torch_is_loaded(tmp_path: Path) -> None:
+    """Bad input is answered in a fraction of a second: torch (seconds to import) waits for the checks."""
+    code = f"""
+        import json, runpy, sys
+        sys.argv = ["cnnsearch", "search", "--space", "no-such-space.toml", "--data", "digits",
+                    "--runs-dir", {str(tmp_path)!r}]
+        try:
+            runpy.run_module("cnnsearch", run_name="__main__")
+        except SystemExit as stop:
+            code = stop.code
+        loaded = sorted({{module.split(".")[0] for module in sys.modules}} & {{"torch", "pytorch_lightning"}})
+        print(json.dumps({{"code": code, "loaded": loaded}}))
+    """
+    done = fresh_python(code)
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["code"] == 2 and "space file not found: no-such-space.toml" in done.stderr, done.stderr
+    assert found["loaded"] == [], f"refusing a missing space file loads {found['loaded']}"
+    assert not list(tmp_path.iterdir())
+
+
 # ---- statically: who imports whom ----------------------------------------------------------
 def module_name(path: Path, root: Path = ROOT) -> str:
     parts = path.relative_to(root).with_suffix("").parts

@@ -177,11 +177,10 @@ def search(
         command=searching.command_line(),
     )
     checkpoint_every_s = searching.parse_checkpoint_every(checkpoint_every)
-    workers = searching.resolve_workers(workers_text, device)
     opened_run: list[RunDir] = []  # the run, once open_search has named it
     with _resume_hint(lambda: opened_run[0] if opened_run else RunDir(runs_dir, settings.name)):
-        opened = searching.open_search(settings, workers=workers, download=download)
-        run, run_info = opened.run, opened.info
+        opened = searching.open_search(settings, workers=workers_text, download=download)
+        run, run_info, workers = opened.run, opened.info, opened.workers
         opened_run.append(run)
         info(
             f"{'resuming' if opened.resumed else 'started'} run {run.name!r}: {run_info.data}, "

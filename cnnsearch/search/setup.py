@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.errors import UserError
 from cnnsearch.run.folder import RunDir, RunInfo, check_run_name, check_runs_dir, write_atomic
 from cnnsearch.run.storage import describe_storage, rdb_storage
@@ -57,16 +56,21 @@ class OpenedSearch:
     target: int  # total trials the run asks for
     resumed: bool  # False: created by this call
     notes: list[str] = field(default_factory=list)  # what warm start queued, in words
+    workers: int = 1  # local worker processes (--workers auto resolved)
 
 
-def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = False) -> OpenedSearch:
+def open_search(settings: SearchSettings, *, workers: int | str = 1, download: bool = False) -> OpenedSearch:
     """Create or resume the run `settings` name, ready to search; every check comes first.
 
     A new run without a name gets `SPACE-DATE`, without a space `default` (a named one too when
     --data is given: a bare --name that matches no run is refused, as it may be a misspelt resume),
     without data `digits`. `settings.fork` starts a new run warm-started from the one named.
     """
-    if workers < 1:
+    from cnnsearch.search.parallel import resolve_workers
+
+    if isinstance(workers, str) and workers.strip().lower() != "auto":
+        workers = resolve_workers(workers, settings.device)
+    if isinstance(workers, int) and workers < 1:
         raise UserError(f"--workers must be at least 1, but got {workers}")
     runs_dir = check_runs_dir(settings.runs_dir, writing=True)
     if not settings.name:  # a new run: the defaults make the bare command work
@@ -84,6 +88,8 @@ def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = 
     check_settings(settings)  # before a download, which writes to the cache
     if settings.space is not None and not RunDir(runs_dir, settings.name).exists():
         load_space(resolve_space_path(settings.space)).require_searched(settings.trials or DEFAULT_TRIALS)
+    if isinstance(workers, str):  # auto counts the GPUs, which imports torch: after the cheap checks
+        workers = resolve_workers(workers, settings.device)
     if download and settings.data:
         from cnnsearch.data.load import load_dataset
 
@@ -95,7 +101,9 @@ def open_search(settings: SearchSettings, *, workers: int = 1, download: bool = 
     if resumed and settings.command:  # last: a resume refused on the way (a damaged journal) changes nothing here
         info.resumes.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {settings.command}")
         run.write_info(info)
-    return OpenedSearch(run=run, info=info, space=space_obj, target=target, resumed=resumed, notes=notes)
+    return OpenedSearch(
+        run=run, info=info, space=space_obj, target=target, resumed=resumed, notes=notes, workers=workers
+    )
 
 
 def check_settings(settings: SearchSettings) -> None:
@@ -166,6 +174,8 @@ def _resume_run(run: RunDir, settings: SearchSettings) -> tuple[RunDir, RunInfo,
             f"run {run.name!r} was started with other settings ({shown}); resume it without them, "
             f"or start a new run from its trials with --fork NEW_NAME"
         )
+    from cnnsearch.data.load import load_run_dataset, load_run_split  # torch: after the checks above
+
     dataset = load_run_dataset(info, consequence="its saved split would pick other images")
     # Before anything is written (run.json's resumes, the study's target): a lost split is
     # rebuilt from its seed where that is exact, else the resume is refused.
@@ -378,6 +388,8 @@ def join_run(runs_dir: str | Path, name: str, storage: str | None) -> tuple[RunD
         )
     info = RunInfo.from_dict(raw)
     info.storage = storage  # this machine's URL (host names may differ between machines)
+    from cnnsearch.data.load import load_run_dataset
+
     dataset = load_run_dataset(info, consequence="its saved split would pick other images")
     split = make_split(dataset.train_labels, val_fraction=info.val_fraction, seed=info.split_seed)
     if len(split.val_indices) != info.split_sizes.get("val"):
