@@ -8,7 +8,14 @@ seeds, parameters, trials, time in pruned or cut trials, time to the baseline's 
 paired per-seed lead over the peer, and the issue's verdicts. Nothing is trained or re-scored:
 every figure is one versus.py wrote.
 
+A ratio (time to the baseline's final best over the baseline's own) is recorded only against a
+baseline of the same invocation. With `--race-runs DIR` (a `versus.py --work` folder; repeat)
+the race is run again across invocations from the kept run folders: each cnnsearch contender's
+best-so-far curve is read from its study, in seconds from its run's creation, and timed against
+the baseline of the same seed, wherever that was run.
+
     .venv/bin/python bench/versus_summary.py --commit cbf8361 --commit 3d79f4f
+    .venv/bin/python bench/versus_summary.py --baseline random --race-runs /work/bench-a --race-runs /work/bench-b
     .venv/bin/python bench/versus_summary.py --since 2026-12-01T14:00 --record   # also append to RESULTS.md
 """
 
@@ -21,11 +28,13 @@ import math
 import re
 import statistics
 import sys
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 from versus import LEAD_TARGET, TARGET_RATIO, summary_table, verdicts
+from versus_run import Result, read_study
 
 CSV = _common.RESULTS_DIR / "versus.csv"
 
@@ -69,6 +78,44 @@ def select(rows: list[dict[str, str]], args: argparse.Namespace) -> list[dict[st
         if key not in kept or row["timestamp"] >= kept[key]["timestamp"]:
             kept[key] = row
     return sorted(kept.values(), key=lambda r: (r["contender"], int(r["seed"])))
+
+
+def run_result(row: dict[str, str], work_dirs: list[Path]) -> Result | None:
+    """The contender's trials from its kept run folder `<contender>-s<seed>`, timed from the run's
+    creation: of the folders by that name, the newest one created before the row was recorded."""
+    name, recorded = f"{row['contender']}-s{row['seed']}", datetime.fromisoformat(row["timestamp"])
+    found: list[tuple[datetime, Path]] = []
+    for work in work_dirs:
+        run_json = work / "runs" / name / "run.json"
+        if run_json.is_file():
+            created = datetime.fromisoformat(json.loads(run_json.read_text())["created"])
+            if created <= recorded:
+                found.append((created, work / "runs"))
+    if not found:
+        return None
+    created, runs = max(found)
+    result = Result(row["contender"], int(row["seed"]), _float(row["budget_s"]), wall_s=_float(row["wall_s"]))
+    read_study(result, runs, name, created.timestamp())
+    return result
+
+
+def race(rows: list[dict[str, str]], work_dirs: list[Path], baseline: str) -> tuple[list[dict[str, str]], list[str]]:
+    """Rows with time_to_baseline_best_s and ratio recomputed from the run folders (nan where a
+    folder is missing), and a note per row that could not be raced."""
+    results = {(r["contender"], r["seed"]): run_result(r, work_dirs) for r in rows}
+    raced, missing = [], []
+    for row in rows:
+        mine, base = results[(row["contender"], row["seed"])], results.get((baseline, row["seed"]))
+        time_to = ratio = math.nan
+        if mine is None or base is None:
+            missing.append(f"{row['contender']} seed {row['seed']}" + (" (no run folder)" if mine is None else ""))
+        else:
+            level = base.final_best
+            own = base.time_to(level)
+            time_to = mine.time_to(level)
+            ratio = time_to / own if own > 0 and math.isfinite(own) else math.nan
+        raced.append({**row, "time_to_baseline_best_s": str(time_to), "ratio": str(ratio)})
+    return raced, missing
 
 
 def summarise(rows: list[dict[str, str]], order: list[str]) -> list[dict]:
@@ -137,11 +184,21 @@ def main() -> None:
     parser.add_argument("--contenders", type=lambda s: s.split(","), default=[], help="Comma-separated [all].")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[], help="e.g. 0,1,2")
     parser.add_argument("--baseline", default="cnnsearch-random", help="Whose time the ratios were taken against.")
+    parser.add_argument(
+        "--race-runs",
+        type=Path,
+        action="append",
+        default=[],
+        help="A versus.py --work folder whose run folders time the race to the baseline across invocations (repeat).",
+    )
     parser.add_argument("--record", action="store_true", help="Also append the summary to bench/RESULTS.md.")
     args = parser.parse_args()
     rows = select(read_rows(args.csv), args)
     if not rows:
         raise SystemExit("no row of versus.csv matches these filters")
+    unraced: list[str] = []
+    if args.race_runs:
+        rows, unraced = race(rows, args.race_runs, args.baseline)
     order = args.contenders or sorted({r["contender"] for r in rows}, key=lambda n: (n != "cnnsearch", n))
     summary = summarise(rows, order)
     full = args.train_images == "all"
@@ -160,8 +217,17 @@ def main() -> None:
         f"Read back from {args.csv.name} (newest row per contender and seed"
         + (f", commits {', '.join(args.commit)}" if args.commit else "")
         + (f", recorded since {args.since}" if args.since else "")
-        + f"): {seeds_of}. The ratio is each row's own, against {args.baseline} of the same seed and invocation "
-        f"(target <= {TARGET_RATIO:.2f}).",
+        + f"): {seeds_of}. "
+        + (
+            f"The race to {args.baseline}'s final best of the same seed was rerun from the run folders in "
+            + ", ".join(map(str, args.race_runs))
+            + " (seconds from each run's creation"
+            + (f"; not raced: {', '.join(unraced)}" if unraced else "")
+            + ")"
+            if args.race_runs
+            else f"The ratio is each row's own, against {args.baseline} of the same seed and invocation"
+        )
+        + f" (target <= {TARGET_RATIO:.2f}).",
     ]
     body = "\n\n".join(
         [summary_table(summary, args.baseline), *("- " + line for line in lines), per_seed_table(rows), *notes]

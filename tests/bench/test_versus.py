@@ -129,3 +129,59 @@ def test_the_summary_over_invocations_keeps_the_newest_row_per_seed_and_pairs_se
     assert "| peer | 86.50% ± 0.71 |" in result.stdout
     assert "seed 0 +4.00, seed 1 +1.00; mean +2.50 ± 2.12 points" in result.stdout
     assert "cnnsearch +2.50 points of test accuracy over the peer (target >= 3)" in result.stdout
+
+
+def test_the_summary_reruns_the_race_across_invocations_from_the_kept_run_folders(tmp_path: Path) -> None:
+    """Two invocations (two --work folders): the random baseline in one, TPE in the other; the
+    ratio is timed from each run folder's creation to its trials' completion, in their real studies."""
+    from datetime import datetime, timedelta
+
+    import optuna
+
+    from cnnsearch.run.folder import RunDir
+    from cnnsearch.search.settings import SearchSettings
+    from cnnsearch.search.setup import prepare_run
+
+    def kept_run(work: str, name: str, finished: list[tuple[float, float]]) -> None:
+        runs = tmp_path / work / "runs"
+        prepare_run(SearchSettings(name=name, space=str(TINY_SPACE), data="digits", subset=200, runs_dir=str(runs)))
+        run = RunDir(runs, name)
+        created = datetime.fromisoformat(json.loads(run.run_file.read_text())["created"])
+        study = run.load_study()
+        for seconds, accuracy in finished:  # trial ends `seconds` after the run was created
+            end = created + timedelta(seconds=seconds)
+            study.add_trial(
+                optuna.trial.FrozenTrial(
+                    number=0, trial_id=0, state=optuna.trial.TrialState.COMPLETE, value=accuracy,
+                    datetime_start=end - timedelta(seconds=5), datetime_complete=end, params={}, distributions={},
+                    user_attrs={"best_val_acc": accuracy, "outcome": "complete"}, system_attrs={},
+                    intermediate_values={},
+                )
+            )  # fmt: skip
+
+    kept_run("a", "random-s0", [(100, 0.80), (300, 0.85)])  # random's final best 0.85, reached at 300 s
+    kept_run("b", "tpe-s0", [(60, 0.84), (90, 0.86)])  # TPE passes it at 90 s: ratio 0.3
+    kept_run("b", "gp-s0", [(50, 0.70)])  # never
+    header = (ROOT / "bench" / "results" / "versus.csv").read_text().splitlines()[0].split(",")
+    path = tmp_path / "versus.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        for contender in ("random", "tpe", "gp", "pso"):  # pso: its row has no run folder
+            cells: dict[str, object] = dict.fromkeys(header, "")
+            cells.update(
+                timestamp="2099-01-01T00:00:00+00:00", versions="commit=abc1234", contender=contender, seed=0,
+                budget_s=600, train_images=10000, test_acc=0.85, params=1000, trials_finished=2, outcomes="{}",
+                cut_share=0.0, wall_s=590, over=False, ratio="nan", time_to_baseline_best_s="nan",
+            )  # fmt: skip
+            writer.writerow(cells)
+    command = [sys.executable, str(ROOT / "bench" / "versus_summary.py"), "--csv", str(path), "--baseline", "random"]
+    command += ["--race-runs", str(tmp_path / "a"), "--race-runs", str(tmp_path / "b")]
+    result = subprocess.run(command, capture_output=True, text=True, env=cli_env(), check=False)
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.split("\n\n")[0].splitlines()  # the summary table (the per-seed table follows)
+    table = {line.split("|")[1].strip(): line.split("|") for line in summary if line.startswith("|")}
+    assert table["tpe"][6:8] == [" 90.0 ", " 0.3 "], table["tpe"]
+    assert table["random"][6:8] == [" 300.0 ", " 1 "], table["random"]
+    assert table["gp"][6].strip() == "never"
+    assert "not raced: pso seed 0 (no run folder)" in result.stdout
