@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,29 @@ def test_the_summary_reruns_the_race_across_invocations_from_the_kept_run_folder
     assert table["random"][6:8] == [" 300.0 ", " 1 "], table["random"]
     assert table["gp"][6].strip() == "never"
     assert "not raced: pso seed 0 (no run folder)" in result.stdout
+
+
+def test_the_peer_cuts_a_trial_at_its_deadline_and_reserves_the_best_ones_retrain() -> None:
+    """The peer keeps the budget as cnnsearch does: a trial still training when the final retrain
+    must start is stopped by Lightning's max_time (and recorded as cut, not scored)."""
+    sys.path.insert(0, str(ROOT / "bench" / "peers"))
+    import optuna_lightning as peer
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    records = [
+        {"state": "complete", "start_s": 0, "end_s": 10, "val_acc": 0.8},
+        {"state": "complete", "start_s": 10, "end_s": 50, "val_acc": 0.9},  # the best: its retrain is reserved
+        {"state": "pruned", "start_s": 50, "end_s": 90, "val_acc": 0.95},  # pruned: never the best
+    ]
+    assert peer.retrain_s(records) == pytest.approx(40 * peer.RETRAIN_SHARE * 1.25)
+    assert peer.retrain_s(records[2:]) is None  # nothing completed: nothing to cut for
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)))
+    params = {"n_layers": 1, "filters_0": 16, "kernel_0": 3, "dropout": 0.0, "dense": 32, "lr": 1e-3}
+    model = peer.Net(params, input_shape=(1, 28, 28), classes=10)
+    fit = peer.trainer(5000, [], validate=False, max_s=1.0)  # 5000 epochs: about a minute uncut
+    started = time.monotonic()
+    fit.fit(model, DataLoader(data, batch_size=32))
+    assert fit.current_epoch < 5000 and time.monotonic() - started < 30  # cut, not run to the end
