@@ -60,6 +60,7 @@ IMPORT_ALL = """
         "cnnsearch.space",
         "cnnsearch.results",
         "cnnsearch.run",
+        "cnnsearch.export.options",
     ],
 )
 def test_light_packages_import_neither_torch_nor_lightning(package: str) -> None:
@@ -93,12 +94,22 @@ def test_help_loads_neither_torch_nor_optuna_nor_pandas() -> None:
     assert found["loaded"] == [], f"`cnnsearch --help` loads {found['loaded']}"
 
 
-def test_a_missing_space_file_is_refused_before_torch_is_loaded(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "--space", "no-such-space.toml", "--data", "digits"], "space file not found: no-such-space.toml"),
+        (["export", "no-such-run", "--out", "m", "--final-epochs", "0"], "--final-epochs must be at least 1"),
+        (["export", "no-such-run", "--out", "m", "--final-budget", "1m", "--no-retrain"], "has no effect with"),
+        (["export", "no-such-run", "--out", "m", "--format", "gif"], "unknown format 'gif'"),
+        (["export", "no-such-run", "--out", "m"], "no-such-run"),
+    ],
+)
+def test_bad_input_is_refused_before_torch_is_loaded(tmp_path: Path, argv: list[str], message: str) -> None:
     """Bad input is answered in a fraction of a second: torch (seconds to import) waits for the checks."""
     code = f"""
-        import json, runpy, sys
-        sys.argv = ["cnnsearch", "search", "--space", "no-such-space.toml", "--data", "digits",
-                    "--runs-dir", {str(tmp_path)!r}]
+        import json, os, runpy, sys
+        os.chdir({str(tmp_path)!r})
+        sys.argv = ["cnnsearch", *{argv!r}, "--runs-dir", {str(tmp_path / "runs")!r}]
         try:
             runpy.run_module("cnnsearch", run_name="__main__")
         except SystemExit as stop:
@@ -108,8 +119,8 @@ def test_a_missing_space_file_is_refused_before_torch_is_loaded(tmp_path: Path) 
     """
     done = fresh_python(code)
     found = json.loads(done.stdout.splitlines()[-1])
-    assert found["code"] == 2 and "space file not found: no-such-space.toml" in done.stderr, done.stderr
-    assert found["loaded"] == [], f"refusing a missing space file loads {found['loaded']}"
+    assert found["code"] == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert found["loaded"] == [], f"refusing `cnnsearch {' '.join(argv)}` loads {found['loaded']}"
     assert not list(tmp_path.iterdir())
 
 

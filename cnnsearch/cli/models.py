@@ -104,7 +104,7 @@ def final_progress(console: Console) -> Iterator[Callable[[Any], None]]:
 
 
 class Choose(StrEnum):
-    """How export picks among the trials when no --trial is named (cnnsearch.export.choose.CHOICES)."""
+    """How export picks among the trials when no --trial is named (cnnsearch.export.options.CHOICES)."""
 
     cheapest_tied = "cheapest-tied"
     best = "best"
@@ -161,25 +161,25 @@ def export(
     if choose is not None and (named or top is not None):  # refused before torch is imported
         other = f"--trial {trial}" if named else f"--top {top}"
         raise UserError(f"--choose picks among the search's trials, so it has no effect with {other}; drop one of them")
-    from cnnsearch.export.choose import DEFAULT_CHOICE
+    from cnnsearch.export.options import DEFAULT_CHOICE, check_export_options, check_out_folder
     from cnnsearch.run.folder import RunDir
     from cnnsearch.search.settings import parse_duration
 
-    final_budget_s = parse_duration(final_budget, option="--final-budget")
-    _export_and_print(
-        RunDir(runs_dir, name),
-        out_dir,
-        trial=trial,
-        choose=choose.value if choose is not None else DEFAULT_CHOICE,
-        retrain_epochs=retrain_epochs,
-        final_budget_s=final_budget_s,
-        formats=tuple(part.strip() for part in formats.split(",") if part.strip()),
-        top=top,
-        seeds=seeds,
-        no_retrain=no_retrain,
-        force=force,
-        device=device,
-    )
+    options: dict[str, Any] = {
+        "trial": trial,
+        "choose": choose.value if choose is not None else DEFAULT_CHOICE,
+        "retrain_epochs": retrain_epochs,
+        "final_budget_s": parse_duration(final_budget, option="--final-budget"),
+        "formats": tuple(part.strip() for part in formats.split(",") if part.strip()),
+        "top": top,
+        "seeds": seeds,
+        "no_retrain": no_retrain,
+    }
+    check_export_options(**options)  # a bad option is refused in a fraction of a second: torch comes after
+    check_out_folder(out_dir, force=force)
+    run = RunDir(runs_dir, name)
+    run.read_info()  # an unknown run, too
+    _export_and_print(run, out_dir, **options, force=force, device=device)
 
 
 def export_best(run: Any, out_dir: Path, deadline: float | None, device: str) -> None:

@@ -149,7 +149,7 @@ def search(
     whole_deadline = time.monotonic() + total_s if total_s else None  # search and final model together
     search_timeout_s = split_budget(total_s)[0] if export_dir is not None and total_s else total_s
     if export_dir is not None:
-        from cnnsearch.export.model_files import check_out_folder
+        from cnnsearch.export.options import check_out_folder
 
         check_out_folder(export_dir, force=False)  # refused now, not after the search
     settings = searching.SearchSettings(

@@ -19,6 +19,7 @@ from cnnsearch.data.dataset import Dataset
 from cnnsearch.data.device import to_device
 from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError
+from cnnsearch.export.options import CHOICES, DEFAULT_CHOICE  # noqa: F401  (re-exported)
 from cnnsearch.outcomes import EXPORTABLE, STOPPED_BY_TIMEOUT, TrialRecord, phrase_of
 from cnnsearch.results.leaderboard import validation_size
 from cnnsearch.results.noise import interval_text, tied
@@ -92,14 +93,6 @@ class _Candidate:
     params: int | None = None
     flops: int | None = None  # per image, as the leaderboard shows
     timed_out: bool = False  # stopped by the trial timeout: ranked after those trained to the end
-
-
-# --choose: how export picks among the trials when none is named.
-CHOICES = {
-    "cheapest-tied": "the cheapest (fewer FLOPs, then params) of the trials tied with the best accuracy",
-    "best": "the best validation accuracy, however small its lead",
-}
-DEFAULT_CHOICE = "cheapest-tied"
 
 
 @dataclass(frozen=True)
@@ -185,18 +178,6 @@ def choose_among(run: RunDir, info: RunInfo, candidates: Sequence[_Candidate], *
     if val_size is None and run.split_file.is_file():  # runs from before split sizes were recorded
         val_size = len(load_split(run.split_file).val_indices) or None
     return choose_winner(candidates, val_size=val_size, rule=rule)
-
-
-def _parse_trial(trial: str | int) -> int | None:
-    """None for "best", else the trial number."""
-    if isinstance(trial, int) and not isinstance(trial, bool) and trial >= 0:
-        return trial
-    text = str(trial).strip()
-    if text.lower() == "best":
-        return None
-    if text.isdigit():
-        return int(text)
-    raise UserError(f"--trial {trial!r} is not valid; use best or a trial number such as 0")
 
 
 def _candidates(trials: Sequence[Any]) -> list[_Candidate]:

@@ -22,9 +22,9 @@ from cnnsearch.export.model_files import (
     _cpu_eval,
     _model_meta,
     _write_model_folder,
-    check_out_folder,
     load_exported,
 )
+from cnnsearch.export.options import check_out_folder
 from cnnsearch.export.retrain import ExportResult, ignore_message
 from cnnsearch.export.testset import measure_test_accuracy
 from cnnsearch.train.loop import resolve_device, train_candidate

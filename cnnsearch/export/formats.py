@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnsearch.errors import UserError
+from cnnsearch.export.options import FORMATS, check_formats  # noqa: F401  (re-exported)
 from cnnsearch.model.build import CandidateNet, build_model
 from cnnsearch.spec import Architecture
 
@@ -33,27 +33,6 @@ class SavedModel:
     class_names: tuple[str, ...]
     mean: list[float]  # per channel, [0, 1] units
     std: list[float]
-
-
-def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
-    chosen: list[str] = []
-    for name in formats:
-        key = str(name).strip().lower()
-        if key not in FORMATS:
-            raise UserError(f"unknown format {name!r}; valid formats: {', '.join(FORMATS)} (comma-separated)")
-        if key not in chosen:
-            chosen.append(key)
-    if not chosen:
-        raise UserError(f"no format to write; pass one or more of {', '.join(FORMATS)}")
-    if "onnx" in chosen:
-        import importlib.util
-
-        if importlib.util.find_spec("onnxruntime") is None:  # verification runs the file with it
-            raise UserError(
-                "the onnx format needs onnxruntime, which is not installed; pip install onnxruntime, "
-                "or leave onnx out of --format"
-            )
-    return tuple(chosen)
 
 
 def _save_pt(path: Path, net: nn.Module, batch: torch.Tensor, saved: SavedModel) -> None:
@@ -163,5 +142,5 @@ FORMAT_TABLE: dict[str, ExportFormat] = {
     "torchscript": ExportFormat("model.ts", _save_torchscript, _run_torchscript),
     "pt": ExportFormat("model.pt", _save_pt, _run_pt),
 }
-FORMATS = tuple(FORMAT_TABLE)
+assert tuple(FORMAT_TABLE) == FORMATS, "export.options.FORMATS names every file"
 FILE_NAMES = {name: export_format.file for name, export_format in FORMAT_TABLE.items()}

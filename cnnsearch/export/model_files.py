@@ -60,13 +60,6 @@ class ExportedModel:
         return normalize(images_uint8.cpu(), self.mean, self.std)
 
 
-def check_out_folder(out: Path, *, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; choose a folder for --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"{out} exists; pass --force to overwrite it or choose another --out")
-
-
 def _model_meta(
     arch: Architecture, dataset: Any, *, mean: list[float], std: list[float], test_accuracy: float
 ) -> dict[str, Any]:

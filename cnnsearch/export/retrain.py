@@ -25,23 +25,20 @@ from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError, first_line
 from cnnsearch.export.choose import (
-    CHOICES,
-    DEFAULT_CHOICE,
     ConfirmationRow,
     _Candidate,
     _candidate,
     _candidates,
     _confirm,
-    _parse_trial,
     choose_among,
 )
-from cnnsearch.export.formats import FORMATS, VERIFY_IMAGES, check_formats
+from cnnsearch.export.formats import VERIFY_IMAGES
 from cnnsearch.export.model_files import (
     _cpu_eval,
     _model_meta,
     _write_model_folder,
-    check_out_folder,
 )
+from cnnsearch.export.options import DEFAULT_CHOICE, FORMATS, check_export_options, check_out_folder
 from cnnsearch.export.schedule import FinalProgress, FinalSchedule, progress_reporter, schedule_for_trial
 from cnnsearch.export.testset import check_test_share_unseen, measure_test_accuracy
 from cnnsearch.model.build import build_model
@@ -138,7 +135,7 @@ def export_run(
     (see `export.schedule`); `on_progress` hears of every epoch. `weights_when_short` (search
     --export): when `final_budget_s` fits fewer epochs than the search trained, export the
     search's weights of the trial instead (when kept), as they had the longer schedule. With no
-    trial named and no `top`, `choose` picks (export.choose.CHOICES: by default the cheapest of
+    trial named and no `top`, `choose` picks (export.options.CHOICES: by default the cheapest of
     the trials tied with the best within the validation set's noise). `top` first retrains the
     `top` best candidates `seeds` times each on the training split and picks the best mean
     validation accuracy. `no_retrain` exports the weights the search kept instead.
@@ -146,17 +143,17 @@ def export_run(
     """
     info = run.read_info()
     out = Path(out)
-    chosen_formats = check_formats(formats)
-    number = _parse_trial(trial)
-    _check_export_options(number, retrain_epochs=retrain_epochs, top=top, seeds=seeds, no_retrain=no_retrain)
-    if no_retrain and final_budget_s is not None:
-        raise UserError("--final-budget has no effect with --no-retrain; drop one of them")
-    if retrain_epochs is not None and final_budget_s is not None:
-        raise UserError("--final-epochs and --final-budget both set the final schedule; pass only one of them")
+    number, chosen_formats = check_export_options(
+        trial,
+        formats=formats,
+        retrain_epochs=retrain_epochs,
+        final_budget_s=final_budget_s,
+        top=top,
+        seeds=seeds,
+        no_retrain=no_retrain,
+        choose=choose,
+    )
     check_out_folder(out, force=force)
-
-    if choose not in CHOICES:
-        raise UserError(f"--choose {choose!r} is not valid; use one of: {', '.join(CHOICES)}")
     study = run.load_study(info)
     trials = study.get_trials(deepcopy=False)
     candidates = _candidates(trials)
@@ -303,27 +300,6 @@ def export_run(
         schedule=why,
         chosen_because=because,
     )
-
-
-def _check_export_options(
-    number: int | None, *, retrain_epochs: int | None, top: int | None, seeds: int, no_retrain: bool
-) -> None:
-    if retrain_epochs is not None and retrain_epochs < 1:
-        raise UserError(f"--final-epochs must be at least 1, but got {retrain_epochs}")
-    if top is not None and top < 1:
-        raise UserError(f"--top must be at least 1, but got {top}")
-    if seeds < 1:
-        raise UserError(f"--seeds must be at least 1, but got {seeds}")
-    if top is not None and number is not None:
-        raise UserError(
-            f"--top chooses among the best trials, so it cannot be combined with --trial {number}; drop one of them"
-        )
-    if top is not None and no_retrain:
-        raise UserError(
-            "--top retrains candidates to choose one and --no-retrain exports saved weights; pass only one of them"
-        )
-    if no_retrain and retrain_epochs is not None:
-        raise UserError("--final-epochs has no effect with --no-retrain; drop one of them")
 
 
 def _check_weights(run: RunDir, info: RunInfo, candidate: _Candidate) -> None:

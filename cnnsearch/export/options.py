@@ -1,0 +1,103 @@
+"""Owns the export options' checks that need no run file, so a bad `cnnsearch export` option is
+refused before torch is imported: the `--format` names, the `--choose` rules, `--trial`, and
+which options contradict each other. export_run calls the same checks (a library caller gets
+them too); the CLI calls them first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from cnnsearch.errors import UserError
+
+# --format names, in the order they are written (export.formats.FORMAT_TABLE has their files).
+FORMATS = ("onnx", "torchscript", "pt")
+
+# --choose: how export picks among the trials when none is named.
+CHOICES = {
+    "cheapest-tied": "the cheapest (fewer FLOPs, then params) of the trials tied with the best accuracy",
+    "best": "the best validation accuracy, however small its lead",
+}
+DEFAULT_CHOICE = "cheapest-tied"
+
+
+def check_out_folder(out: Path, *, force: bool) -> None:
+    """--out must be a folder that is empty or missing, unless --force."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; choose a folder for --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"{out} exists; pass --force to overwrite it or choose another --out")
+
+
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """The --format names asked for, deduplicated in order; UserError for an unknown or unusable one."""
+    chosen: list[str] = []
+    for name in formats:
+        key = str(name).strip().lower()
+        if key not in FORMATS:
+            raise UserError(f"unknown format {name!r}; valid formats: {', '.join(FORMATS)} (comma-separated)")
+        if key not in chosen:
+            chosen.append(key)
+    if not chosen:
+        raise UserError(f"no format to write; pass one or more of {', '.join(FORMATS)}")
+    if "onnx" in chosen:
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:  # verification runs the file with it
+            raise UserError(
+                "the onnx format needs onnxruntime, which is not installed; pip install onnxruntime, "
+                "or leave onnx out of --format"
+            )
+    return tuple(chosen)
+
+
+def parse_trial(trial: str | int) -> int | None:
+    """None for "best", else the trial number."""
+    if isinstance(trial, int) and not isinstance(trial, bool) and trial >= 0:
+        return trial
+    text = str(trial).strip()
+    if text.lower() == "best":
+        return None
+    if text.isdigit():
+        return int(text)
+    raise UserError(f"--trial {trial!r} is not valid; use best or a trial number such as 0")
+
+
+def check_export_options(
+    trial: str | int,
+    *,
+    formats: Sequence[str],
+    retrain_epochs: int | None,
+    final_budget_s: float | None,
+    top: int | None,
+    seeds: int,
+    no_retrain: bool,
+    choose: str,
+) -> tuple[int | None, tuple[str, ...]]:
+    """Every export option checked against the others: (the trial number or None, the formats)."""
+    chosen_formats = check_formats(formats)
+    number = parse_trial(trial)
+    if retrain_epochs is not None and retrain_epochs < 1:
+        raise UserError(f"--final-epochs must be at least 1, but got {retrain_epochs}")
+    if top is not None and top < 1:
+        raise UserError(f"--top must be at least 1, but got {top}")
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, but got {seeds}")
+    if top is not None and number is not None:
+        raise UserError(
+            f"--top chooses among the best trials, so it cannot be combined with --trial {number}; drop one of them"
+        )
+    if top is not None and no_retrain:
+        raise UserError(
+            "--top retrains candidates to choose one and --no-retrain exports saved weights; pass only one of them"
+        )
+    if no_retrain and retrain_epochs is not None:
+        raise UserError("--final-epochs has no effect with --no-retrain; drop one of them")
+    if no_retrain and final_budget_s is not None:
+        raise UserError("--final-budget has no effect with --no-retrain; drop one of them")
+    if retrain_epochs is not None and final_budget_s is not None:
+        raise UserError("--final-epochs and --final-budget both set the final schedule; pass only one of them")
+    if choose not in CHOICES:
+        raise UserError(f"--choose {choose!r} is not valid; use one of: {', '.join(CHOICES)}")
+    return number, chosen_formats
