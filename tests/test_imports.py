@@ -101,7 +101,10 @@ def test_help_loads_neither_torch_nor_optuna_nor_pandas() -> None:
         (["export", "no-such-run", "--out", "m", "--final-epochs", "0"], "--final-epochs must be at least 1"),
         (["export", "no-such-run", "--out", "m", "--final-budget", "1m", "--no-retrain"], "has no effect with"),
         (["export", "no-such-run", "--out", "m", "--format", "gif"], "unknown format 'gif'"),
-        (["export", "no-such-run", "--out", "m"], "no-such-run"),
+        (["export", "no-such-run", "--out", "m"], "no run named 'no-such-run'"),
+        (["search", "--name", "no-such-run"], "no run named 'no-such-run'"),
+        (["rerun", "no-such-run", "0"], "no run named 'no-such-run'"),
+        (["finetune", "no-such-model", "--data", "digits", "--out", "m"], "model folder no-such-model does not exist"),
     ],
 )
 def test_bad_input_is_refused_before_torch_is_loaded(tmp_path: Path, argv: list[str], message: str) -> None:
@@ -109,7 +112,7 @@ def test_bad_input_is_refused_before_torch_is_loaded(tmp_path: Path, argv: list[
     code = f"""
         import json, os, runpy, sys
         os.chdir({str(tmp_path)!r})
-        sys.argv = ["cnnsearch", *{argv!r}, "--runs-dir", {str(tmp_path / "runs")!r}]
+        sys.argv = ["cnnsearch", *{argv!r}] + (["--runs-dir", {str(tmp_path / "runs")!r}] * {argv[0] != "finetune"})
         try:
             runpy.run_module("cnnsearch", run_name="__main__")
         except SystemExit as stop:

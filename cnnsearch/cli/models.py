@@ -209,10 +209,13 @@ def rerun(
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Retrain one trial from the run folder (spec, split, seed) and compare with the recorded accuracy."""
-    from cnnsearch.export.rerun import rerun_trial
     from cnnsearch.run.folder import RunDir
 
-    result = rerun_trial(RunDir(runs_dir, name), trial, device=device)
+    run = RunDir(runs_dir, name)
+    run.read_info()  # an unknown run is refused before torch is imported
+    from cnnsearch.export.rerun import rerun_trial
+
+    result = rerun_trial(run, trial, device=device)
     out.print(Text(result.summary()), highlight=False)
 
 
@@ -253,6 +256,9 @@ def finetune(
     device: DeviceOption = "auto",
 ) -> None:
     """Transfer an exported network to new data: new head, optional frozen stages, export again."""
+    from cnnsearch.export.options import check_finetune_options
+
+    check_finetune_options(model_dir, out_dir, epochs=epochs, lr=lr, force=force)  # before torch is imported
     from cnnsearch.export.finetune import finetune_model
 
     result = finetune_model(

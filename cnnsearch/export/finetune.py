@@ -4,7 +4,6 @@ and optionally frozen feature layers, then export it again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from cnnsearch.export.model_files import (
     _write_model_folder,
     load_exported,
 )
-from cnnsearch.export.options import check_out_folder
+from cnnsearch.export.options import check_finetune_options
 from cnnsearch.export.retrain import ExportResult, ignore_message
 from cnnsearch.export.testset import measure_test_accuracy
 from cnnsearch.train.loop import resolve_device, train_candidate
@@ -65,14 +64,8 @@ def finetune_model(
     at the end. The model's own normalisation is kept: its features were trained with it.
     """
     model_dir, out = Path(model_dir), Path(out)
-    if epochs < 1:
-        raise UserError(f"--epochs must be at least 1, but got {epochs}")
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise UserError(f"--lr must be a positive number, but got {lr}")
+    check_finetune_options(model_dir, out, epochs=epochs, lr=lr, force=force)
     source = load_exported(model_dir)
-    if out.resolve() == model_dir.resolve():
-        raise UserError(f"--out {out} is the model folder being fine-tuned; choose another --out")
-    check_out_folder(out, force=force)
     torch_device = resolve_device(device)
 
     channels, height, width = source.input_shape

@@ -101,3 +101,19 @@ def check_export_options(
     if choose not in CHOICES:
         raise UserError(f"--choose {choose!r} is not valid; use one of: {', '.join(CHOICES)}")
     return number, chosen_formats
+
+
+def check_finetune_options(model_dir: Path, out: Path, *, epochs: int, lr: float | None, force: bool) -> None:
+    """`cnnsearch finetune`'s checks: its numbers, the model folder (its model.json) and --out."""
+    import math
+
+    from cnnsearch.export.model_dir import read_model_meta
+
+    if epochs < 1:
+        raise UserError(f"--epochs must be at least 1, but got {epochs}")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"--lr must be a positive number, but got {lr}")
+    read_model_meta(model_dir, required=True)
+    if out.resolve() == model_dir.resolve():
+        raise UserError(f"--out {out} is the model folder being fine-tuned; choose another --out")
+    check_out_folder(out, force=force)

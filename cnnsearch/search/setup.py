@@ -88,14 +88,14 @@ def open_search(settings: SearchSettings, *, workers: int | str = 1, download: b
     check_settings(settings)  # before a download, which writes to the cache
     if settings.space is not None and not RunDir(runs_dir, settings.name).exists():
         load_space(resolve_space_path(settings.space)).require_searched(settings.trials or DEFAULT_TRIALS)
-    if isinstance(workers, str):  # auto counts the GPUs, which imports torch: after the cheap checks
-        workers = resolve_workers(workers, settings.device)
     if download and settings.data:
         from cnnsearch.data.load import load_dataset
 
         load_dataset(settings.data, data_dir=settings.data_dir, download=True)
     resumed = RunDir(runs_dir, settings.name).exists()
     run, info, space_obj = prepare_run(settings)
+    if isinstance(workers, str):  # auto counts the GPUs, which imports torch: after every check
+        workers = resolve_workers(workers, settings.device)
     target = resolve_target(run, info, settings.trials, timed=settings.timeout_s is not None)
     notes = enqueue_warm_start_for(run, space_obj, settings)
     if resumed and settings.command:  # last: a resume refused on the way (a damaged journal) changes nothing here
