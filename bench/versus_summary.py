@@ -100,20 +100,29 @@ def run_result(row: dict[str, str], work_dirs: list[Path]) -> Result | None:
 
 
 def race(rows: list[dict[str, str]], work_dirs: list[Path], baseline: str) -> tuple[list[dict[str, str]], list[str]]:
-    """Rows with time_to_baseline_best_s and ratio recomputed from the run folders (nan where a
-    folder is missing), and a note per row that could not be raced."""
+    """Rows with time_to_baseline_best_s and ratio recomputed from the run folders, and why each
+    row that could not be raced was not (it keeps the figures its own invocation recorded)."""
     results = {(r["contender"], r["seed"]): run_result(r, work_dirs) for r in rows}
     raced, missing = [], []
     for row in rows:
         mine, base = results[(row["contender"], row["seed"])], results.get((baseline, row["seed"]))
-        time_to = ratio = math.nan
-        if mine is None or base is None:
-            missing.append(f"{row['contender']} seed {row['seed']}" + (" (no run folder)" if mine is None else ""))
-        else:
-            level = base.final_best
-            own = base.time_to(level)
-            time_to = mine.time_to(level)
-            ratio = time_to / own if own > 0 and math.isfinite(own) else math.nan
+        level = base.final_best if base is not None else math.nan
+        why = (
+            "no run folder"
+            if mine is None
+            else f"no {baseline} run of that seed"
+            if base is None
+            else f"{baseline} completed no trial"
+            if math.isnan(level)
+            else ""
+        )
+        if why:
+            missing.append(f"{row['contender']} seed {row['seed']} ({why}; its recorded figures kept)")
+            raced.append(row)
+            continue
+        assert mine is not None and base is not None
+        own, time_to = base.time_to(level), mine.time_to(level)
+        ratio = time_to / own if own > 0 and math.isfinite(own) else math.nan
         raced.append({**row, "time_to_baseline_best_s": str(time_to), "ratio": str(ratio)})
     return raced, missing
 

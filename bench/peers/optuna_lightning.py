@@ -10,7 +10,7 @@ TorchScript. It never reads the test set: bench/versus.py scores the saved model
 
 The budget holds as it holds for cnnsearch: once one trial has completed, a running trial is cut
 (Lightning's `max_time`) when it reaches the time the final retrain of the best one needs; a cut
-trial is reported as `timeout`, not scored. (Without the cut, one 387-second trial took the peer
+trial is reported as `interrupted`, as cnnsearch reports one its deadline cut, and not scored. (Without the cut, one 387-second trial took the peer
 to 712 s of a 600-second budget.)
 
 It does not import cnnsearch: it reads the IDX files itself. `--indices FILE` (an .npz with
@@ -183,6 +183,12 @@ def retrain_s(records: list[dict]) -> float | None:
     return (best["end_s"] - best["start_s"]) * RETRAIN_SHARE * 1.25
 
 
+def was_cut(fit: pl.Trainer, epochs: int, *, pruned: bool) -> bool:
+    """Whether max_time stopped the fit before its last step. (Lightning counts an epoch the
+    timer cut short as done, so the epoch count cannot tell a cut in the last epoch.)"""
+    return not pruned and fit.global_step < epochs * fit.num_training_batches
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=600, help="Seconds from start to the saved model.")
@@ -223,11 +229,11 @@ def main(argv: list[str] | None = None) -> None:
             DataLoader(val_set, batch_size=1024),
         )
         accuracy = float(fit.callback_metrics.get("val_acc", float("nan")))
-        cut = not pruning.pruned and fit.current_epoch < args.epochs  # max_time stopped it
+        cut = was_cut(fit, args.epochs, pruned=pruning.pruned)
         records.append(
             {
                 "number": trial.number,
-                "state": "pruned" if pruning.pruned else "timeout" if cut else "complete",
+                "state": "pruned" if pruning.pruned else "interrupted" if cut else "complete",
                 "start_s": begun - started,
                 "end_s": time.monotonic() - started,
                 "val_acc": accuracy,
@@ -267,10 +273,11 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model_path = args.out / "model.ts"
     torch.jit.save(torch.jit.script(final.net.cpu().eval()), str(model_path))
-    pruned = [r for r in records if r["state"] in ("pruned", "timeout")]
+    pruned = [r for r in records if r["state"] == "pruned"]
+    cut = [r for r in records if r["state"] == "interrupted"]
     summary = {
-        "trials_finished": len(records),
-        "trials_complete": len(records) - len(pruned),
+        "trials_finished": len(records) - len(cut),  # as for cnnsearch: a trial the deadline cut did not finish
+        "trials_complete": len(records) - len(pruned) - len(cut),
         "trials_pruned": len(pruned),
         "trial_seconds": sum(r["end_s"] - r["start_s"] for r in records),
         "pruned_seconds": sum(r["end_s"] - r["start_s"] for r in pruned),

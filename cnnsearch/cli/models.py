@@ -176,9 +176,9 @@ def export(
         "no_retrain": no_retrain,
     }
     check_export_options(**options)  # a bad option is refused in a fraction of a second: torch comes after
-    check_out_folder(out_dir, force=force)
     run = RunDir(runs_dir, name)
     run.read_info()  # an unknown run, too
+    check_out_folder(out_dir, force=force)
     _export_and_print(run, out_dir, **options, force=force, device=device)
 
 

@@ -16,7 +16,7 @@ _EXPORTS = {
     "ConfirmationRow": "choose",
     "finetune_model": "finetune",
     "SavedModel": "formats",
-    "check_formats": "formats",
+    "check_formats": "options",
     "net_from_payload": "formats",
     "ExportFormat": "formats",
     "predict_script_source": "model_dir",

@@ -37,6 +37,12 @@ def predict_script_source() -> str:
     return (files("cnnsearch.export") / PREDICT_TEMPLATE).read_text(encoding="utf-8")
 
 
+def require_model_folder(model_dir: Path) -> None:
+    """UserError unless `model_dir` is a folder (what is in it is for its reader to judge)."""
+    if not Path(model_dir).is_dir():
+        raise UserError(f"model folder {model_dir} does not exist; pass a folder written by `cnnsearch export`")
+
+
 def read_model_meta(model_dir: Path, *, required: bool = False) -> dict[str, Any]:
     """model.json of an export folder: the one reader of it (export, fine-tune and predict).
 
@@ -45,8 +51,8 @@ def read_model_meta(model_dir: Path, *, required: bool = False) -> dict[str, Any
     """
     model_dir = Path(model_dir)
     path = model_dir / META_FILE
-    if required and not model_dir.is_dir():
-        raise UserError(f"model folder {model_dir} does not exist; pass a folder written by `cnnsearch export`")
+    if required:
+        require_model_folder(model_dir)
     if not path.is_file():
         if required:
             raise UserError(f"{model_dir} has no {META_FILE}; pass a folder written by `cnnsearch export`")

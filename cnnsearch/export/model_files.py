@@ -32,7 +32,13 @@ from cnnsearch.export.formats import (
     SavedModel,
     net_from_payload,
 )
-from cnnsearch.export.model_dir import META_FILE, PREDICT_SCRIPT, predict_script_source, read_model_meta
+from cnnsearch.export.model_dir import (
+    META_FILE,
+    PREDICT_SCRIPT,
+    predict_script_source,
+    read_model_meta,
+    require_model_folder,
+)
 from cnnsearch.model.build import CandidateNet
 from cnnsearch.run.folder import honour_umask, package_versions, write_atomic
 from cnnsearch.spec import Architecture
@@ -168,8 +174,7 @@ def _write_model_folder(
 def load_exported(model_dir: Path) -> ExportedModel:
     """Load an export folder's model.pt into an eval-mode CPU network, with its preprocessing."""
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise UserError(f"model folder {model_dir} does not exist; pass a folder written by `cnnsearch export`")
+    require_model_folder(model_dir)
     path = model_dir / FILE_NAMES["pt"]
     if not path.is_file():
         raise UserError(

@@ -104,16 +104,16 @@ def check_export_options(
 
 
 def check_finetune_options(model_dir: Path, out: Path, *, epochs: int, lr: float | None, force: bool) -> None:
-    """`cnnsearch finetune`'s checks: its numbers, the model folder (its model.json) and --out."""
+    """`cnnsearch finetune`'s checks: its numbers, that the model folder exists, and --out."""
     import math
 
-    from cnnsearch.export.model_dir import read_model_meta
+    from cnnsearch.export.model_dir import require_model_folder
 
     if epochs < 1:
         raise UserError(f"--epochs must be at least 1, but got {epochs}")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"--lr must be a positive number, but got {lr}")
-    read_model_meta(model_dir, required=True)
+    require_model_folder(model_dir)  # what is in it is load_exported's to judge
     if out.resolve() == model_dir.resolve():
         raise UserError(f"--out {out} is the model folder being fine-tuned; choose another --out")
     check_out_folder(out, force=force)

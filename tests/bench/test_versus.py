@@ -163,17 +163,19 @@ def test_the_summary_reruns_the_race_across_invocations_from_the_kept_run_folder
     kept_run("a", "random-s0", [(100, 0.80), (300, 0.85)])  # random's final best 0.85, reached at 300 s
     kept_run("b", "tpe-s0", [(60, 0.84), (90, 0.86)])  # TPE passes it at 90 s: ratio 0.3
     kept_run("b", "gp-s0", [(50, 0.70)])  # never
+    kept_run("b", "old-s0", [(10, 0.99)])  # made after its row was recorded: another run of that name
     header = (ROOT / "bench" / "results" / "versus.csv").read_text().splitlines()[0].split(",")
     path = tmp_path / "versus.csv"
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
-        for contender in ("random", "tpe", "gp", "pso"):  # pso: its row has no run folder
+        for contender in ("random", "tpe", "gp", "pso", "old"):  # pso: its row has no run folder
             cells: dict[str, object] = dict.fromkeys(header, "")
             cells.update(
-                timestamp="2099-01-01T00:00:00+00:00", versions="commit=abc1234", contender=contender, seed=0,
+                timestamp="2000-01-01T00:00:00+00:00" if contender == "old" else "2099-01-01T00:00:00+00:00",
+                versions="commit=abc1234", contender=contender, seed=0,
                 budget_s=600, train_images=10000, test_acc=0.85, params=1000, trials_finished=2, outcomes="{}",
-                cut_share=0.0, wall_s=590, over=False, ratio="nan", time_to_baseline_best_s="nan",
+                cut_share=0.0, wall_s=590, over=False, ratio=0.5, time_to_baseline_best_s=42,
             )  # fmt: skip
             writer.writerow(cells)
     command = [sys.executable, str(ROOT / "bench" / "versus_summary.py"), "--csv", str(path), "--baseline", "random"]
@@ -185,7 +187,9 @@ def test_the_summary_reruns_the_race_across_invocations_from_the_kept_run_folder
     assert table["tpe"][6:8] == [" 90.0 ", " 0.3 "], table["tpe"]
     assert table["random"][6:8] == [" 300.0 ", " 1 "], table["random"]
     assert table["gp"][6].strip() == "never"
-    assert "not raced: pso seed 0 (no run folder)" in result.stdout
+    assert "pso seed 0 (no run folder; its recorded figures kept)" in result.stdout
+    assert table["pso"][6:8] == [" 42.0 ", " 0.5 "], table["pso"]  # the row's own figures
+    assert "old seed 0 (no run folder; its recorded figures kept)" in result.stdout
 
 
 def test_the_peer_cuts_a_trial_at_its_deadline_and_reserves_the_best_ones_retrain() -> None:
@@ -211,4 +215,7 @@ def test_the_peer_cuts_a_trial_at_its_deadline_and_reserves_the_best_ones_retrai
     fit = peer.trainer(5000, [], validate=False, max_s=1.0)  # 5000 epochs: about a minute uncut
     started = time.monotonic()
     fit.fit(model, DataLoader(data, batch_size=32))
-    assert fit.current_epoch < 5000 and time.monotonic() - started < 30  # cut, not run to the end
+    assert time.monotonic() - started < 30 and peer.was_cut(fit, 5000, pruned=False)
+    whole = peer.trainer(2, [], validate=False, max_s=60.0)  # ends long before its max_time
+    whole.fit(model, DataLoader(data, batch_size=32))
+    assert not peer.was_cut(whole, 2, pruned=False) and whole.current_epoch == 2
