@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnsearch.errors import UserError, first_line
+from cnnsearch.words import count
 
 # The suffixes `data` reads from folders (data.IMAGE_SUFFIXES); repeated here because data imports torch.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -264,7 +265,7 @@ def predictions_table(predictions: Sequence[Prediction]) -> Any:
         table = Table(show_header=False, box=None)
         table.add_row(Text("No images classified."))
         return table
-    table = Table(title=f"{len(predictions)} image(s)")
+    table = Table(title=count(len(predictions), "image"))
     table.add_column("path")
     table.add_column("class")
     table.add_column("probability", justify="right")

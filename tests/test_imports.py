@@ -74,6 +74,20 @@ def test_light_packages_import_neither_torch_nor_lightning(package: str) -> None
     assert found["loaded"] == [], f"importing {found['modules']} loads {found['loaded']}"
 
 
+def test_loading_digits_and_drawing_a_split_imports_neither_scikit_learn_nor_pandas() -> None:
+    """Every worker loads its data: scikit-learn and the pandas it imports were a second of its start."""
+    code = """
+        import json, sys
+        from cnnsearch.data.load import load_dataset
+        from cnnsearch.data.split import make_split
+        make_split(load_dataset("digits").train_labels, seed=0)
+        print(json.dumps(sorted({module.split(".")[0] for module in sys.modules} & {"sklearn", "pandas"})))
+    """
+    done = fresh_python(code)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
 def test_help_loads_neither_torch_nor_optuna_nor_pandas() -> None:
     code = """
         import json, runpy, sys

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from cnnsearch.cli.app import DeviceOption, Format, RunsDir, Runtime, app, err, info, out
 from cnnsearch.cli.view import format_seconds
+from cnnsearch.words import count
 
 
 class ExportInterrupted(BaseException):
@@ -51,7 +52,7 @@ def _removed_on_ctrl_c(out_dir: Path, doing: list[str]) -> Iterator[None]:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
-            removed = f"removed the {len(created)} file(s) it had written to {out_dir}"
+            removed = f"removed the {count(len(created), 'file')} it had written to {out_dir}"
         err.print(Text(f"export interrupted while {doing[0]}; {removed}"), highlight=False)
         raise typer.Exit(130) from None
     finally:

@@ -10,6 +10,7 @@ import numpy as np
 
 from cnnsearch.data.dataset import DataWarning
 from cnnsearch.errors import UserError
+from cnnsearch.words import count
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 
@@ -63,12 +64,14 @@ def load_folder(
             labels.append(label)
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        warnings.warn(f"skipped {len(skipped)} unreadable image file(s) in {path}: {shown}", DataWarning, stacklevel=3)
+        warnings.warn(
+            f"skipped {count(len(skipped), 'unreadable image file')} in {path}: {shown}", DataWarning, stacklevel=3
+        )
     if not pictures:
         raise UserError(f"no readable image in {path}; check that the files are PNG, JPEG, BMP, GIF or WEBP images.")
     counts = np.bincount(np.asarray(labels), minlength=len(classes))
-    for name, count in zip(classes, counts):
-        if count == 0:
+    for name, images_of_class in zip(classes, counts):
+        if images_of_class == 0:
             raise UserError(f"class folder {path / name} has no readable image; add readable images or remove it.")
 
     rgb = any(p.mode == "RGB" for p in pictures)

@@ -22,9 +22,12 @@ from cnnsearch.run.folder import honour_umask
 def stratified_partition(
     labels: np.ndarray, share: float, *, seed: int, what: str, names: tuple[str, ...] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (kept, taken), `taken` a stratified `share`; both sorted int64."""
-    from sklearn.model_selection import train_test_split
+    """Split indices into (kept, taken), `taken` a stratified `share`; both sorted int64.
 
+    The draw is scikit-learn's (`train_test_split(stratify=labels, random_state=seed)`), made
+    here without importing scikit-learn (and the pandas it imports), a second of every process's
+    start; tests/data/test_split_draw.py pins it to the installed scikit-learn's.
+    """
     labels = np.asarray(labels)
     n = len(labels)
     classes, counts = np.unique(labels, return_counts=True)
@@ -41,8 +44,42 @@ def stratified_partition(
             f"a {what} of {share:g} x {n} images cannot hold every one of {len(classes)} classes on both sides; "
             f"use more images or a fraction nearer 0.5."
         )
-    kept, taken = train_test_split(np.arange(n), test_size=share, stratify=labels, random_state=seed, shuffle=True)
-    return np.sort(kept).astype(np.int64), np.sort(taken).astype(np.int64)
+    return _stratified_draw(labels, n_taken, seed)
+
+
+def _stratified_draw(labels: np.ndarray, n_taken: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's StratifiedShuffleSplit, one split: the same RandomState calls in the same
+    order, so the same sets (its final shuffles of each side are left out: the sides are sorted)."""
+    rng = np.random.RandomState(seed)
+    classes, inverse, class_counts = np.unique(labels, return_inverse=True, return_counts=True)
+    by_class = np.split(np.argsort(inverse.reshape(-1), kind="stable"), np.cumsum(class_counts)[:-1])
+    kept_per_class = _approximate_mode(class_counts, len(labels) - n_taken, rng)
+    taken_per_class = _approximate_mode(class_counts - kept_per_class, n_taken, rng)
+    kept: list[int] = []
+    taken: list[int] = []
+    for members, n_kept, n_drawn, size in zip(by_class, kept_per_class, taken_per_class, class_counts):
+        order = members.take(rng.permutation(size), mode="clip")
+        kept.extend(order[:n_kept])
+        taken.extend(order[n_kept : n_kept + n_drawn])
+    return np.sort(np.asarray(kept, dtype=np.int64)), np.sort(np.asarray(taken, dtype=np.int64))
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """scikit-learn's approximate mode of the multivariate hypergeometric: draws per class, the
+    remainders' ties broken by `rng`."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (tied,) = np.where(remainder == value)
+            add_now = min(len(tied), need_to_add)
+            floored[rng.choice(tied, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
 
 
 @dataclass(frozen=True)

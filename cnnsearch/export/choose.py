@@ -261,7 +261,7 @@ def _confirm(
             distinct.append(candidate)
     if len(distinct) < top:
         on_message(
-            f"--top {top}: the run has only {len(distinct)} distinct finished candidate(s); confirming all of them"
+            f"--top {top}: the run has only {count(len(distinct), 'distinct finished candidate')}; confirming all of them"
         )
     chosen = distinct[:top]
     data = to_device(dataset, load_split(run.split_file), device)

@@ -83,7 +83,7 @@ class ExportResult:
         else:
             lines.append(f"trial {self.trial} {self.compact}")
         if self.confirmation:
-            lines.append(f"chosen by mean validation accuracy over {len(self.confirmation)} candidate(s):")
+            lines.append(f"chosen by mean validation accuracy over {count(len(self.confirmation), 'candidate')}:")
             lines += [f"  {row.line()}" for row in self.confirmation]
         if self.finetuned_from is not None:
             lines.append(

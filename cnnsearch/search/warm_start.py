@@ -15,6 +15,7 @@ from cnnsearch.run.folder import RunDir
 from cnnsearch.search.settings import SearchSettings
 from cnnsearch.space.parse import SearchSpace
 from cnnsearch.space.sample import params_for
+from cnnsearch.words import count
 
 
 def warm_start_params(space: SearchSpace, arch_dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -111,7 +112,7 @@ def enqueue_warm_start(study: Any, space: SearchSpace, settings: SearchSettings)
             queued += 1
         else:
             repeats.append(f"{label} (already in the study)")
-    line = f"queued {queued} known candidate(s) to train first"
+    line = f"queued {count(queued, 'known candidate')} to train first"
     if repeats:
         line += f"; skipped {len(repeats)} already in the study: {', '.join(repeats)}"
     if misfits:

@@ -29,6 +29,7 @@ from cnnsearch.train.lightning_private import import_lightning
 from cnnsearch.train.module import ResidentBatches, candidate_module_class
 from cnnsearch.train.plan import DevicePlan, plan_for
 from cnnsearch.train.result import StopTrial, TrialControl, TrialResult
+from cnnsearch.words import count
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
@@ -54,7 +55,7 @@ def _resolve_device(name: str | None) -> torch.device:
         raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise UserError(
-            f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+            f"--device {name}: only {count(torch.cuda.device_count(), 'GPU')} {'is' if torch.cuda.device_count() == 1 else 'are'} visible; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
         )
     return device
 

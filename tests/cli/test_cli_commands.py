@@ -219,7 +219,7 @@ def test_predict_gives_the_same_classes_with_torch_and_onnx(made: Made, digit_im
 
     classes = {}
     for runtime, table, text in (("torch", torch_table, torch_csv), ("onnx", onnx_table, onnx_csv)):
-        assert f"{len(images)} image(s)" in table.stdout
+        assert f"{len(images)} images" in table.stdout
         rows = ROW.findall(table.stdout)
         assert [path for path, _, _ in rows] == images, f"{runtime}: one table row per image:\n{table.stdout}"
         lines = text.stdout.splitlines()

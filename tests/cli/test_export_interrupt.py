@@ -35,7 +35,7 @@ def test_ctrl_c_during_export_says_what_stopped_and_removes_only_what_it_created
         lines = rest.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"export interrupted while {first.strip()}; "), rest
         if out == kept:
-            assert lines[0].endswith(f"removed the 0 file(s) it had written to {kept}")
+            assert lines[0].endswith(f"removed the 0 files it had written to {kept}")
             assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
         else:
             assert lines[0].endswith(f"removed {runs_dir / 'new'}, which it had created")

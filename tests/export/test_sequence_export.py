@@ -82,7 +82,7 @@ def enqueued_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def test_enqueue_accepts_pool_first_and_pool_pool_and_trains_them(enqueued_run: tuple[Path, str]) -> None:
     runs, stderr = enqueued_run
-    assert "queued 2 known candidate(s) to train first" in stderr
+    assert "queued 2 known candidates to train first" in stderr
     assert "do not fit this space" not in stderr
     trials = load_study(runs, "seq").trials
     assert [trial.state.name for trial in trials] == ["COMPLETE", "COMPLETE"]

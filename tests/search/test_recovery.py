@@ -193,7 +193,7 @@ def test_enqueue_says_which_candidates_were_skipped_and_why(one_epoch_run: Path,
     )
     opened = open_search(settings)
     assert opened.notes == [
-        "queued 1 known candidate(s) to train first; skipped 2 already in the study: "
+        "queued 1 known candidate to train first; skipped 2 already in the study: "
         f"{record} (trial 0, complete), {tmp_path / 'fresh.json'} (trial 3, waiting)"
     ]
     waiting = opened.run.load_study().get_trials(states=(STATES.WAITING,))
