@@ -80,6 +80,12 @@ def select(rows: list[dict[str, str]], args: argparse.Namespace) -> list[dict[st
     return sorted(kept.values(), key=lambda r: (r["contender"], int(r["seed"])))
 
 
+def recorded_baseline(row: dict[str, str]) -> str:
+    """The baseline the row's own invocation raced against (versus.py's --baseline, default cnnsearch-random)."""
+    found = re.search(r"--baseline[ =](\S+)", row.get("command", ""))
+    return found.group(1).strip("'\"") if found else "cnnsearch-random"
+
+
 def run_result(row: dict[str, str], work_dirs: list[Path]) -> Result | None:
     """The contender's trials from its kept run folder `<contender>-s<seed>`, timed from the run's
     creation: of the folders by that name, the newest one created before the row was recorded."""
@@ -117,8 +123,10 @@ def race(rows: list[dict[str, str]], work_dirs: list[Path], baseline: str) -> tu
             else ""
         )
         if why:
-            missing.append(f"{row['contender']} seed {row['seed']} ({why}; its recorded figures kept)")
-            raced.append(row)
+            own_baseline = recorded_baseline(row) == baseline
+            kept = "its recorded figures kept" if own_baseline else "recorded against another baseline: left out"
+            missing.append(f"{row['contender']} seed {row['seed']} ({why}; {kept})")
+            raced.append(row if own_baseline else {**row, "time_to_baseline_best_s": "nan", "ratio": "nan"})
             continue
         assert mine is not None and base is not None
         own, time_to = base.time_to(level), mine.time_to(level)
@@ -163,9 +171,25 @@ def paired_leads(rows: list[dict[str, str]], ours: str, other: str) -> list[tupl
     return [(seed, 100 * (by[(ours, seed)] - by[(other, seed)])) for seed in seeds]
 
 
+def _race_cell(value: float, spec: str) -> str:
+    return "–" if math.isnan(value) else "never" if math.isinf(value) else format(value, spec)
+
+
 def per_seed_table(rows: list[dict[str, str]]) -> str:
     return _common.markdown_table(
-        ["contender", "seed", "test acc", "params", "trials", "outcomes", "wall s", "commit", "recorded"],
+        [
+            "contender",
+            "seed",
+            "test acc",
+            "params",
+            "trials",
+            "outcomes",
+            "s to best",
+            "ratio",
+            "wall s",
+            "commit",
+            "recorded",
+        ],
         [
             [
                 r["contender"],
@@ -174,6 +198,8 @@ def per_seed_table(rows: list[dict[str, str]]) -> str:
                 r["params"],
                 r["trials_finished"],
                 json.dumps(json.loads(r["outcomes"] or "{}")),
+                _race_cell(_float(r["time_to_baseline_best_s"]), ".0f"),
+                _race_cell(_float(r["ratio"]), ".2f"),
                 f"{_float(r['wall_s']):.0f}",
                 commit_of(r),
                 r["timestamp"][:16],

@@ -176,6 +176,7 @@ def test_the_summary_reruns_the_race_across_invocations_from_the_kept_run_folder
                 versions="commit=abc1234", contender=contender, seed=0,
                 budget_s=600, train_images=10000, test_acc=0.85, params=1000, trials_finished=2, outcomes="{}",
                 cut_share=0.0, wall_s=590, over=False, ratio=0.5, time_to_baseline_best_s=42,
+                command="bench/versus.py --baseline random" if contender != "old" else "bench/versus.py",
             )  # fmt: skip
             writer.writerow(cells)
     command = [sys.executable, str(ROOT / "bench" / "versus_summary.py"), "--csv", str(path), "--baseline", "random"]
@@ -189,7 +190,9 @@ def test_the_summary_reruns_the_race_across_invocations_from_the_kept_run_folder
     assert table["gp"][6].strip() == "never"
     assert "pso seed 0 (no run folder; its recorded figures kept)" in result.stdout
     assert table["pso"][6:8] == [" 42.0 ", " 0.5 "], table["pso"]  # the row's own figures
-    assert "old seed 0 (no run folder; its recorded figures kept)" in result.stdout
+    # Another run's folder by that name, and a ratio recorded against another baseline: neither is used.
+    assert "old seed 0 (no run folder; recorded against another baseline: left out)" in result.stdout
+    assert table["old"][6].strip() == "–", table["old"]
 
 
 def test_the_peer_cuts_a_trial_at_its_deadline_and_reserves_the_best_ones_retrain() -> None:
