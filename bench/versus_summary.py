@@ -112,26 +112,18 @@ def race(rows: list[dict[str, str]], work_dirs: list[Path], baseline: str) -> tu
     raced, missing = [], []
     for row in rows:
         mine, base = results[(row["contender"], row["seed"])], results.get((baseline, row["seed"]))
-        level = base.final_best if base is not None else math.nan
-        why = (
-            "no run folder"
-            if mine is None
-            else f"no {baseline} run of that seed"
-            if base is None
-            else f"{baseline} completed no trial"
-            if math.isnan(level)
-            else ""
-        )
-        if why:
-            own_baseline = recorded_baseline(row) == baseline
-            kept = "its recorded figures kept" if own_baseline else "recorded against another baseline: left out"
-            missing.append(f"{row['contender']} seed {row['seed']} ({why}; {kept})")
-            raced.append(row if own_baseline else {**row, "time_to_baseline_best_s": "nan", "ratio": "nan"})
+        if mine is not None and base is not None and not math.isnan(base.final_best):
+            level = base.final_best
+            own, time_to = base.time_to(level), mine.time_to(level)
+            ratio = time_to / own if own > 0 and math.isfinite(own) else math.nan
+            raced.append({**row, "time_to_baseline_best_s": str(time_to), "ratio": str(ratio)})
             continue
-        assert mine is not None and base is not None
-        own, time_to = base.time_to(level), mine.time_to(level)
-        ratio = time_to / own if own > 0 and math.isfinite(own) else math.nan
-        raced.append({**row, "time_to_baseline_best_s": str(time_to), "ratio": str(ratio)})
+        why = "no run folder" if mine is None else f"no {baseline} run of that seed" if base is None else ""
+        why = why or f"{baseline} completed no trial"
+        own_baseline = recorded_baseline(row) == baseline
+        kept = "its recorded figures kept" if own_baseline else "recorded against another baseline: left out"
+        missing.append(f"{row['contender']} seed {row['seed']} ({why}; {kept})")
+        raced.append(row if own_baseline else {**row, "time_to_baseline_best_s": "nan", "ratio": "nan"})
     return raced, missing
 
 

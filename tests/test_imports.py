@@ -123,10 +123,11 @@ def test_help_loads_neither_torch_nor_optuna_nor_pandas() -> None:
 )
 def test_bad_input_is_refused_before_torch_is_loaded(tmp_path: Path, argv: list[str], message: str) -> None:
     """Bad input is answered in a fraction of a second: torch (seconds to import) waits for the checks."""
+    runs_dir = [] if argv[0] == "finetune" else ["--runs-dir", str(tmp_path / "runs")]  # finetune has none
     code = f"""
         import json, os, runpy, sys
         os.chdir({str(tmp_path)!r})
-        sys.argv = ["cnnsearch", *{argv!r}] + (["--runs-dir", {str(tmp_path / "runs")!r}] * {argv[0] != "finetune"})
+        sys.argv = ["cnnsearch", *{argv + runs_dir!r}]
         try:
             runpy.run_module("cnnsearch", run_name="__main__")
         except SystemExit as stop:

@@ -19,7 +19,7 @@ from cnnsearch.data.dataset import Dataset
 from cnnsearch.data.device import to_device
 from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError
-from cnnsearch.export.options import CHOICES, DEFAULT_CHOICE  # noqa: F401  (re-exported)
+from cnnsearch.export.options import DEFAULT_CHOICE, check_choice
 from cnnsearch.outcomes import EXPORTABLE, STOPPED_BY_TIMEOUT, TrialRecord, phrase_of
 from cnnsearch.results.leaderboard import validation_size
 from cnnsearch.results.noise import interval_text, tied
@@ -103,7 +103,7 @@ class Choice:
     best: _Candidate  # the best validation accuracy (trained to the end, if any was)
     tied: list[_Candidate]  # those tied with `best`, `best` included, cheapest first
     val_size: int | None  # validation images: the noise every tie is judged by
-    rule: str  # a key of CHOICES
+    rule: str  # a key of export.options.CHOICES
 
     def line(self) -> str:
         """'trial 7: tied with the best (trial 3, 91.30% ±1.31) at 90.80% ±1.35, and 3.1x fewer FLOPs'."""
@@ -150,8 +150,7 @@ def choose_winner(candidates: Sequence[_Candidate], *, val_size: int | None, rul
     takes the best; "cheapest-tied" the tied candidate with the fewest FLOPs, then params, then
     the higher accuracy and the lower number. Without `val_size` nothing is tied.
     """
-    if rule not in CHOICES:
-        raise UserError(f"--choose {rule!r} is not valid; use one of: {', '.join(CHOICES)}")
+    check_choice(rule)
     if not candidates:
         raise ValueError("choose_winner needs at least one candidate")
     best = candidates[0]
@@ -165,8 +164,7 @@ def choose_winner(candidates: Sequence[_Candidate], *, val_size: int | None, rul
 
 def choose_export_trial(run: RunDir, *, rule: str = DEFAULT_CHOICE) -> Choice | None:
     """The winner of the run's finished trials by `rule` (see `choose_winner`); None when it has none."""
-    if rule not in CHOICES:
-        raise UserError(f"--choose {rule!r} is not valid; use one of: {', '.join(CHOICES)}")
+    check_choice(rule)
     info = run.read_info()
     candidates = _candidates(run.load_study(info).get_trials(deepcopy=False))
     return choose_among(run, info, candidates, rule=rule) if candidates else None

@@ -16,14 +16,14 @@ from cnnsearch.data.device import to_device
 from cnnsearch.data.load import load_dataset
 from cnnsearch.data.split import make_split
 from cnnsearch.errors import UserError
-from cnnsearch.export.formats import FORMATS, VERIFY_IMAGES
+from cnnsearch.export.formats import VERIFY_IMAGES
 from cnnsearch.export.model_files import (
     _cpu_eval,
     _model_meta,
     _write_model_folder,
     load_exported,
 )
-from cnnsearch.export.options import check_finetune_options
+from cnnsearch.export.options import FORMATS, check_finetune_options
 from cnnsearch.export.retrain import ExportResult, ignore_message
 from cnnsearch.export.testset import measure_test_accuracy
 from cnnsearch.train.loop import resolve_device, train_candidate

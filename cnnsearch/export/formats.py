@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnsearch.export.options import FORMATS, check_formats  # noqa: F401  (re-exported)
+from cnnsearch.export.options import FORMATS
 from cnnsearch.model.build import CandidateNet, build_model
 from cnnsearch.spec import Architecture
 

@@ -22,6 +22,12 @@ CHOICES = {
 DEFAULT_CHOICE = "cheapest-tied"
 
 
+def check_choice(rule: str) -> None:
+    """--choose must name one of CHOICES."""
+    if rule not in CHOICES:
+        raise UserError(f"--choose {rule!r} is not valid; use one of: {', '.join(CHOICES)}")
+
+
 def check_out_folder(out: Path, *, force: bool) -> None:
     """--out must be a folder that is empty or missing, unless --force."""
     if out.exists() and not out.is_dir():
@@ -98,8 +104,7 @@ def check_export_options(
         raise UserError("--final-budget has no effect with --no-retrain; drop one of them")
     if retrain_epochs is not None and final_budget_s is not None:
         raise UserError("--final-epochs and --final-budget both set the final schedule; pass only one of them")
-    if choose not in CHOICES:
-        raise UserError(f"--choose {choose!r} is not valid; use one of: {', '.join(CHOICES)}")
+    check_choice(choose)
     return number, chosen_formats
 
 

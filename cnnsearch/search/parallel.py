@@ -20,7 +20,19 @@ from typing import Any
 from cnnsearch.run.folder import RunDir
 
 
-def resolve_workers(text: str, device: str) -> int:
+def parse_workers(text: str | int) -> int | None:
+    """`--workers` checked without torch: the count asked for, or None for auto."""
+    cleaned = str(text).strip().lower()
+    if cleaned == "auto":
+        return None
+    from cnnsearch.errors import UserError
+
+    if not cleaned.isdigit() or int(cleaned) < 1:
+        raise UserError(f"--workers must be auto or a number of at least 1, but got {text!r}")
+    return int(cleaned)
+
+
+def resolve_workers(text: str | int, device: str) -> int:
     """`--workers`: a count, or auto (one per visible GPU for auto/cuda; 1 on a CPU).
 
     On the 2-core CPU machine 2 workers ran about twice the trials of 1 in a 10-minute
@@ -28,18 +40,14 @@ def resolve_workers(text: str, device: str) -> int:
     (89.4% against 89.5%, one run each, as reported in issue 12): more trials ranked by noisy
     validation scores, not better networks. So auto means 1 on a CPU until a measurement says otherwise.
     """
-    cleaned = str(text).strip().lower()
-    if cleaned == "auto":
-        if device in ("auto", "cuda"):
-            import torch
+    asked = parse_workers(text)
+    if asked is not None:
+        return asked
+    if device in ("auto", "cuda"):
+        import torch  # only auto counts GPUs: a given count needs no torch
 
-            return max(1, torch.cuda.device_count())
-        return 1
-    from cnnsearch.errors import UserError
-
-    if not cleaned.isdigit() or int(cleaned) < 1:
-        raise UserError(f"--workers must be auto or a number of at least 1, but got {text!r}")
-    return int(cleaned)
+        return max(1, torch.cuda.device_count())
+    return 1
 
 
 def worker_devices(workers: int, device: str) -> list[str]:

@@ -66,12 +66,9 @@ def open_search(settings: SearchSettings, *, workers: int | str = 1, download: b
     --data is given: a bare --name that matches no run is refused, as it may be a misspelt resume),
     without data `digits`. `settings.fork` starts a new run warm-started from the one named.
     """
-    from cnnsearch.search.parallel import resolve_workers
+    from cnnsearch.search.parallel import parse_workers, resolve_workers
 
-    if isinstance(workers, str) and workers.strip().lower() != "auto":
-        workers = resolve_workers(workers, settings.device)
-    if isinstance(workers, int) and workers < 1:
-        raise UserError(f"--workers must be at least 1, but got {workers}")
+    parse_workers(workers)  # a bad count is refused first; auto is counted after every check (torch)
     runs_dir = check_runs_dir(settings.runs_dir, writing=True)
     if not settings.name:  # a new run: the defaults make the bare command work
         space = settings.space or "default"
@@ -94,16 +91,13 @@ def open_search(settings: SearchSettings, *, workers: int | str = 1, download: b
         load_dataset(settings.data, data_dir=settings.data_dir, download=True)
     resumed = RunDir(runs_dir, settings.name).exists()
     run, info, space_obj = prepare_run(settings)
-    if isinstance(workers, str):  # auto counts the GPUs, which imports torch: after every check
-        workers = resolve_workers(workers, settings.device)
     target = resolve_target(run, info, settings.trials, timed=settings.timeout_s is not None)
     notes = enqueue_warm_start_for(run, space_obj, settings)
     if resumed and settings.command:  # last: a resume refused on the way (a damaged journal) changes nothing here
         info.resumes.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {settings.command}")
         run.write_info(info)
-    return OpenedSearch(
-        run=run, info=info, space=space_obj, target=target, resumed=resumed, notes=notes, workers=workers
-    )
+    workers = resolve_workers(workers, settings.device)
+    return OpenedSearch(run, info, space_obj, target, resumed, notes, workers)
 
 
 def check_settings(settings: SearchSettings) -> None:
