@@ -150,6 +150,7 @@ class TrialRecord:
     origin: int | None = None  # the trial whose seed and checkpoint a re-run continues
     resume_of: int | None = None  # the interrupted trial this one re-runs
     warm_start: bool = False  # queued by --enqueue / --from-run
+    starter: int | None = None  # queued as the space's [[starter]] number N (1-based)
     worker: str = ""  # host:pid of the worker that trained it
     device: str = ""
     val_acc: list[float] = field(default_factory=list)  # validation accuracy per finished epoch

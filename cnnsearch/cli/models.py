@@ -146,9 +146,9 @@ def export(
         Choose | None,
         typer.Option(
             "--choose",
-            help="Without --trial: cheapest-tied (default) takes the trial with the fewest FLOPs (then params) "
-            "among those tied with the best validation accuracy, within the noise of the validation set's size "
-            "(the leaderboard's ≈); best takes the highest accuracy. With --top the mean over seeds decides.",
+            help="Without --trial: best (default) takes the highest validation accuracy; cheapest-tied takes the "
+            "trial with the fewest FLOPs (then params) among those tied with it within the noise of the validation "
+            "set's size (the leaderboard's ≈). With --top the mean over seeds decides.",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output folder.")] = False,

@@ -127,6 +127,14 @@ def search(
     from_run: Annotated[
         str | None, typer.Option("--from-run", help="Train the best candidates of another run first.")
     ] = None,
+    starters: Annotated[
+        bool | None,
+        typer.Option(
+            "--starters/--no-starters",
+            help="A new run trains the space's [[starter]] networks (known-good candidates) first. "
+            "[default: on for every sampler but random]",
+        ),
+    ] = None,
     fork: Annotated[
         str | None,
         typer.Option("--fork", help="Start a new run with this name, warm-started from the run named by --name."),
@@ -174,6 +182,7 @@ def search(
         enqueue=tuple(str(path) for path in enqueue or ()),
         from_run=from_run,
         fork=fork,
+        starters=starters,
         command=searching.command_line(),
     )
     checkpoint_every_s = searching.parse_checkpoint_every(checkpoint_every)

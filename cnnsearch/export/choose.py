@@ -1,6 +1,6 @@
 """Owns choosing what to export: the finished trials that can be (best first), the winner among
-them (`choose_winner`: by default the cheapest of those tied with the best within the noise of
-the validation set, `cnnsearch.results.noise`), one named by `--trial`, and the confirmation of
+them (`choose_winner`: by default the best validation accuracy; --choose cheapest-tied takes the
+cheapest of those tied with it within the noise of the validation set, `cnnsearch.results.noise`), one named by `--trial`, and the confirmation of
 the top candidates over several seeds (`--top/--seeds`), on the validation split only: the test
 split takes no part in any choice.
 """
@@ -118,19 +118,19 @@ class Choice:
             return (
                 f"trial {chosen.number}: tied with the best (trial {best.number}, {interval_text(best.val_acc, n)}) "
                 f"at {interval_text(chosen.val_acc, n)}, and {_cheaper(chosen, best)} "
-                f"(the cheapest of the {len(self.tied)} tied; --choose best takes trial {best.number})"
+                f"(the cheapest of the {len(self.tied)} tied, by --choose cheapest-tied)"
             )
         text = f"trial {chosen.number}: the best validation accuracy, {interval_text(chosen.val_acc, n)}"
         if others == 0:
             return f"{text}; no other trial is within its noise ({n:,} validation images)"
         if self.rule == "best":
             cheapest = self.tied[0]
-            cheaper = (
-                f"; trial {cheapest.number} is tied with it and has {_cheaper(cheapest, chosen)}"
-                if cheapest.number != chosen.number
-                else ""
+            if cheapest.number == chosen.number:
+                return f"{text}; none of the {count(others, 'other trial')} tied with it is cheaper"
+            return (
+                f"{text}; trial {cheapest.number} is tied with it and has {_cheaper(cheapest, chosen)} "
+                f"(--choose cheapest-tied takes it)"
             )
-            return f"{text} (--choose best){cheaper}"
         return f"{text}; none of the {count(others, 'other trial')} tied with it is cheaper"
 
 

@@ -19,7 +19,11 @@ CHOICES = {
     "cheapest-tied": "the cheapest (fewer FLOPs, then params) of the trials tied with the best accuracy",
     "best": "the best validation accuracy, however small its lead",
 }
-DEFAULT_CHOICE = "cheapest-tied"
+# "best" by measurement: the kept trials of eight 10-minute Fashion-MNIST searches, tested with
+# their search weights, had the best validation trial best on test in 6 of 8 runs, and the one
+# run where cheapest-tied chose another trial exported a network 1.6 points worse. On 1,500
+# validation images the unpaired tie band is ~2 points wide: it ties most of the top of a run.
+DEFAULT_CHOICE = "best"
 
 
 def check_choice(rule: str) -> None:

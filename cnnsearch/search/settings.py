@@ -44,6 +44,7 @@ class SearchSettings:
     enqueue: tuple[str, ...] = ()  # architecture JSON files to train first
     from_run: str | None = None  # warm-start from another run's best trials
     fork: str | None = None  # start a new run warm-started from this one
+    starters: bool | None = None  # train the space's [[starter]] candidates first; None: all samplers but random
     command: str = ""
 
 

@@ -120,7 +120,36 @@ def enqueue_warm_start(study: Any, space: SearchSpace, settings: SearchSettings)
     return [line]
 
 
-def enqueue_warm_start_for(run: RunDir, space: SearchSpace, settings: SearchSettings) -> list[str]:
-    if not settings.enqueue and not settings.from_run:
+def starters_wanted(settings: SearchSettings, sampler: str) -> bool:
+    """--starters / --no-starters; by default every sampler but random starts with the space's
+    starters (random search stays the unbiased baseline it is asked for)."""
+    return settings.starters if settings.starters is not None else sampler != "random"
+
+
+def enqueue_starters(study: Any, space: SearchSpace) -> list[str]:
+    """Queue the space's [[starter]] candidates behind any warm start; one line saying so."""
+    import optuna
+
+    waiting = (optuna.trial.TrialState.WAITING,)
+    queued = 0
+    for number, params in enumerate(space.starters, start=1):
+        if _same_params(study, params) is not None:  # already queued or tried (e.g. by --enqueue)
+            continue
+        before = len(study.get_trials(deepcopy=False, states=waiting))
+        study.enqueue_trial(params, user_attrs={"starter": number}, skip_if_exists=True)
+        queued += len(study.get_trials(deepcopy=False, states=waiting)) - before
+    if not queued:
         return []
-    return enqueue_warm_start(run.load_study(), space, settings)
+    return [
+        f"queued the space's {count(queued, 'starter')} to train first (known-good networks; --no-starters skips them)"
+    ]
+
+
+def enqueue_warm_start_for(
+    run: RunDir, space: SearchSpace, settings: SearchSettings, *, new_run: bool = False, sampler: str = "tpe"
+) -> list[str]:
+    """Warm start (--enqueue, --from-run), then, for a new run, the space's starters."""
+    notes = enqueue_warm_start(run.load_study(), space, settings) if settings.enqueue or settings.from_run else []
+    if new_run and space.starters and starters_wanted(settings, sampler):
+        notes += enqueue_starters(run.load_study(), space)
+    return notes

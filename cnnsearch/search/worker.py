@@ -176,8 +176,10 @@ class WorkerLoop:
         except Exception as error:  # a sampler bug must not stop the search
             self._finish(study, trial, "error", f"sampling failed: {error}", {})
             return
-        origin = TrialRecord.of(trial).origin
-        origin = trial.number if origin is None else origin
+        queued = TrialRecord.of(trial)
+        origin = trial.number if queued.origin is None else queued.origin
+        # A starter trains to the end (budget rules still apply): a strong reference at every rung.
+        prunable = queued.starter is None
         seed = self.info.seed + origin
         write_attrs(
             trial,
@@ -228,7 +230,7 @@ class WorkerLoop:
                     seconds, trials, device=device, data=data, epochs=epochs, budget_s=self.budget_s
                 )
             if len(self.info.objective) > 1:
-                if too_slow or self.info.pruner == "none" or last:
+                if too_slow or self.info.pruner == "none" or last or not prunable:
                     return too_slow or False
                 cost_key = strategies.COST_ATTRS[self.info.objective[1]]
                 return (
@@ -236,7 +238,7 @@ class WorkerLoop:
                     or False
                 )
             trial.report(accuracy, epoch)
-            return too_slow or (not last and trial.should_prune())
+            return too_slow or (not last and prunable and trial.should_prune())
 
         def on_resume(val_acc: list[float]) -> None:
             # A re-run continues its origin's checkpoint: give the new trial that checkpoint's

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -28,6 +28,7 @@ from cnnsearch.space.rules import (
     TOP_LEVEL,
     KeyRule,
 )
+from cnnsearch.space.starters import STARTER_TABLE, parse_starters
 from cnnsearch.spec import (
     Architecture,
 )
@@ -90,6 +91,7 @@ class SearchSpace:
     max_flops: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
     form: str = "stages"  # "stages" ([network] and [stage]) or "sequence" ([sequence] and a table per kind)
+    starters: tuple[dict[str, Any], ...] = ()  # [[starter]]: parameter dicts trained first (space.starters)
 
     @property
     def rules(self) -> dict[str, dict[str, KeyRule]]:
@@ -229,6 +231,8 @@ def parse_space(raw: dict[str, Any], *, source: str = "<space>") -> SearchSpace:
     dimensions: dict[str, dict[str, Dimension]] = {table: {} for table in all_rules}
 
     for table, content in raw.items():
+        if table == STARTER_TABLE:  # checked below, against the finished space
+            continue
         if table not in top_level:
             problems.append(misplaced_table(table, form, top_level))
             continue
@@ -267,10 +271,8 @@ def parse_space(raw: dict[str, Any], *, source: str = "<space>") -> SearchSpace:
         else:
             limits[key] = value
 
-    if problems:
-        raise SpaceError("\n".join(f"{source}: {problem}" for problem in problems))
     max_params = limits.get("max_params")
-    return SearchSpace(
+    space = SearchSpace(
         path=source,
         dimensions=dimensions,
         max_params=int(max_params) if max_params is not None else None,
@@ -278,6 +280,13 @@ def parse_space(raw: dict[str, Any], *, source: str = "<space>") -> SearchSpace:
         raw=raw,
         form=form,
     )
+    if not problems:  # a starter is replayed through the space, so the space must be sound first
+        starters, starter_problems = parse_starters(raw.get(STARTER_TABLE), space)
+        problems.extend(starter_problems)
+        space = replace(space, starters=starters)
+    if problems:
+        raise SpaceError("\n".join(f"{source}: {problem}" for problem in problems))
+    return space
 
 
 def _suggest(word: str, valid: Any) -> str:

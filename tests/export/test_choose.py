@@ -1,5 +1,6 @@
-"""export's choice when no trial is named: the cheapest of the trials tied with the best within
-the validation noise (the leaderboard's ≈), or the best with --choose best. Synthetic runs
+"""export's choice when no trial is named: the best validation accuracy (the default), or with
+--choose cheapest-tied the cheapest of the trials tied with it within the validation noise (the
+leaderboard's ≈). Synthetic runs
 (tests/synthetic.py: digits architectures, no search) exported through the real CLI, each
 retrained one epoch on digits.
 """
@@ -39,18 +40,20 @@ def cheapest_tied(rows: list[dict]) -> dict:
     return min(tied, key=lambda row: (row["flops"], row["params"], -row["val_acc"], row["trial"]))
 
 
-def test_export_takes_the_cheapest_tied_trial_and_says_why(runs: Path, tmp_path: Path) -> None:
+def test_cheapest_tied_takes_the_cheapest_tied_trial_and_says_why(runs: Path, tmp_path: Path) -> None:
     rows = board(runs, "small")
     best, cheap = rows[0], cheapest_tied(rows)
     assert cheap["trial"] != best["trial"] and cheap["flops"] < best["flops"], "the run must have a cheaper tie"
-    done = run_cli("export", "small", "--out", str(tmp_path / "model"), *FAST, "--runs-dir", str(runs))
+    done = run_cli(
+        "export", "small", "--out", str(tmp_path / "model"), "--choose", "cheapest-tied", *FAST, "--runs-dir", str(runs)
+    )
     assert done.returncode == 0, done.stderr
     ratio = best["flops"] / cheap["flops"]
     why = (
         f"chose trial {cheap['trial']}: tied with the best (trial {best['trial']}, "
         f"{best['val_acc']:.2%} ±{100 * best['val_ci']:.2f}) at {cheap['val_acc']:.2%} ±{100 * cheap['val_ci']:.2f}, "
-        f"and {ratio:.1f}x fewer FLOPs (the cheapest of the {sum(row['tied'] for row in rows)} tied; "
-        f"--choose best takes trial {best['trial']})"
+        f"and {ratio:.1f}x fewer FLOPs (the cheapest of the {sum(row['tied'] for row in rows)} tied, "
+        f"by --choose cheapest-tied)"
     )
     lines = done.stdout.splitlines()
     assert lines[:2] == [why, f"trial {cheap['trial']} {cheap['arch']}"]
@@ -60,31 +63,29 @@ def test_export_takes_the_cheapest_tied_trial_and_says_why(runs: Path, tmp_path:
     assert meta["chosen_because"] == why.removeprefix("chose ")
 
 
-def test_choose_best_takes_the_top_accuracy(runs: Path, tmp_path: Path) -> None:
+def test_export_takes_the_top_accuracy_by_default(runs: Path, tmp_path: Path) -> None:
     rows = board(runs, "small")
     best, cheap = rows[0], cheapest_tied(rows)
-    done = run_cli(
-        "export", "small", "--out", str(tmp_path / "model"), "--choose", "best", *FAST, "--runs-dir", str(runs)
-    )
+    done = run_cli("export", "small", "--out", str(tmp_path / "model"), *FAST, "--runs-dir", str(runs))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == (
         f"chose trial {best['trial']}: the best validation accuracy, {best['val_acc']:.2%} "
-        f"±{100 * best['val_ci']:.2f} (--choose best); trial {cheap['trial']} is tied with it and has "
-        f"{best['flops'] / cheap['flops']:.1f}x fewer FLOPs"
+        f"±{100 * best['val_ci']:.2f}; trial {cheap['trial']} is tied with it and has "
+        f"{best['flops'] / cheap['flops']:.1f}x fewer FLOPs (--choose cheapest-tied takes it)"
     )
     assert json.loads((tmp_path / "model" / "model.json").read_text())["trial"] == best["trial"]
 
 
 def test_more_validation_images_leave_fewer_ties(runs: Path) -> None:
     small = RunDir(runs, "small")
-    choice = choose_export_trial(small)
+    choice = choose_export_trial(small, rule="cheapest-tied")
     assert choice is not None and choice.val_size == 216
     info = small.read_info()
     counts = {}
     for val_size in (216, 2_000, 1_000_000):
         info.split_sizes["val"] = val_size
         small.write_info(info)
-        choice = choose_export_trial(small)
+        choice = choose_export_trial(small, rule="cheapest-tied")
         assert choice is not None and choice.best.number == board(runs, "small")[0]["trial"]
         for candidate in choice.tied:  # the rule written out
             p1, p2 = choice.best.val_acc, candidate.val_acc
