@@ -154,6 +154,7 @@ class TrialRecord:
     worker: str = ""  # host:pid of the worker that trained it
     device: str = ""
     val_acc: list[float] = field(default_factory=list)  # validation accuracy per finished epoch
+    val_correct: str = ""  # the best epoch's right/wrong per validation image, packed (results.noise)
     train_loss: list[float] = field(default_factory=list)  # mean training loss per finished epoch
     best_val_acc: float | None = None
     final_val_acc: float | None = None
@@ -212,6 +213,7 @@ class TrialRecord:
 # What a duplicate copies from the trial whose training it repeats (its own time is 0).
 DUPLICATE_COPIES = (
     "val_acc",
+    "val_correct",
     "train_loss",
     "best_val_acc",
     "final_val_acc",

@@ -131,8 +131,8 @@ def search(
         bool | None,
         typer.Option(
             "--starters/--no-starters",
-            help="A new run trains the space's [[starter]] networks (known-good candidates) first. "
-            "[default: on for every sampler but random]",
+            help="A new run trains the space's [[starter]] networks (known-good candidates) first, to the end; "
+            "they count toward --trials. [default: on for every sampler but random, off with --fork/--from-run]",
         ),
     ] = None,
     fork: Annotated[

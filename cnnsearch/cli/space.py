@@ -96,6 +96,12 @@ def space_show(
         table.add_row(*(Text(str(cell)) for cell in row))
     out.print(Text(loaded.form_line()), highlight=False)
     out.print(table)
+    if loaded.starters:
+        from cnnsearch.space.starters import starter_architectures
+
+        out.print(Text("starters, trained first by a new run (--no-starters skips them):"), highlight=False)
+        for number, arch in enumerate(starter_architectures(loaded), start=1):
+            out.print(Text(f"  {number}. {arch.compact()}"), highlight=False)
 
 
 @space_app.command("sample")

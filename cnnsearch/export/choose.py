@@ -22,7 +22,7 @@ from cnnsearch.errors import UserError
 from cnnsearch.export.options import DEFAULT_CHOICE, check_choice
 from cnnsearch.outcomes import EXPORTABLE, STOPPED_BY_TIMEOUT, TrialRecord, phrase_of
 from cnnsearch.results.leaderboard import validation_size
-from cnnsearch.results.noise import interval_text, tied
+from cnnsearch.results.noise import interval_text, tied_outcomes
 from cnnsearch.run.folder import RunDir, RunInfo, find_trial
 from cnnsearch.spec import Architecture
 from cnnsearch.train.loop import train_candidate
@@ -93,6 +93,7 @@ class _Candidate:
     params: int | None = None
     flops: int | None = None  # per image, as the leaderboard shows
     timed_out: bool = False  # stopped by the trial timeout: ranked after those trained to the end
+    val_correct: str = ""  # the best epoch's per-image outcomes: ties are judged paired where both have them
 
 
 @dataclass(frozen=True)
@@ -123,10 +124,8 @@ class Choice:
         text = f"trial {chosen.number}: the best validation accuracy, {interval_text(chosen.val_acc, n)}"
         if others == 0:
             return f"{text}; no other trial is within its noise ({n:,} validation images)"
-        if self.rule == "best":
-            cheapest = self.tied[0]
-            if cheapest.number == chosen.number:
-                return f"{text}; none of the {count(others, 'other trial')} tied with it is cheaper"
+        cheapest = self.tied[0]
+        if self.rule == "best" and cheapest.number != chosen.number:
             return (
                 f"{text}; trial {cheapest.number} is tied with it and has {_cheaper(cheapest, chosen)} "
                 f"(--choose cheapest-tied takes it)"
@@ -146,7 +145,8 @@ def choose_winner(candidates: Sequence[_Candidate], *, val_size: int | None, rul
     """The trial to export among `candidates` (best first, as `_candidates` returns them).
 
     The best is `candidates[0]`. Tied with it: every candidate whose accuracy is within the
-    noise of `val_size` validation images (`results.noise.tied`, the leaderboard's ≈). "best"
+    noise of `val_size` validation images (`results.noise.tied_outcomes`: paired where both
+    recorded per-image outcomes; the leaderboard's ≈). "best"
     takes the best; "cheapest-tied" the tied candidate with the fewest FLOPs, then params, then
     the higher accuracy and the lower number. Without `val_size` nothing is tied.
     """
@@ -156,7 +156,8 @@ def choose_winner(candidates: Sequence[_Candidate], *, val_size: int | None, rul
     best = candidates[0]
     if val_size is None:
         return Choice(best, best, [best], None, rule)
-    tied_ones = [other for other in candidates if tied(best.val_acc, other.val_acc, val_size)]
+    best_pair = (best.val_acc, best.val_correct)
+    tied_ones = [c for c in candidates if tied_outcomes(best_pair, (c.val_acc, c.val_correct), val_size)[0]]
     tied_ones.sort(key=lambda c: (_cost(c.flops), _cost(c.params), -c.val_acc, c.number))
     chosen = tied_ones[0] if rule == "cheapest-tied" else best
     return Choice(chosen, best, tied_ones, val_size, rule)
@@ -215,6 +216,7 @@ def _to_candidate(trial: Any) -> _Candidate:
         params=record.params,
         flops=record.flops,
         timed_out=record.outcome in STOPPED_BY_TIMEOUT,
+        val_correct=record.val_correct,
     )
 
 

@@ -135,8 +135,8 @@ def export_run(
     (see `export.schedule`); `on_progress` hears of every epoch. `weights_when_short` (search
     --export): when `final_budget_s` fits fewer epochs than the search trained, export the
     search's weights of the trial instead (when kept), as they had the longer schedule. With no
-    trial named and no `top`, `choose` picks (export.options.CHOICES: by default the cheapest of
-    the trials tied with the best within the validation set's noise). `top` first retrains the
+    trial named and no `top`, `choose` picks (export.options.CHOICES: by default the best
+    validation accuracy; cheapest-tied, the cheapest of the trials tied with it). `top` first retrains the
     `top` best candidates `seeds` times each on the training split and picks the best mean
     validation accuracy. `no_retrain` exports the weights the search kept instead.
     Raises UserError for every bad argument before anything trains or is written.

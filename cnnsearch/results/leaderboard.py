@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its tabl
 
 from cnnsearch.outcomes import RANKED_NOTES, SHOWN_BY_DEFAULT, STOPPED_BY_TIMEOUT
 from cnnsearch.results.facts import TRAINED_TO_THE_END, TrialFacts, study_facts
-from cnnsearch.results.noise import TIE_RULE, half_width, interval_text, tied
+from cnnsearch.results.noise import PAIRED_TIE_RULE, TIE_RULE, half_width, interval_text, tied_outcomes
 
 EMPTY_MESSAGE = "No finished trials yet."
 
@@ -276,7 +276,8 @@ def _mark_ties(rows: list[dict[str, Any]], val_size: int | None) -> None:
     best = leader(rows)
     assert best is not None  # there are candidates
     for row in candidates:
-        row["tied"] = tied(best["val_acc"], row["val_acc"], val_size)
+        pair = (best["val_acc"], best["val_correct"]), (row["val_acc"], row["val_correct"])
+        row["tied"], row["tie_paired"] = tied_outcomes(*pair, val_size)
 
 
 def leader(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -306,9 +307,17 @@ def tie_note(board: Board) -> str | None:
         return None
     count = sum(1 for row in board.rows if row.get("tied")) - 1  # the leader is tied with itself
     others = "no other trial" if count == 0 else "1 other trial" if count == 1 else f"{count} other trials"
+    paired = {row["tie_paired"] for row in board.rows if row.get("tied") is not None and "tie_paired" in row}
+    rule = (
+        PAIRED_TIE_RULE
+        if paired == {True}
+        else TIE_RULE
+        if paired <= {False}
+        else f"{PAIRED_TIE_RULE} (unpaired for trials without per-image outcomes)"
+    )
     return (
         f"≈ tied: {others} within the noise of the best, trial {best['trial']} "
-        f"({interval_text(best['val_acc'], board.val_size)}): {TIE_RULE}, "
+        f"({interval_text(best['val_acc'], board.val_size)}): {rule}, "
         f"n = {board.val_size:,} validation images; ± is the 95% interval"
     )
 
@@ -346,6 +355,7 @@ def _row(fact: TrialFacts, rank: int | None, *, front: bool) -> dict[str, Any]:
         "arch": fact.arch,
         "reason": fact.reason,
         "outcome": fact.outcome,  # not a column: what the tie rule reads
+        "val_correct": fact.record.val_correct,  # not a column: per-image outcomes, for paired ties
     }
 
 

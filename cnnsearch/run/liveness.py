@@ -196,9 +196,14 @@ def on_stale_trial(study: Any, trial: Any) -> None:
 
 def requeue(study: Any, trial: Any) -> None:
     """Queue a trial's parameters again, to resume from the checkpoint of its origin."""
-    origin = TrialRecord.of(trial).origin
-    origin = trial.number if origin is None else origin
-    study.enqueue_trial(dict(trial.params), user_attrs={"origin": origin, "resume_of": trial.number})
+    record = TrialRecord.of(trial)
+    origin = trial.number if record.origin is None else record.origin
+    attrs: dict[str, Any] = {"origin": origin, "resume_of": trial.number}
+    if record.starter is not None:  # a re-run starter is still a starter: trained to the end
+        attrs["starter"] = record.starter
+    if record.warm_start:
+        attrs["warm_start"] = True
+    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
 
 
 def heartbeat_age(run: RunDir, number: int, now: float) -> float | None:

@@ -92,7 +92,7 @@ def open_search(settings: SearchSettings, *, workers: int | str = 1, download: b
     resumed = RunDir(runs_dir, settings.name).exists()
     run, info, space_obj = prepare_run(settings)
     target = resolve_target(run, info, settings.trials, timed=settings.timeout_s is not None)
-    notes = enqueue_warm_start_for(run, space_obj, settings, new_run=not resumed, sampler=info.sampler)
+    notes = enqueue_warm_start_for(run, space_obj, settings, info=info, new_run=not resumed)
     if resumed and settings.command:  # last: a resume refused on the way (a damaged journal) changes nothing here
         info.resumes.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {settings.command}")
         run.write_info(info)

@@ -121,35 +121,72 @@ def enqueue_warm_start(study: Any, space: SearchSpace, settings: SearchSettings)
 
 
 def starters_wanted(settings: SearchSettings, sampler: str) -> bool:
-    """--starters / --no-starters; by default every sampler but random starts with the space's
-    starters (random search stays the unbiased baseline it is asked for)."""
-    return settings.starters if settings.starters is not None else sampler != "random"
+    """--starters / --no-starters; by default a new run of every sampler but random starts with
+    the space's starters (random search stays the unbiased baseline it is asked for), unless it
+    is warm-started from another run (--fork, --from-run), whose own trials come first."""
+    if settings.starters is not None:
+        return settings.starters
+    return sampler != "random" and not settings.from_run and not settings.fork
 
 
-def enqueue_starters(study: Any, space: SearchSpace) -> list[str]:
-    """Queue the space's [[starter]] candidates behind any warm start; one line saying so."""
+def starter_misfit(space: SearchSpace, arch: Any, input_shape: tuple[int, int, int], num_classes: int) -> str:
+    """Why a starter cannot train on this data ('' when it can): its shapes, or the constraints."""
+    from cnnsearch.errors import InfeasibleArchitecture
+    from cnnsearch.spec import count_params, forward_flops
+
+    try:
+        params, flops = count_params(arch, input_shape, num_classes), forward_flops(arch, input_shape, num_classes)
+    except InfeasibleArchitecture as error:
+        return str(error)
+    if space.max_params is not None and params > space.max_params:
+        return f"{params:,} parameters, over max_params {space.max_params:,}"
+    if space.max_flops is not None and flops > space.max_flops:
+        return f"{flops:,.0f} FLOPs, over max_flops {space.max_flops:,.0f}"
+    return ""
+
+
+def enqueue_starters(study: Any, space: SearchSpace, info: Any) -> list[str]:
+    """Queue the space's [[starter]] candidates that fit the run's data (`info`: its RunInfo),
+    behind any warm start; one line saying what was queued and what was skipped and why."""
     import optuna
 
+    from cnnsearch.space.starters import starter_architectures
+
+    shape = (int(info.input_shape[0]), int(info.input_shape[1]), int(info.input_shape[2]))
     waiting = (optuna.trial.TrialState.WAITING,)
-    queued = 0
-    for number, params in enumerate(space.starters, start=1):
+    queued, misfits = 0, []
+    for number, (params, arch) in enumerate(zip(space.starters, starter_architectures(space), strict=True), start=1):
+        misfit = starter_misfit(space, arch, shape, max(2, len(info.class_names)))
+        if misfit:
+            misfits.append(f"starter {number} ({misfit})")
+            continue
         if _same_params(study, params) is not None:  # already queued or tried (e.g. by --enqueue)
             continue
         before = len(study.get_trials(deepcopy=False, states=waiting))
         study.enqueue_trial(params, user_attrs={"starter": number}, skip_if_exists=True)
         queued += len(study.get_trials(deepcopy=False, states=waiting)) - before
-    if not queued:
-        return []
-    return [
+    line = (
         f"queued the space's {count(queued, 'starter')} to train first (known-good networks; --no-starters skips them)"
-    ]
+        if queued
+        else ""
+    )
+    if misfits:
+        skipped = f"skipped {count(len(misfits), 'starter')} that cannot train on {info.data}: {', '.join(misfits)}"
+        line = f"{line}; {skipped}" if line else skipped
+    return [line] if line else []
 
 
 def enqueue_warm_start_for(
-    run: RunDir, space: SearchSpace, settings: SearchSettings, *, new_run: bool = False, sampler: str = "tpe"
+    run: RunDir, space: SearchSpace, settings: SearchSettings, *, info: Any = None, new_run: bool = False
 ) -> list[str]:
-    """Warm start (--enqueue, --from-run), then, for a new run, the space's starters."""
-    notes = enqueue_warm_start(run.load_study(), space, settings) if settings.enqueue or settings.from_run else []
-    if new_run and space.starters and starters_wanted(settings, sampler):
-        notes += enqueue_starters(run.load_study(), space)
+    """Warm start (--enqueue, --from-run), then, for a new run (`info`: its RunInfo), the space's starters."""
+    starters = new_run and info is not None and bool(space.starters) and starters_wanted(settings, info.sampler)
+    if not (settings.enqueue or settings.from_run or starters):
+        return []
+    study = run.load_study()
+    notes = enqueue_warm_start(study, space, settings) if settings.enqueue or settings.from_run else []
+    if starters:
+        notes += enqueue_starters(study, space, info)
+    elif settings.starters and not new_run:
+        notes.append(f"--starters: run {run.name!r} exists; starters are queued only when a run is created")
     return notes

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -238,7 +239,8 @@ class WorkerLoop:
                     or False
                 )
             trial.report(accuracy, epoch)
-            return too_slow or (not last and prunable and trial.should_prune())
+            decision = not last and trial.should_prune()  # asked even for a starter: ASHA records rungs when asked
+            return too_slow or (prunable and decision)
 
         def on_resume(val_acc: list[float]) -> None:
             # A re-run continues its origin's checkpoint: give the new trial that checkpoint's
@@ -268,8 +270,6 @@ class WorkerLoop:
             except RunFault:  # the disk, not the candidate: stop; a resume re-runs it from its checkpoint
                 raise
             except Exception as error:  # a real bug: FAIL, recorded, and the search goes on
-                import traceback
-
                 self._finish(
                     study,
                     trial,

@@ -380,7 +380,7 @@ def _parse_value(table: str, key: str, value: Any, rule: KeyRule) -> tuple[Dimen
 def space_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys whose declared values differ between two parsed space files, e.g. `[train] lr`."""
     differences = []
-    for table in sorted(set(old) | set(new)):
+    for table in sorted((set(old) | set(new)) - {STARTER_TABLE}):  # starters are queued once, at creation
         old_table, new_table = old.get(table, {}), new.get(table, {})
         if not isinstance(old_table, dict) or not isinstance(new_table, dict):
             if old_table != new_table:

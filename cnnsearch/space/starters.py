@@ -14,11 +14,13 @@ Knows the spec and the space; no torch, no Optuna.
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cnnsearch.space.parse import SearchSpace
+    from cnnsearch.spec import Architecture
 
 STARTER_TABLE = "starter"  # [[starter]]: an array of tables, one per starter
 
@@ -85,12 +87,22 @@ def _toml(value: Any) -> str:
 
 
 def _flatten(number: int, starter: Any) -> tuple[dict[str, Any], list[str]]:
-    """A starter's tables as parameter names (`stage1.convs`), with the problems of its shape."""
+    """A starter's tables as parameter names (`stage1.convs`; nested tables of the sequence form,
+    `layer1 = { conv = { filters = 32 } }`, as `layer1.conv.filters`), with its shape's problems."""
     where = f"[[{STARTER_TABLE}]] {number}"
     if not isinstance(starter, dict):
         return {}, [f"{where}: must be a table of parameter groups, e.g. network = {{ stages = 2 }}"]
     values: dict[str, Any] = {}
     problems = []
+
+    def walk(prefix: str, content: dict[str, Any]) -> None:
+        for key, value in content.items():
+            name = f"{prefix}.{key}"
+            if isinstance(value, dict):
+                walk(name, value)
+            else:
+                values[name] = value
+
     for group, content in starter.items():
         if not isinstance(content, dict):
             problems.append(
@@ -98,7 +110,7 @@ def _flatten(number: int, starter: Any) -> tuple[dict[str, Any], list[str]]:
                 f"but got {_toml(content)}"
             )
             continue
-        values.update({f"{group}.{key}": value for key, value in content.items()})
+        walk(group, content)
     return values, problems
 
 
@@ -123,12 +135,21 @@ def parse_starters(raw: Any, space: SearchSpace) -> tuple[tuple[dict[str, Any], 
             sample_architecture(space, replay)
         except Exception as error:  # a combination the space's sampler cannot build
             replay.problems.append(f"cannot be built: {error}")
-        unused = [name for name in values if name not in replay.asked]
-        replay.problems.extend(
-            f"{name} is never asked for by this candidate (a fixed key, or a part it does not have); remove it"
-            for name in unused
-        )
+        unasked = [name for name in replay.asked if name not in values]
+        for name in (name for name in values if name not in replay.asked):
+            close = difflib.get_close_matches(name, unasked, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; remove it"
+            replay.problems.append(
+                f"{name} is never asked for by this candidate (a fixed key, or a part it does not have){hint}"
+            )
         problems.extend(f"[[{STARTER_TABLE}]] {number}: {problem}" for problem in replay.problems)
         if not replay.problems:
             starters.append(replay.asked)
     return tuple(starters), problems
+
+
+def starter_architectures(space: SearchSpace) -> list[Architecture]:
+    """The candidates the space's starters sample to, in order (for `space show`)."""
+    from cnnsearch.space.sample import sample_architecture
+
+    return [sample_architecture(space, _Replay(params)) for params in space.starters]

@@ -28,6 +28,7 @@ def checkpoint_state(module, result: TrialResult) -> dict:
         if module.data.train_y.device.type == "cuda"
         else None,
         "val_acc": list(result.val_acc),
+        "val_correct": result.val_correct,
         "train_loss": list(result.train_loss),
         "train_seconds": result.train_seconds + (time.monotonic() - module.started),
         "seed": module.control.seed,

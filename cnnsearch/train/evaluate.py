@@ -32,18 +32,43 @@ def evaluate(
     """Accuracy on a whole resident split (one host sync at the end); `plan`: the device's by default."""
     if len(labels) == 0:
         return float("nan")
+    right = evaluate_each(net, data, images=images, labels=labels, batch_size=batch_size, plan=plan)
+    return right.sum().item() / len(labels)
+
+
+def evaluate_each(
+    net: nn.Module,
+    data: DeviceData,
+    *,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = EVAL_BATCH,
+    plan: DevicePlan | None = None,
+) -> torch.Tensor:
+    """Whether each image of a resident split is classified right (a bool tensor on its device;
+    no host sync): the paired comparison of two candidates needs it image by image."""
     plan = plan or plan_for(labels.device)
     was_training = net.training
     net.eval()
-    correct = torch.zeros((), dtype=torch.long, device=labels.device)
+    right = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
     with torch.no_grad(), plan.autocast_context(labels.device):
         for start in range(0, len(labels), batch_size):
             batch = data.normalize(images[start : start + batch_size])
             if plan.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            correct += (net(batch).argmax(dim=1) == labels[start : start + batch_size]).sum()
+            right[start : start + batch_size] = net(batch).argmax(dim=1) == labels[start : start + batch_size]
     net.train(was_training)
-    return correct.item() / len(labels)
+    return right
+
+
+def pack_outcomes(right: torch.Tensor) -> str:
+    """Per-image outcomes as text for a trial record: base64 of the bits packed 8 to a byte, the
+    first image in the highest bit of the first byte (`results.noise.unpack_outcomes` reads it)."""
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.packbits(right.to("cpu").numpy()).tobytes()).decode("ascii")
 
 
 def autocast_for(device: torch.device) -> torch.autocast:

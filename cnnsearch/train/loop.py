@@ -209,6 +209,7 @@ def _train_once(
         start_epoch = int(resume_state["epoch"])
         result.val_acc = list(resume_state["val_acc"])
         result.train_loss = list(resume_state["train_loss"])
+        result.val_correct = str(resume_state.get("val_correct") or "")  # the best epoch may be before the cut
         result.epochs_run = start_epoch
         result.train_seconds = float(resume_state["train_seconds"])
         if resume_state.get("generator") is not None:

@@ -17,7 +17,7 @@ from cnnsearch.data.augment import augment_batch
 from cnnsearch.data.device import DeviceData
 from cnnsearch.spec import Architecture, TrainSettings
 from cnnsearch.train.checkpoint import checkpoint_state, write_checkpoint
-from cnnsearch.train.evaluate import eval_batch_size, evaluate
+from cnnsearch.train.evaluate import eval_batch_size, evaluate_each, pack_outcomes
 from cnnsearch.train.lightning_private import import_lightning
 from cnnsearch.train.plan import DevicePlan
 from cnnsearch.train.result import StopTrial, TrialControl, TrialResult
@@ -225,7 +225,7 @@ def _make_module_class():
             if control.on_epoch_end is not None:
                 control.on_epoch_end(epoch, mean_loss)
             if control.validate:
-                accuracy = evaluate(
+                right = evaluate_each(
                     self.net,
                     self.data,
                     images=self.data.val_x,
@@ -235,11 +235,14 @@ def _make_module_class():
                     ),
                     plan=self.plan,
                 )
+                accuracy = right.sum().item() / len(right) if len(right) else float("nan")
                 if not result.val_acc or accuracy > max(result.val_acc):
-                    # The leaderboard ranks by the best epoch, so the kept weights are that epoch's.
+                    # The leaderboard ranks by the best epoch, so the kept weights are that epoch's,
+                    # and so are the per-image outcomes that ties are judged by (paired).
                     result.best_state = {
                         key: value.detach().to("cpu", copy=True) for key, value in self.net.state_dict().items()
                     }
+                    result.val_correct = pack_outcomes(right)
                 result.val_acc.append(accuracy)
             # After the last epoch nothing is left to resume. Before it, a checkpoint goes to
             # disk at most every checkpoint_every_s (short epochs would spend more on writing

@@ -31,6 +31,7 @@ class TrialResult:
     micro_batch: int = 0  # < batch_size when OOM forced gradient accumulation
     model: nn.Module | None = field(default=None, repr=False)  # trained net, on CPU
     best_state: dict | None = field(default=None, repr=False)  # state_dict of the best epoch, on CPU
+    val_correct: str = field(default="", repr=False)  # the best epoch's per-image outcomes (evaluate.pack_outcomes)
 
     @property
     def best_val_acc(self) -> float | None:
@@ -61,6 +62,7 @@ class TrialResult:
             "flops": self.flops,
             "latency_ms": round(self.latency_ms, 4) if self.latency_ms is not None else None,
             "micro_batch": self.micro_batch,
+            "val_correct": self.val_correct,
         }
 
 
