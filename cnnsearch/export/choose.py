@@ -133,6 +133,29 @@ class Choice:
         return f"{text}; none of the {count(others, 'other trial')} tied with it is cheaper"
 
 
+def retrainable_tie(choice: Choice, schedule_of: Callable[[_Candidate], Any]) -> tuple[_Candidate, Any, str] | None:
+    """`search --export` when the time left cannot retrain the chosen trial for its search's epochs
+    (only its search weights could ship): the most accurate trial tied with it that the time left
+    does retrain that long, with its schedule (`schedule_of`: a FinalSchedule or None) and why;
+    None when there is none. Final training on train+validation added 0.6-1.2 points to the
+    search weights' test accuracy (bench/RESULTS.md), more than a tie can be worth."""
+    chosen = choice.chosen
+    for candidate in sorted(choice.tied, key=lambda c: (-c.val_acc, c.number)):
+        if candidate.number == chosen.number:
+            continue
+        schedule = schedule_of(candidate)
+        if schedule is not None and schedule.epochs >= candidate.arch.train.epochs:
+            n = choice.val_size
+            why = (
+                f"trial {candidate.number}: tied with the best (trial {chosen.number}, "
+                f"{interval_text(chosen.val_acc, n)}) at {interval_text(candidate.val_acc, n)}, and the time left "
+                f"trains it for {count(schedule.epochs, 'epoch')} on train+validation, where trial {chosen.number} "
+                f"would get fewer than its search's {count(chosen.arch.train.epochs, 'epoch')}"
+            )
+            return candidate, schedule, why
+    return None
+
+
 def _cheaper(cheap: _Candidate, dear: _Candidate) -> str:
     """'3.1x fewer FLOPs' (or params, where the FLOPs are equal or unknown)."""
     for what, low, high in (("FLOPs", cheap.flops, dear.flops), ("params", cheap.params, dear.params)):

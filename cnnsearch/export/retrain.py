@@ -31,6 +31,7 @@ from cnnsearch.export.choose import (
     _candidates,
     _confirm,
     choose_among,
+    retrainable_tie,
 )
 from cnnsearch.export.formats import VERIFY_IMAGES
 from cnnsearch.export.model_files import (
@@ -158,6 +159,7 @@ def export_run(
     trials = study.get_trials(deepcopy=False)
     candidates = _candidates(trials)
     because = ""  # why `chosen` was chosen, when export chose it
+    choice = None  # export's own choice among the trials, when it made one
     if number is None:
         if not candidates:
             raise UserError(
@@ -197,6 +199,12 @@ def export_run(
             if not weights_when_short:
                 raise
         short = schedule is None or schedule.epochs < chosen.arch.train.epochs
+        if weights_when_short and short and choice is not None:
+            # A tied trial the time left can train properly beats the best's search weights.
+            swap = retrainable_tie(choice, lambda c: _schedule_or_none(info, trials, c, final_budget_s, pool))
+            if swap is not None:
+                chosen, schedule, because = swap
+                short = False
         if weights_when_short and short and run.weights_file(chosen.weights_trial).is_file():
             no_retrain = True
             on_message(
@@ -308,6 +316,15 @@ def _check_weights(run: RunDir, info: RunInfo, candidate: _Candidate) -> None:
             f"trial {candidate.number} of run {run.name!r} has no saved weights (the search keeps those of the "
             f"best {info.keep_weights} trials only); drop --no-retrain to retrain it"
         )
+
+
+def _schedule_or_none(
+    info: RunInfo, trials: Any, candidate: _Candidate, final_budget_s: float | None, pool: int
+) -> FinalSchedule | None:
+    try:
+        return schedule_for_trial(info, trials, candidate, None, final_budget_s, pool)
+    except UserError:  # not even one epoch fits, or its speed is unknown
+        return None
 
 
 def _search_weights(

@@ -93,6 +93,7 @@ def _trial_header(fact: TrialFacts, record: TrialRecord, trial: Any) -> Renderab
         ("images/s", plain_text(record.images_per_sec) if record.images_per_sec is not None else ""),
         ("s per epoch", _epoch_seconds_text(record)),
         ("arch", fact.arch),
+        ("queued as", _queued_as(record)),
         ("hash", record.hash),
         ("seed", str(record.seed) if record.seed is not None else ""),
         ("worker", record.worker),
@@ -103,6 +104,13 @@ def _trial_header(fact: TrialFacts, record: TrialRecord, trial: Any) -> Renderab
         if value:
             grid.add_row(Text(key), Text(value, style=state_style(value) if key == "outcome" else ""))
     return grid
+
+
+def _queued_as(record: TrialRecord) -> str:
+    """Why this candidate was tried: a starter of the space, a warm start, or (empty) the sampler."""
+    if record.starter is not None:
+        return f"starter {record.starter} of the space (trained to the end, never pruned)"
+    return "warm start (--enqueue / --from-run)" if record.warm_start else ""
 
 
 def _epoch_seconds_text(record: TrialRecord) -> str:

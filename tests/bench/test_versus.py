@@ -88,7 +88,8 @@ def test_the_peer_searches_retrains_and_saves_a_torchscript_model(tmp_path: Path
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=cli_env(), cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "peer.json").read_text())
-    assert summary["trials_finished"] == 1 and summary["train_images"] == 200 and summary["val_images"] == 100
+    # At least one: on a fast machine a second 200-image trial fits the 1 s budget too.
+    assert summary["trials_finished"] >= 1 and summary["train_images"] == 200 and summary["val_images"] == 100
     import torch
 
     model = torch.jit.load(summary["model"])

@@ -16,6 +16,7 @@ from conftest import run_cli
 from synthetic import make_synthetic_run  # tests/ is on sys.path (conftest.py's folder)
 
 from cnnsearch.export.choose import choose_export_trial
+from cnnsearch.outcomes import TrialRecord
 from cnnsearch.results.leaderboard import leaderboard_rows
 from cnnsearch.run.folder import RunDir
 
@@ -108,3 +109,36 @@ def test_choose_is_refused_where_it_has_no_effect(runs: Path, tmp_path: Path) ->
             f"error: --choose picks among the search's trials, so it has no effect with {text}; drop one of them"
         )
         assert not (tmp_path / "m").exists()
+
+
+def test_search_export_takes_a_tied_trial_the_time_left_can_retrain(runs: Path, tmp_path: Path) -> None:
+    """`search --export`: when the time left would ship only the best trial's search weights, a
+    trial tied with it that the time left retrains for its search's epochs is exported instead."""
+    from cnnsearch.export.retrain import export_run
+
+    run = RunDir(runs, "small")
+    choice = choose_export_trial(run)
+    assert choice is not None
+    pool = 1222 + 216
+
+    def epoch_s(candidate) -> float:  # the schedule's rule: the trial's own speed, scaled to train+validation
+        record = TrialRecord.of(run.load_study().trials[candidate.weights_trial])
+        return record.train_seconds / record.epochs_run * pool / 1222
+
+    best = choice.chosen
+    faster = [c for c in choice.tied if c.number != best.number and epoch_s(c) * 1.5 < epoch_s(best)]
+    assert faster, "the synthetic run must have a tied trial faster than the best"
+    target = min(faster, key=lambda c: (-c.val_acc, c.number))
+    budget = 8 * epoch_s(target) * 1.01  # its 8 epochs fit; the best's do not
+    assert budget < 8 * epoch_s(best)
+    # The rule written out: the most accurate tied trial whose 8 epochs fit.
+    fitting = [c for c in choice.tied if c.number != best.number and int(budget // epoch_s(c)) >= 8]
+    expected = min(fitting, key=lambda c: (-c.val_acc, c.number))
+    result = export_run(
+        run, out=tmp_path / "m", final_budget_s=budget, weights_when_short=True, formats=("pt",), device="cpu"
+    )
+    assert result.trial == expected.number
+    assert result.chosen_because.startswith(
+        f"trial {expected.number}: tied with the best (trial {best.number}, "
+    ) and result.chosen_because.endswith(f"where trial {best.number} would get fewer than its search's 8 epochs")
+    assert result.retrain_epochs is not None and result.retrain_epochs >= 8

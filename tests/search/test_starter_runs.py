@@ -71,6 +71,9 @@ def test_a_new_run_trains_the_starters_first_and_to_the_end(tmp_path: Path) -> N
     # ASHA promotes the best of two at the first rung: unprunable, the weak starter still trained on.
     assert weak[0] < strong[0]
     assert TrialRecord.of(trials[2]).starter is None
+    shown = run_cli("show", "s", "1", "--runs-dir", str(runs))
+    rows = [" ".join(line.split()) for line in shown.stdout.splitlines()]
+    assert "queued as starter 2 of the space (trained to the end, never pruned)" in rows
 
     resumed = run_cli("search", *args, "--trials", "4")
     assert resumed.returncode == 0, resumed.stderr
