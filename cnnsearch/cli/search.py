@@ -106,8 +106,8 @@ def search(
         str,
         typer.Option(
             "--workers",
-            help="Worker processes sharing the search, or auto: one per GPU, 1 on a CPU (on 2 cores, 2 workers ran "
-            "twice the trials in 10 minutes, but their winner tested no better). GPUs are shared out; CPU cores split.",
+            help="Worker processes sharing the search, or auto: one per GPU, 1 on a CPU (10 minutes on 2 cores, "
+            "3 seeds: 2 workers' final models tested 91.13%, 1 worker's 91.29%). GPUs are shared out; CPU cores split.",
         ),
     ] = "auto",
     storage: Annotated[
