@@ -164,6 +164,7 @@ class TrialRecord:
     images_per_sec: float | None = None
     params: int | None = None
     flops: int | None = None
+    threads: int | None = None  # torch CPU threads the trial trained with; None on a GPU
     predicted_epoch_s: float | None = None  # the cost model's seconds per epoch before training; None: not predicted
     latency_ms: float | None = None  # one batch of min(batch size, 256) images; None: not measured
     micro_batch: int | None = None  # < batch size when OOM forced gradient accumulation

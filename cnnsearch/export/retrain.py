@@ -191,17 +191,20 @@ def export_run(
         on_message(f"chose trial {chosen.number} by mean validation accuracy")
 
     schedule = None
+    cpu_threads = torch.get_num_threads() if torch_device.type == "cpu" else None  # the final training's
     if not no_retrain:
         pool = int(info.split_sizes.get("train") or 0) + int(info.split_sizes.get("val") or 0)
         try:
-            schedule = schedule_for_trial(info, trials, chosen, retrain_epochs, final_budget_s, pool)
+            schedule = schedule_for_trial(info, trials, chosen, retrain_epochs, final_budget_s, pool, cpu_threads)
         except UserError:
             if not weights_when_short:
                 raise
         short = schedule is None or schedule.epochs < chosen.arch.train.epochs
         if weights_when_short and short and choice is not None:
             # A tied trial the time left can train properly beats the best's search weights.
-            swap = retrainable_tie(choice, lambda c: _schedule_or_none(info, trials, c, final_budget_s, pool))
+            swap = retrainable_tie(
+                choice, lambda c: _schedule_or_none(info, trials, c, final_budget_s, pool, cpu_threads)
+            )
             if swap is not None:
                 chosen, schedule, because = swap
                 short = False
@@ -319,10 +322,10 @@ def _check_weights(run: RunDir, info: RunInfo, candidate: _Candidate) -> None:
 
 
 def _schedule_or_none(
-    info: RunInfo, trials: Any, candidate: _Candidate, final_budget_s: float | None, pool: int
+    info: RunInfo, trials: Any, candidate: _Candidate, final_budget_s: float | None, pool: int, threads: int | None
 ) -> FinalSchedule | None:
     try:
-        return schedule_for_trial(info, trials, candidate, None, final_budget_s, pool)
+        return schedule_for_trial(info, trials, candidate, None, final_budget_s, pool, threads)
     except UserError:  # not even one epoch fits, or its speed is unknown
         return None
 

@@ -23,6 +23,10 @@ DEFAULT_FINAL_FACTOR = 3  # final epochs = this x the search's epochs, by defaul
 FINAL_SHARE = 0.3  # `search --timeout T --export DIR`: the share of T kept for the final model
 FINAL_MARGIN_S = 10.0  # of that share, kept for testing once and writing the model files
 MAX_BUDGET_FACTOR = 10  # --final-budget trains at most this x the search's epochs (more rarely helps)
+# A trial timed with fewer CPU threads than the final training has (--workers N splits the cores)
+# is credited this share of the linear speed-up: 2 threads ran the final epochs 1.9-2.0x faster than
+# 1 (bench/RESULTS.md, --workers 2); less than all of it, since overrunning the budget is worse.
+THREAD_GAIN_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ def final_schedule(
     search_epoch_s: float | None,
     search_images: int,
     final_images: int,
+    search_threads: int | None = None,
+    final_threads: int | None = None,
 ) -> FinalSchedule:
     """The schedule of the final training; UserError when --final-budget cannot be met or judged.
 
@@ -66,6 +72,8 @@ def final_schedule(
     epoch_s = None
     if search_epoch_s is not None and search_epoch_s > 0 and search_images > 0:
         epoch_s = search_epoch_s * final_images / search_images
+        if epoch_s is not None and search_threads and final_threads and final_threads > search_threads:
+            epoch_s /= 1 + THREAD_GAIN_SHARE * (final_threads / search_threads - 1)
     if final_epochs is not None:
         return FinalSchedule(final_epochs, f"--final-epochs {final_epochs}", _times(epoch_s, final_epochs))
     if final_budget_s is None:
@@ -107,9 +115,11 @@ def schedule_for_trial(
     final_epochs: int | None,
     final_budget_s: float | None,
     final_images: int,
+    final_threads: int | None = None,
 ) -> FinalSchedule:
     """The chosen trial's final schedule (`chosen`: export.choose's candidate; `info`: the run's
-    RunInfo), from the trial's own measured time per epoch in the search."""
+    RunInfo), from the trial's own measured time per epoch in the search (and the CPU threads it
+    and the final training have: `final_threads`, None on a GPU)."""
     timed = TrialRecord.of(trials[chosen.weights_trial]) if chosen.weights_trial < len(trials) else None
     epoch_s = None
     if timed is not None and timed.train_seconds and timed.epochs_run:
@@ -121,6 +131,8 @@ def schedule_for_trial(
         search_epoch_s=epoch_s,
         search_images=int(info.split_sizes.get("train") or 0),
         final_images=final_images,
+        search_threads=timed.threads if timed is not None else None,
+        final_threads=final_threads,
     )
 
 

@@ -189,6 +189,8 @@ def _train_once(
     result = TrialResult("complete", params=sum(p.numel() for p in net.parameters()), micro_batch=micro_batch)
     result.flops = forward_flops(arch, data.input_shape, data.num_classes)
     measured = {"params": result.params, "flops": result.flops}
+    if device.type == "cpu":  # the final schedule scales a trial's epoch time by the threads it had
+        measured["threads"] = torch.get_num_threads()
     if control.measure_latency:
         result.latency_ms = measure_latency(
             net,

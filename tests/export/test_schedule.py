@@ -11,7 +11,13 @@ import pytest
 from conftest import TINY_SPACE, load_study, run_cli
 
 from cnnsearch.errors import UserError
-from cnnsearch.export.schedule import DEFAULT_FINAL_FACTOR, MAX_BUDGET_FACTOR, final_schedule, split_budget
+from cnnsearch.export.schedule import (
+    DEFAULT_FINAL_FACTOR,
+    MAX_BUDGET_FACTOR,
+    THREAD_GAIN_SHARE,
+    final_schedule,
+    split_budget,
+)
 
 
 def _schedule(**given: object):
@@ -38,6 +44,16 @@ def test_the_schedule_rules() -> None:
     assert _schedule(search_epochs=1).why == f"{DEFAULT_FINAL_FACTOR}x the search's 1 epoch"  # not "1 epochs"
     with pytest.raises(UserError, match="shorter than one epoch of the final training"):
         _schedule(final_budget_s=1.0)
+
+
+def test_a_trial_timed_with_fewer_threads_is_credited_most_of_the_speed_up() -> None:
+    # 2.5 s per epoch at 1 thread (a worker of --workers 2); the final training has 2: 1 + 0.8 x (2 - 1) = 1.8x.
+    faster = _schedule(final_budget_s=26.0, search_threads=1, final_threads=2)
+    assert THREAD_GAIN_SHARE == 0.8 and faster.epochs == int(26.0 // (2.5 / 1.8)) == 18
+    assert faster.why == f"fits --final-budget 26 s at ~{2.5 / 1.8:.1f} s per epoch"
+    assert _schedule(final_budget_s=26.0, search_threads=2, final_threads=2).epochs == 10  # same threads: as before
+    assert _schedule(final_budget_s=26.0, search_threads=2, final_threads=1).epochs == 10  # never slowed down
+    assert _schedule(final_budget_s=26.0, search_threads=None, final_threads=2).epochs == 10  # unknown: as before
     with pytest.raises(UserError, match="pass only one of them"):
         _schedule(final_budget_s=10.0, final_epochs=3)
     with pytest.raises(UserError, match="measured time per epoch"):
