@@ -29,10 +29,28 @@ def checkpoint_state(module, result: TrialResult) -> dict:
         else None,
         "val_acc": list(result.val_acc),
         "val_correct": result.val_correct,
+        "best_model": None if best_is_last(result) else result.best_state,  # copies already, never changed
         "train_loss": list(result.train_loss),
         "train_seconds": result.train_seconds + (time.monotonic() - module.started),
         "seed": module.control.seed,
     }
+
+
+def best_is_last(result: TrialResult) -> bool:
+    """Whether the last finished epoch is the best one so far (the first of equal scores wins)."""
+    scores = result.val_acc
+    return not scores or scores.index(max(scores)) == len(scores) - 1
+
+
+def restore_best(result: TrialResult, state: dict) -> None:
+    """The best epoch's weights after a resume: the checkpoint's own weights when its last epoch
+    was the best, else those it kept (a checkpoint from before they were kept has none)."""
+    if not result.val_acc:
+        return
+    if best_is_last(result):
+        result.best_state = {key: value.clone() for key, value in state["model"].items()}
+    elif state.get("best_model") is not None:
+        result.best_state = dict(state["best_model"])
 
 
 def write_checkpoint(path: Path, state: dict) -> None:

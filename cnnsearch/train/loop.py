@@ -23,7 +23,7 @@ from cnnsearch.data.device import DeviceData
 from cnnsearch.errors import InfeasibleArchitecture
 from cnnsearch.model.build import build_model
 from cnnsearch.spec import Architecture, forward_flops
-from cnnsearch.train.checkpoint import load_checkpoint, write_checkpoint
+from cnnsearch.train.checkpoint import load_checkpoint, restore_best, write_checkpoint
 from cnnsearch.train.evaluate import measure_latency
 from cnnsearch.train.lightning_private import import_lightning
 from cnnsearch.train.module import ResidentBatches, candidate_module_class
@@ -212,6 +212,7 @@ def _train_once(
         result.val_acc = list(resume_state["val_acc"])
         result.train_loss = list(resume_state["train_loss"])
         result.val_correct = str(resume_state.get("val_correct") or "")  # the best epoch may be before the cut
+        restore_best(result, resume_state)
         result.epochs_run = start_epoch
         result.train_seconds = float(resume_state["train_seconds"])
         if resume_state.get("generator") is not None:

@@ -106,6 +106,28 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(digits, tmp_path: P
     assert resumed.val_acc == pytest.approx(straight.val_acc, abs=1e-9)
 
 
+def test_a_resumed_trial_keeps_the_weights_of_its_best_epoch_before_the_cut(digits, tmp_path: Path) -> None:
+    # A constant, high learning rate: with this seed epoch 2 scores best and epoch 3 falls back.
+    arch = replace(SMALL, train=replace(SMALL.train, lr=0.05, schedule="constant", epochs=3))
+    control = {"seed": 1, "measure_latency": False}
+    straight = train_candidate(arch, digits, control=TrialControl(**control))
+    best_epoch = straight.val_acc.index(max(straight.val_acc)) + 1
+    assert best_epoch == 2 and straight.val_acc[2] < straight.val_acc[1]  # the premise of this test
+    checkpoint = tmp_path / "trial.pt"
+    cut = train_candidate(
+        arch,
+        digits,
+        control=TrialControl(**control, checkpoint_path=checkpoint, epoch_callback=lambda epoch, accuracy: epoch == 2),
+    )
+    assert cut.outcome == "pruned" and cut.epochs_run == 2
+    resumed = train_candidate(arch, digits, control=TrialControl(**control, checkpoint_path=checkpoint))
+    assert resumed.val_acc == pytest.approx(straight.val_acc, abs=1e-9)
+    assert resumed.best_state is not None and straight.best_state is not None
+    for key, value in straight.best_state.items():
+        assert torch.equal(resumed.best_state[key], value), key  # epoch 2's weights, not epoch 3's
+    assert resumed.val_correct == straight.val_correct
+
+
 def test_checkpoints_are_spaced_in_time_and_latency_is_measured_only_when_asked(digits, tmp_path: Path) -> None:
     arch = SMALL.with_epochs(3)
     checkpoint = tmp_path / "trial.pt"
