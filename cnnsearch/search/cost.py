@@ -27,7 +27,7 @@ Pure Python, no numpy or torch (a handful of trials, four terms).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -315,6 +315,44 @@ def judge_first_epoch(
     return (
         f"too slow for the budget: its {count(epochs, 'epoch')} would take ~{_seconds(full_s)} at the measured "
         f"{_seconds(epoch_seconds)} per epoch, more than {MAX_TRIAL_SHARE:.0%} of the {_seconds(budget_s)} budget"
+    )
+
+
+def judge_epoch(
+    seconds: float,
+    *,
+    epoch: int,
+    epochs_done: int,
+    epochs: int,
+    trials: Callable[[], Iterable[Any]],
+    device: str,
+    data: Any,
+    budget_s: float | None,
+    time_left_s: float | None,
+) -> str:
+    """Why a running trial should stop after `epoch`, "" to go on, from `seconds` measured over
+    the `epochs_done` epochs this process trained: a fresh trial's first epoch against the budget
+    (judge_first_epoch; `trials` is called only then), every epoch against the time left."""
+    if epoch == 1 and epochs_done == 1:
+        reason = judge_first_epoch(seconds, trials(), device=device, data=data, epochs=epochs, budget_s=budget_s)
+        if reason:
+            return reason
+    return judge_time_left(seconds, epochs_done=epochs_done, epochs_left=epochs - epoch, time_left_s=time_left_s)
+
+
+def judge_time_left(seconds: float, *, epochs_done: int, epochs_left: int, time_left_s: float | None) -> str:
+    """Why a running trial should stop now, "" to go on: at its pace so far (`seconds` for
+    `epochs_done` epochs) its `epochs_left` epochs cannot finish in the time left, and a trial cut
+    by the deadline is neither finished nor exportable (the rule before a start, on measurement)."""
+    if time_left_s is None or epochs_done <= 0 or epochs_left <= 0:
+        return ""
+    pace = seconds / epochs_done
+    needed = pace * epochs_left
+    if needed <= time_left_s:
+        return ""
+    return (
+        f"too slow for the time left: its {count(epochs_left, 'remaining epoch')} would take ~{_seconds(needed)} "
+        f"at the measured {_seconds(pace)} per epoch, more than the {_seconds(max(0.0, time_left_s))} left"
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from cnnsearch.data.load import load_run_dataset, load_run_split
 from cnnsearch.errors import DiskFull, RunFault
-from cnnsearch.outcomes import DUPLICATE_COPIES, TrialRecord, optuna_state, write_attrs
+from cnnsearch.outcomes import TrialRecord, optuna_state, write_attrs
 from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
 from cnnsearch.run.liveness import (
     HEARTBEAT_GRACE_S,
@@ -36,7 +36,8 @@ from cnnsearch.run.liveness import (
 from cnnsearch.run.optuna_private import storage_of, stored_user_attrs, trial_id
 from cnnsearch.run.storage import rdb_storage
 from cnnsearch.search import strategies
-from cnnsearch.search.cost import judge_candidate, judge_first_epoch
+from cnnsearch.search.cost import judge_candidate, judge_epoch
+from cnnsearch.search.dedup import copied_from, duplicate_of
 from cnnsearch.search.progress import SearchEvent, counted_trials
 from cnnsearch.search.settings import DEFAULT_CHECKPOINT_EVERY_S
 from cnnsearch.search.weights import keep_best_weights
@@ -194,7 +195,7 @@ class WorkerLoop:
                 "device": str(self.device),
             },
         )
-        earlier = self._duplicate_of(study, trial, arch.canonical_hash())
+        earlier = duplicate_of(study, trial, arch.canonical_hash())
         if earlier is not None:
             self._finish_duplicate(study, trial, earlier)
             return
@@ -203,7 +204,8 @@ class WorkerLoop:
             return
 
         costs: dict[str, float] = {}
-        started: list[float] = []  # when training began (after the measurements), for the first epoch's time
+        started: list[float] = []  # when training began (after the measurements), for the epochs' pace
+        resumed_at = [0]  # the epochs a resumed trial's checkpoint already held
 
         def on_measured(measured: dict[str, float]) -> None:
             costs.update(measured)
@@ -224,11 +226,17 @@ class WorkerLoop:
             # complete, whatever a pruner would say (with --epochs 1 its first rung is the last).
             last = epoch >= arch.train.epochs
             too_slow = ""
-            if epoch == 1 and started:  # a fresh trial's first epoch, measured: can the budget afford the rest?
-                trials = study.get_trials(deepcopy=False)
-                seconds, epochs, device = time.monotonic() - started[0], arch.train.epochs, str(self.device)
-                too_slow = judge_first_epoch(
-                    seconds, trials, device=device, data=data, epochs=epochs, budget_s=self.budget_s
+            if started:  # measured: can the budget afford the rest, and can the time left hold it?
+                too_slow = judge_epoch(
+                    time.monotonic() - started[0],
+                    epoch=epoch,
+                    epochs_done=epoch - resumed_at[0],
+                    epochs=arch.train.epochs,
+                    trials=lambda: study.get_trials(deepcopy=False),
+                    device=str(self.device),
+                    data=data,
+                    budget_s=self.budget_s,
+                    time_left_s=None if self.deadline is None else self.deadline - time.monotonic(),
                 )
             if len(self.info.objective) > 1:
                 if too_slow or self.info.pruner == "none" or last or not prunable:
@@ -245,6 +253,7 @@ class WorkerLoop:
         def on_resume(val_acc: list[float]) -> None:
             # A re-run continues its origin's checkpoint: give the new trial that checkpoint's
             # epochs, or the pruner would file epoch k's accuracy under the first rung.
+            resumed_at[0] = len(val_acc)
             if len(self.info.objective) == 1:  # Optuna keeps no intermediate values for several objectives
                 for epoch, accuracy in enumerate(val_acc, start=1):
                     trial.report(accuracy, epoch)
@@ -319,24 +328,11 @@ class WorkerLoop:
         )
         return True
 
-    def _duplicate_of(self, study: Any, trial: Any, arch_hash: str) -> Any:
-        import optuna
-
-        for other in study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        ):
-            record = TrialRecord.of(other)
-            if other.number != trial.number and record.hash == arch_hash and record.outcome != "duplicate":
-                return other
-        return None
-
     def _finish_duplicate(self, study: Any, trial: Any, earlier: Any) -> None:
         import optuna
 
         record = TrialRecord.of(earlier)
-        copied = record.to_attrs(keys=DUPLICATE_COPIES)
-        copied.update(train_seconds=0.0, images_per_sec=0.0, duplicate_of=earlier.number)
-        reason = f"same network and training as trial {earlier.number}; not retrained"
+        copied, reason = copied_from(earlier)
         if earlier.state == optuna.trial.TrialState.COMPLETE:
             write_attrs(trial, {**copied, "outcome": "duplicate", "reason": reason})
             study.tell(trial, earlier.values if len(earlier.values) > 1 else earlier.value)

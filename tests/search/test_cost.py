@@ -25,6 +25,7 @@ from cnnsearch.search.cost import (
     first_rung_epochs,
     judge_budget,
     judge_first_epoch,
+    judge_time_left,
 )
 from cnnsearch.search.progress import counted_trials
 from cnnsearch.search.worker import WorkerLoop
@@ -214,6 +215,31 @@ def test_a_first_trial_too_slow_for_the_budget_stops_after_its_first_epoch(tmp_p
     assert judge_first_epoch(4.0, [], device="cpu", data=data, epochs=10, budget_s=100.0) == ""  # 40 s: under half
     assert judge_first_epoch(6.0, [], device="cpu", data=data, epochs=10, budget_s=100.0)  # 60 s: over half
     assert judge_first_epoch(6.0, [], device="cpu", data=data, epochs=1, budget_s=100.0) == ""  # nothing left
+
+
+def test_a_trial_that_cannot_finish_in_the_time_left_stops_after_an_epoch(tmp_path: Path) -> None:
+    # On full Fashion-MNIST (60 minutes) a candidate predicted at 48 s per epoch started with 6.6 min
+    # left for its 8 epochs, measured 57 s per epoch and was cut by the deadline after 7: 397 s of a
+    # 42-minute search that no one could use. Here the time left (8 s) cannot hold 2,000 epochs of even
+    # a tiny network, while the budget (1e6 s) is large enough for the share rules to let it start.
+    space = write_space(tmp_path / "long.toml", train__epochs="2000")
+    run, info, loaded = _library_search(tmp_path, space, 1, sampler="random", pruner="none")
+    started = time.monotonic()
+    WorkerLoop(run, info, loaded, target=1, deadline=started + 8.0, budget_s=1e6, device="cpu").run_loop()
+    trial = run.load_study().trials[0]
+    record = TrialRecord.of(trial)
+    assert record.outcome == "pruned" and trial.state == STATES.PRUNED, record.reason
+    assert record.reason.startswith("pruned after epoch ") and "too slow for the time left: its " in record.reason
+    assert "remaining epochs would take ~" in record.reason and "at the measured" in record.reason
+    assert record.epochs_run is not None and record.epochs_run < 2000
+    assert time.monotonic() - started < 8.0, "it stopped as soon as an epoch was measured, not at the deadline"
+    # The rule alone: the epochs left at the pace so far, against the time left.
+    assert judge_time_left(10.0, epochs_done=2, epochs_left=3, time_left_s=16.0) == ""  # 15 s fit in 16
+    assert "its 3 remaining epochs would take ~15 s" in judge_time_left(
+        10.0, epochs_done=2, epochs_left=3, time_left_s=14.0
+    )
+    assert judge_time_left(10.0, epochs_done=2, epochs_left=3, time_left_s=None) == ""  # no deadline
+    assert judge_time_left(10.0, epochs_done=2, epochs_left=0, time_left_s=1.0) == ""  # nothing left
 
 
 def test_too_slow_is_said_by_the_cli(tmp_path: Path) -> None:
