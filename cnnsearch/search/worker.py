@@ -2,7 +2,8 @@
 
 Every finished trial is told to the study before the next one starts, and its record is
 written atomically, so a run killed at any moment stays readable. A trial stopped by Ctrl-C,
-the search deadline or a dead worker is re-run from its last finished epoch. A candidate
+the search deadline or a dead worker is re-run from its last finished epoch; one whose
+remaining epochs cannot finish before the deadline, at its measured pace, is pruned at once. A candidate
 identical to an earlier one (same canonical hash) is a `duplicate` and is not trained again.
 
 Never prints: progress reaches the caller as `SearchEvent`s through a callback.
@@ -204,13 +205,12 @@ class WorkerLoop:
             return
 
         costs: dict[str, float] = {}
-        started: list[float] = []  # when training began (after the measurements), for the epochs' pace
+        started: list[float] = []  # when the training steps began (after all set-up), for the epochs' pace
         resumed_at = [0]  # the epochs a resumed trial's checkpoint already held
 
         def on_measured(measured: dict[str, float]) -> None:
             costs.update(measured)
             write_attrs(trial, measured)
-            started.append(time.monotonic())
 
         def on_epoch(epoch: int, accuracy: float) -> bool | str:
             self._emit(
@@ -267,6 +267,7 @@ class WorkerLoop:
             epoch_callback=on_epoch,
             on_resume=on_resume,
             on_measured=on_measured,
+            on_train_start=lambda: started.insert(0, time.monotonic()),  # an OOM retry starts the clock again
             checkpoint_path=checkpoint,
             checkpoint_every_s=self.checkpoint_every_s,
             measure_latency="latency" in self.info.objective,  # else ~3% of a short trial for a column

@@ -181,6 +181,8 @@ def _make_module_class():
             if self.resume_state is not None:
                 self.trainer.optimizers[0].load_state_dict(self.resume_state["optimizer"])
                 self.trainer.lr_scheduler_configs[0].scheduler.load_state_dict(self.resume_state["scheduler"])
+            if self.control.on_train_start is not None:
+                self.control.on_train_start()
 
         def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
             images, labels = batch

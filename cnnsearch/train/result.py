@@ -92,4 +92,5 @@ class TrialControl:
     measure_latency: bool = True  # False when no objective needs it: it costs ~3% of a short trial
     validate: bool = True  # False for a final retrain: no validation split is used
     on_epoch_end: Callable[[int, float], None] | None = None  # (epoch, mean training loss): a progress bar
+    on_train_start: Callable[[], None] | None = None  # set-up done, the first step next (again after an OOM retry)
     plan: DevicePlan | None = None  # channels-last, autocast, first micro-batch; None: the device's (train.plan)

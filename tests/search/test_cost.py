@@ -224,15 +224,13 @@ def test_a_trial_that_cannot_finish_in_the_time_left_stops_after_an_epoch(tmp_pa
     # a tiny network, while the budget (1e6 s) is large enough for the share rules to let it start.
     space = write_space(tmp_path / "long.toml", train__epochs="2000")
     run, info, loaded = _library_search(tmp_path, space, 1, sampler="random", pruner="none")
-    started = time.monotonic()
-    WorkerLoop(run, info, loaded, target=1, deadline=started + 8.0, budget_s=1e6, device="cpu").run_loop()
+    WorkerLoop(run, info, loaded, target=1, deadline=time.monotonic() + 8.0, budget_s=1e6, device="cpu").run_loop()
     trial = run.load_study().trials[0]
     record = TrialRecord.of(trial)
     assert record.outcome == "pruned" and trial.state == STATES.PRUNED, record.reason
     assert record.reason.startswith("pruned after epoch ") and "too slow for the time left: its " in record.reason
     assert "remaining epochs would take ~" in record.reason and "at the measured" in record.reason
-    assert record.epochs_run is not None and record.epochs_run < 2000
-    assert time.monotonic() - started < 8.0, "it stopped as soon as an epoch was measured, not at the deadline"
+    assert record.epochs_run is not None and record.epochs_run < 2000  # pruned, not cut by the deadline (above)
     # The rule alone: the epochs left at the pace so far, against the time left.
     assert judge_time_left(10.0, epochs_done=2, epochs_left=3, time_left_s=16.0) == ""  # 15 s fit in 16
     assert "its 3 remaining epochs would take ~15 s" in judge_time_left(

@@ -13,6 +13,7 @@ import torch
 from conftest import TINY_SPACE, load_study, run_cli, start_cli
 
 from cnnsearch.errors import UserError
+from cnnsearch.outcomes import TrialRecord
 from cnnsearch.search.progress import counted_trials
 from cnnsearch.search.settings import SearchSettings
 from cnnsearch.search.setup import prepare_run
@@ -310,6 +311,35 @@ def test_deadline_stops_the_running_trial_and_queues_it(tmp_path: Path) -> None:
     assert trials[0].user_attrs["epochs_run"] == 0  # stopped inside the trial, not after an epoch
     assert [t.state for t in trials[1:]] == [STATES.WAITING]
     assert trials[1].user_attrs["origin"] == 0, "the queued re-run continues trial 0"
+
+
+def test_a_trial_the_deadline_cuts_after_some_epochs_keeps_them_for_its_rerun(tmp_path: Path) -> None:
+    # The pace measured after epoch 1 says the trial fits (the time left the worker judges by is an
+    # hour), but the deadline the trial was started with comes 3 s in, as when training slows down:
+    # the deadline cuts it, its finished epochs are checkpointed and its re-run is queued.
+    space = write_space(tmp_path / "long.toml", train__epochs="200", train__batch_size="8")
+    run, info, loaded = _library_search(tmp_path, space, 5)
+    seen: list[str] = []
+
+    def on_event(event) -> None:  # noqa: ANN001
+        seen.append(event.kind)
+        if event.kind == "trial_start":
+            loop.deadline = time.monotonic() + 3.0  # the trial's own deadline
+        elif event.kind == "epoch" and event.epoch == 1:
+            loop.deadline = time.monotonic() + 3600  # what the pace is judged against
+        elif event.kind == "trial_end":
+            loop.deadline = time.monotonic()  # and the worker stops after this trial
+
+    loop = WorkerLoop(
+        run, info, loaded, target=5, device="cpu", deadline=time.monotonic() + 3600, budget_s=1e6, on_event=on_event
+    )
+    loop.run_loop()
+    trials = run.load_study().trials
+    record = TrialRecord.of(trials[0])
+    assert record.outcome == "interrupted" and "time budget" in record.reason, record.reason
+    assert record.epochs_run is not None and 0 < record.epochs_run < 200, seen
+    assert run.checkpoint_file("trial_0").is_file()
+    assert [t.state for t in trials[1:]] == [STATES.WAITING] and trials[1].user_attrs["origin"] == 0
 
 
 def test_resume_refuses_other_settings_and_fork_keeps_them(finished_run: Path) -> None:

@@ -107,24 +107,29 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(digits, tmp_path: P
 
 
 def test_a_resumed_trial_keeps_the_weights_of_its_best_epoch_before_the_cut(digits, tmp_path: Path) -> None:
-    # A constant, high learning rate: with this seed epoch 2 scores best and epoch 3 falls back.
-    arch = replace(SMALL, train=replace(SMALL.train, lr=0.05, schedule="constant", epochs=3))
-    control = {"seed": 1, "measure_latency": False}
-    straight = train_candidate(arch, digits, control=TrialControl(**control))
-    best_epoch = straight.val_acc.index(max(straight.val_acc)) + 1
-    assert best_epoch == 2 and straight.val_acc[2] < straight.val_acc[1]  # the premise of this test
+    # A constant, too high learning rate makes the accuracy wobble: find a seed whose best of 4 epochs
+    # comes before epoch 3 (seed 0 on torch 2.13: epoch 2), and cut the trial after epoch 3, so the
+    # checkpoint's own weights are not the best ones and the resume must bring those along.
+    arch = replace(SMALL, train=replace(SMALL.train, lr=0.1, schedule="constant", epochs=4))
+    for seed in range(8):
+        control = {"seed": seed, "measure_latency": False}
+        straight = train_candidate(arch, digits, control=TrialControl(**control))
+        best_epoch = straight.val_acc.index(max(straight.val_acc)) + 1
+        if best_epoch < 3:
+            break
+    assert best_epoch < 3, "no seed whose best epoch came before epoch 3: the premise of this test"
     checkpoint = tmp_path / "trial.pt"
     cut = train_candidate(
         arch,
         digits,
-        control=TrialControl(**control, checkpoint_path=checkpoint, epoch_callback=lambda epoch, accuracy: epoch == 2),
+        control=TrialControl(**control, checkpoint_path=checkpoint, epoch_callback=lambda epoch, accuracy: epoch == 3),
     )
-    assert cut.outcome == "pruned" and cut.epochs_run == 2
+    assert cut.outcome == "pruned" and cut.epochs_run == 3
     resumed = train_candidate(arch, digits, control=TrialControl(**control, checkpoint_path=checkpoint))
     assert resumed.val_acc == pytest.approx(straight.val_acc, abs=1e-9)
     assert resumed.best_state is not None and straight.best_state is not None
     for key, value in straight.best_state.items():
-        assert torch.equal(resumed.best_state[key], value), key  # epoch 2's weights, not epoch 3's
+        assert torch.equal(resumed.best_state[key], value), key  # the best epoch's weights, not the last's
     assert resumed.val_correct == straight.val_correct
 
 
