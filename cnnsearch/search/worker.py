@@ -3,8 +3,9 @@
 Every finished trial is told to the study before the next one starts, and its record is
 written atomically, so a run killed at any moment stays readable. A trial stopped by Ctrl-C,
 the search deadline or a dead worker is re-run from its last finished epoch; one whose
-remaining epochs cannot finish before the deadline, at its measured pace, is pruned at once. A candidate
-identical to an earlier one (same canonical hash) is a `duplicate` and is not trained again.
+remaining epochs cannot finish before the deadline, at its measured pace, is pruned at once.
+A candidate identical to an earlier one (same canonical hash) is a `duplicate` and is not
+trained again (`dedup`).
 
 Never prints: progress reaches the caller as `SearchEvent`s through a callback.
 """
