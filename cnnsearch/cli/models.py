@@ -128,7 +128,8 @@ def export(
         str | None,
         typer.Option(
             "--final-budget",
-            help="Fit the final training to this time instead, e.g. 5m (epochs from the trial's measured speed, at most 10x the search's).",
+            help="Fit the final training to this time instead, e.g. 5m (epochs from the trial's measured speed, "
+            "at most 10x the search's; re-planned after the first two epochs at their own pace).",
         ),
     ] = None,
     formats: Annotated[

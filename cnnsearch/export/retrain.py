@@ -8,6 +8,7 @@ The test split is evaluated once, on the final network. Never prints: progress g
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,13 @@ from cnnsearch.export.model_files import (
     _write_model_folder,
 )
 from cnnsearch.export.options import DEFAULT_CHOICE, FORMATS, check_export_options, check_out_folder
-from cnnsearch.export.schedule import FinalProgress, FinalSchedule, progress_reporter, schedule_for_trial
+from cnnsearch.export.schedule import (
+    FinalPacer,
+    FinalProgress,
+    FinalSchedule,
+    schedule_for_trial,
+    unknown_pace_schedule,
+)
 from cnnsearch.export.testset import check_test_share_unseen, measure_test_accuracy
 from cnnsearch.model.build import build_model
 from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
@@ -142,6 +149,7 @@ def export_run(
     validation accuracy. `no_retrain` exports the weights the search kept instead.
     Raises UserError for every bad argument before anything trains or is written.
     """
+    called = time.monotonic()  # final_budget_s counts from here
     info = run.read_info()
     out = Path(out)
     number, chosen_formats = check_export_options(
@@ -215,7 +223,7 @@ def export_run(
                 f"exporting the search's weights of trial {chosen.number}"
             )
         elif schedule is None:
-            schedule = FinalSchedule(1, "all the time left allows")
+            schedule = unknown_pace_schedule(chosen.arch.train.epochs)
     if no_retrain:
         net, mean, std, train_images, weights_epoch = _search_weights(run, dataset, chosen)
         arch, epochs, why = chosen.arch, None, ""
@@ -231,14 +239,26 @@ def export_run(
             f"final training of trial {chosen.number}: {count(epochs, 'epoch')} ({schedule.why}{predicted}) on "
             f"train+validation ({train_images} images), seed {chosen.seed}"
         )
+        deadline = None if final_budget_s is None else called + final_budget_s
+        pacer = FinalPacer(schedule, deadline=deadline, on_progress=on_progress)
         # validate=False: full.val_x is the TEST split, which nothing may look at during training.
-        control = TrialControl(seed=chosen.seed, validate=False, on_epoch_end=progress_reporter(epochs, on_progress))
+        control = TrialControl(
+            seed=chosen.seed,
+            validate=False,
+            on_epoch_end=pacer.on_epoch_end,
+            replan=pacer.replan,
+            max_epochs=schedule.cap,
+        )
         result = train_candidate(arch, full, control=control)
         if result.outcome != "complete" or result.model is None:
             raise RuntimeError(
                 f"the final retrain of trial {chosen.number} ended {result.outcome}: {result.reason}; "
                 f"export the search's weights with --no-retrain, or try another --final-epochs"
             )
+        if pacer.note():
+            on_message(f"final training {pacer.note()}")
+            epochs, why = result.epochs_run, f"{why}; {pacer.note()}"
+            arch = chosen.arch.with_epochs(epochs)
         net, weights_epoch = result.model, epochs
         mean, std = full.mean.cpu().tolist(), full.std.cpu().tolist()
         del full

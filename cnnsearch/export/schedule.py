@@ -4,7 +4,10 @@ train+validation, and the progress it reports while it trains.
 A search trains thousands of candidates briefly; the final model is one network, so by default
 it trains DEFAULT_FINAL_FACTOR times the search's epochs (its one-cycle schedule stretched, not
 repeated). `--final-epochs N` names the epochs; `--final-budget 5m` fits them to a time, from
-the trial's own measured seconds per epoch scaled to the larger training set.
+the trial's own measured seconds per epoch scaled to the larger training set. A schedule fitted
+to a budget is re-planned after the final training's first epochs, at their measured pace
+(`FinalPacer`): the search's timing includes validation and ran beside other work, so the
+prediction alone left 154 s of an hour's 1,080 s final share unused (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ MAX_BUDGET_FACTOR = 10  # --final-budget trains at most this x the search's epoc
 # is credited this share of the linear speed-up: 2 threads ran the final epochs 1.9-2.0x faster than
 # 1 (bench/RESULTS.md, --workers 2); less than all of it, since overrunning the budget is worse.
 THREAD_GAIN_SHARE = 0.8
+REPLAN_EPOCHS = 2  # a budget-fitted final training is re-planned after each of its first epochs
+PACE_MARGIN = 1.03  # a re-plan budgets each epoch left at this x the measured pace (a later epoch may be slower)
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class FinalSchedule:
     epochs: int
     why: str  # e.g. "3x the search's 8 epochs"
     predicted_s: float | None = None  # predicted seconds of the whole final training; None: unknown
+    fitted: bool = False  # fitted to a time budget: re-planned at the measured pace (FinalPacer)
+    cap: int | None = None  # the most epochs a re-plan may reach
+    floor: int = 1  # the fewest a re-plan may cut it to (the search's epochs, when it planned that many)
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ def final_schedule(
             epoch_s /= 1 + THREAD_GAIN_SHARE * (final_threads / search_threads - 1)
     if final_epochs is not None:
         return FinalSchedule(final_epochs, f"--final-epochs {final_epochs}", _times(epoch_s, final_epochs))
+    cap = MAX_BUDGET_FACTOR * search_epochs
     if final_budget_s is None:
         epochs = DEFAULT_FINAL_FACTOR * search_epochs
         return FinalSchedule(
@@ -92,12 +101,18 @@ def final_schedule(
             f"--final-budget {_secs(final_budget_s)} s is shorter than one epoch of the final training "
             f"(~{epoch_s:.0f} s on {final_images} images); give at least {math.ceil(epoch_s)} s or pass --final-epochs"
         )
-    cap = MAX_BUDGET_FACTOR * search_epochs
     epochs = min(fitting, cap)
     why = f"fits --final-budget {_secs(final_budget_s)} s at ~{epoch_s:.1f} s per epoch"
     if epochs == cap and fitting > cap:
         why += f" (capped at {MAX_BUDGET_FACTOR}x the search's {count(search_epochs, 'epoch')})"
-    return FinalSchedule(epochs, why, _times(epoch_s, epochs))
+    return FinalSchedule(epochs, why, _times(epoch_s, epochs), fitted=True, cap=cap, floor=min(epochs, search_epochs))
+
+
+def unknown_pace_schedule(search_epochs: int) -> FinalSchedule:
+    """The final schedule for a budget when the chosen trial has no measured pace: the most epochs
+    a budget may buy, cut to what fits after the first epoch (FinalPacer)."""
+    cap = MAX_BUDGET_FACTOR * search_epochs
+    return FinalSchedule(cap, "as many as the time left allows", fitted=True, cap=cap, floor=1)
 
 
 def _secs(value: float) -> str:
@@ -136,19 +151,57 @@ def schedule_for_trial(
     )
 
 
-def progress_reporter(
-    epochs: int, on_progress: Callable[[FinalProgress], None] | None
-) -> Callable[[int, float], None] | None:
-    """TrialControl's per-epoch hook, turned into FinalProgress with the time left at the pace so far."""
-    if on_progress is None:
-        return None
-    started = time.monotonic()
+class FinalPacer:
+    """Paces the final training: reports every epoch (FinalProgress) and, for a schedule fitted to
+    a budget, re-plans its epochs after each of the first REPLAN_EPOCHS at their measured pace so
+    that the training ends by `deadline` (time.monotonic()). TrialControl's on_epoch_end and
+    replan hooks; the training's one-cycle schedule is stretched or shrunk while still warming up."""
 
-    def report(epoch: int, loss: float) -> None:
-        elapsed = time.monotonic() - started
-        on_progress(FinalProgress(epoch, epochs, loss, elapsed, elapsed / max(1, epoch) * (epochs - epoch)))
+    def __init__(
+        self,
+        schedule: FinalSchedule,
+        *,
+        deadline: float | None,
+        on_progress: Callable[[FinalProgress], None] | None = None,
+    ) -> None:
+        self.epochs = schedule.epochs
+        self.schedule = schedule
+        self.deadline = deadline if schedule.fitted else None
+        self.on_progress = on_progress
+        self.started = time.monotonic()
+        self.pace_s: float | None = None  # measured seconds per epoch so far
+        self.changes: list[tuple[int, int, int]] = []  # (after epoch, from, to)
 
-    return report
+    def replan(self, epoch: int, elapsed_s: float) -> int:
+        """The epochs the training should run, after `epoch` finished `elapsed_s` into the training."""
+        self.pace_s = elapsed_s / max(1, epoch)
+        if self.deadline is None or epoch > REPLAN_EPOCHS or self.pace_s <= 0:
+            return self.epochs
+        left = self.deadline - time.monotonic()
+        fitting = epoch + max(0, math.floor(left / (self.pace_s * PACE_MARGIN)))
+        floor = max(epoch, min(self.epochs, self.schedule.floor))  # never below the search's epochs
+        planned = max(floor, min(fitting, self.schedule.cap or fitting))
+        if planned != self.epochs:
+            self.changes.append((epoch, self.epochs, planned))
+            self.epochs = planned
+        return self.epochs
+
+    def on_epoch_end(self, epoch: int, loss: float) -> None:
+        if self.on_progress is None:
+            return
+        elapsed = time.monotonic() - self.started
+        pace = elapsed / max(1, epoch)
+        self.on_progress(FinalProgress(epoch, self.epochs, loss, elapsed, pace * (self.epochs - epoch)))
+
+    def note(self) -> str:
+        """What the re-plans changed ('' when nothing): for the messages and model.json."""
+        first, last = (self.changes[0], self.changes[-1]) if self.changes else ((0, 0, 0), (0, 0, 0))
+        if first[1] == last[2]:
+            return ""
+        return (
+            f"re-planned after epoch {last[0]} at {self.pace_s or 0:.1f} s per epoch: "
+            f"{first[1]} -> {last[2]} epochs to end within the budget"
+        )
 
 
 def split_budget(total_s: float) -> tuple[float, float]:

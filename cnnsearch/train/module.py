@@ -143,6 +143,7 @@ def _make_module_class():
             self.data = data
             self.control = control
             self.total_steps = total_steps
+            self.planned_epochs = arch.train.epochs  # control.replan may change it (and total_steps)
             self.start_epoch = start_epoch
             self.resume_state = resume_state
             self.plan = plan
@@ -173,8 +174,10 @@ def _make_module_class():
                 optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, nesterov=nesterov)
             else:
                 optimizer = torch.optim.AdamW(groups, lr=settings.lr)
-            total = self.total_steps
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, settings))
+            # Reads total_steps at every step: a re-plan (control.replan) stretches or shrinks the schedule.
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: lr_factor(step, self.total_steps, settings)
+            )
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
         def on_train_start(self) -> None:
@@ -224,6 +227,13 @@ def _make_module_class():
             result.train_loss.append(mean_loss)
             result.epochs_run = epoch
             control = self.control
+            if control.replan is not None:
+                planned = control.replan(epoch, time.monotonic() - self.started)
+                if planned != self.planned_epochs:
+                    self.total_steps = self.total_steps // self.planned_epochs * planned
+                    self.planned_epochs = planned
+                if epoch >= self.planned_epochs:
+                    self.trainer.should_stop = True  # the Trainer's max_epochs is the re-plan's cap
             if control.on_epoch_end is not None:
                 control.on_epoch_end(epoch, mean_loss)
             if control.validate:
@@ -250,7 +260,7 @@ def _make_module_class():
             # disk at most every checkpoint_every_s (short epochs would spend more on writing
             # than a kill loses); the others stay in memory, written only if the trial is
             # interrupted cleanly (Ctrl-C, the deadline), so a clean stop loses no epoch.
-            if control.checkpoint_path is not None and epoch < self.arch.train.epochs:
+            if control.checkpoint_path is not None and epoch < self.planned_epochs:
                 now = time.monotonic()
                 state = checkpoint_state(self, result)
                 if now - self.last_checkpoint >= control.checkpoint_every_s:

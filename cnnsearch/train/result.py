@@ -92,5 +92,9 @@ class TrialControl:
     measure_latency: bool = True  # False when no objective needs it: it costs ~3% of a short trial
     validate: bool = True  # False for a final retrain: no validation split is used
     on_epoch_end: Callable[[int, float], None] | None = None  # (epoch, mean training loss): a progress bar
+    # (epoch, seconds of training so far) -> the epochs to run in all, up to max_epochs: the final
+    # training's re-plan at its measured pace (export.schedule.FinalPacer); called before on_epoch_end.
+    replan: Callable[[int, float], int] | None = None
+    max_epochs: int | None = None  # the most epochs `replan` may ask for
     on_train_start: Callable[[], None] | None = None  # set-up done, the first step next (again after an OOM retry)
     plan: DevicePlan | None = None  # channels-last, autocast, first micro-batch; None: the device's (train.plan)

@@ -4,6 +4,7 @@ that fits search and final training into one --timeout. Real CLI, real digits tr
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -14,9 +15,13 @@ from cnnsearch.errors import UserError
 from cnnsearch.export.schedule import (
     DEFAULT_FINAL_FACTOR,
     MAX_BUDGET_FACTOR,
+    PACE_MARGIN,
+    REPLAN_EPOCHS,
     THREAD_GAIN_SHARE,
+    FinalPacer,
     final_schedule,
     split_budget,
+    unknown_pace_schedule,
 )
 
 
@@ -125,6 +130,11 @@ def test_search_export_fits_search_and_final_model_in_one_timeout(tmp_path: Path
     assert meta["run"] == "e" and 0 < meta["test_accuracy"] <= 1
     # The final training took what the search left: a budget, or the search's weights when too short.
     assert meta["final_schedule"].startswith("fits --final-budget") or meta["retrained"] is False, meta
+    if meta["retrained"]:  # a re-plan at the measured pace may change the epochs: the record says what ran
+        done = [line.split()[3] for line in result.stderr.splitlines() if line.startswith("final training epoch")]
+        assert done and done[-1] == f"{meta['retrain_epochs']}/{meta['retrain_epochs']}", (done, meta)
+        assert len(done) == meta["retrain_epochs"] == meta["weights_epoch"]
+        assert ("re-planned after epoch" in meta["final_schedule"]) == (meta["final_schedule"].count(";") == 1)
     # The search stopped at its share of the budget (30% kept): its trials all began within 70% of it.
     trials = load_study(runs, "e").trials
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
@@ -133,3 +143,25 @@ def test_search_export_fits_search_and_final_model_in_one_timeout(tmp_path: Path
     # A used folder is refused before anything runs.
     again = run_cli("search", "--name", "e", "--runs-dir", str(runs), "--timeout", "10s", "--export", str(out))
     assert again.returncode == 2 and f"{out} exists" in again.stderr
+
+
+def test_a_budget_fitted_schedule_is_replanned_at_the_measured_pace() -> None:
+    fitted = _schedule(final_budget_s=26.0)  # 10 epochs at a predicted 2.5 s; floor: the search's 4
+    assert fitted.fitted and fitted.cap == MAX_BUDGET_FACTOR * 4 and fitted.floor == 4
+    # Faster than predicted: 1 s per epoch with 20 s left -> 1 + floor(20 / (1 x PACE_MARGIN)) = 20.
+    pacer = FinalPacer(fitted, deadline=time.monotonic() + 20)
+    assert pacer.replan(1, 1.0) == 1 + math.floor(19.9 / PACE_MARGIN) == 20
+    assert pacer.note() == "re-planned after epoch 1 at 1.0 s per epoch: 10 -> 20 epochs to end within the budget"
+    assert pacer.replan(REPLAN_EPOCHS + 1, 3.0) == 20  # only the first epochs re-plan: the schedule still warms up
+    # Slower: 5 s per epoch with 20 s left fits 3 more, but never fewer than the search's 4 epochs.
+    slow = FinalPacer(fitted, deadline=time.monotonic() + 20)
+    assert slow.replan(1, 5.0) == 4 and slow.note().endswith("10 -> 4 epochs to end within the budget")
+    # Far faster: capped at MAX_BUDGET_FACTOR x the search's epochs.
+    assert FinalPacer(fitted, deadline=time.monotonic() + 1000).replan(1, 1.0) == fitted.cap
+    # Not fitted to a budget (--final-epochs, the default): never re-planned.
+    named = FinalPacer(_schedule(final_epochs=7), deadline=time.monotonic() + 1000)
+    assert named.replan(1, 0.1) == 7 and named.note() == ""
+    # No measured pace: the most a budget may buy, cut after the first epoch to what fits.
+    unknown = unknown_pace_schedule(4)
+    assert unknown.epochs == unknown.cap == MAX_BUDGET_FACTOR * 4 and unknown.floor == 1
+    assert FinalPacer(unknown, deadline=time.monotonic() + 10).replan(1, 2.0) == 1 + math.floor(9.9 / (2 * PACE_MARGIN))

@@ -187,3 +187,30 @@ def test_sgd_without_momentum_trains(digits) -> None:
     plain = replace(SMALL, train=replace(SMALL.train, optimizer="sgd", lr=0.05, momentum=0.0, epochs=1))
     result = train_candidate(plain, digits)
     assert result.outcome == "complete", result.reason
+
+
+def _train_replanned(digits, planned: int, asked: int) -> tuple[object, list[tuple[int, float]], list[int]]:
+    """Train SMALL for `planned` epochs whose re-plan asks for `asked` after every epoch."""
+    arch = replace(SMALL, train=replace(SMALL.train, epochs=planned))
+    calls: list[tuple[int, float]] = []
+    ends: list[int] = []
+
+    def replan(epoch: int, elapsed: float) -> int:
+        calls.append((epoch, elapsed))
+        return asked
+
+    control = TrialControl(
+        seed=3, validate=False, replan=replan, max_epochs=6, on_epoch_end=lambda epoch, _: ends.append(epoch)
+    )
+    return train_candidate(arch, digits, control=control), calls, ends
+
+
+def test_a_replan_stretches_or_shrinks_the_training_after_an_epoch(digits) -> None:
+    # The final training's re-plan (export.schedule.FinalPacer): after epoch 1 the caller asks for
+    # another total; the Trainer runs exactly that many, up to max_epochs, and reports each.
+    for planned, asked in ((2, 4), (4, 2)):
+        result, calls, ends = _train_replanned(digits, planned, asked)
+        assert result.outcome == "complete" and result.epochs_run == asked, (planned, asked, result.reason)
+        assert ends == list(range(1, asked + 1)) and [epoch for epoch, _ in calls] == ends
+        assert all(later[1] > earlier[1] > 0 for earlier, later in zip(calls, calls[1:], strict=False))
+        assert result.train_loss[-1] < result.train_loss[0]
