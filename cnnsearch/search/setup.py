@@ -190,6 +190,7 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
     from cnnsearch.data.load import load_dataset_cached
     from cnnsearch.data.split import make_split, save_split, subsample
     from cnnsearch.train.loop import resolve_device
+    from cnnsearch.train.plan import device_label
 
     if settings.data is None:
         raise UserError("--data is required for a new run (e.g. --data digits)")
@@ -243,7 +244,7 @@ def _create_run(run: RunDir, settings: SearchSettings, space: SearchSpace) -> tu
         keep_weights=settings.keep_weights,
         command=settings.command,
         versions=versions(),
-        device=str(device),
+        device=device_label(device),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     run.path.mkdir(parents=True, exist_ok=True)

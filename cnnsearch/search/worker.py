@@ -123,6 +123,7 @@ class WorkerLoop:
     def load_data(self) -> Any:
         from cnnsearch.data.device import to_device
         from cnnsearch.train.loop import resolve_device
+        from cnnsearch.train.plan import device_label
 
         info = self.info
         dataset = load_run_dataset(info, consequence="its saved split would pick other images")
@@ -130,6 +131,7 @@ class WorkerLoop:
             self.run, info, dataset, fix=f"restore it to search run {info.name!r} on the images it was searched on"
         )
         self.device = resolve_device(self.device_name)
+        self.device_label = device_label(self.device)  # with its plan: "cpu (channels-last, bf16 autocast)"
         return to_device(dataset, split, self.device)
 
     def run_loop(self) -> None:
@@ -194,7 +196,7 @@ class WorkerLoop:
                 "seed": seed,
                 "origin": origin,
                 "worker": self.worker,
-                "device": str(self.device),
+                "device": self.device_label,
             },
         )
         earlier = duplicate_of(study, trial, arch.canonical_hash())
@@ -234,7 +236,7 @@ class WorkerLoop:
                     epochs_done=epoch - resumed_at[0],
                     epochs=arch.train.epochs,
                     trials=lambda: study.get_trials(deepcopy=False),
-                    device=str(self.device),
+                    device=self.device_label,
                     data=data,
                     budget_s=self.budget_s,
                     time_left_s=None if self.deadline is None else self.deadline - time.monotonic(),
@@ -307,7 +309,7 @@ class WorkerLoop:
         cost = judge_candidate(
             arch,
             study.get_trials(deepcopy=False),
-            device=str(self.device),
+            device=self.device_label,
             data=data,
             pruner=self.info.pruner if len(self.info.objective) == 1 else "none",
             time_left_s=None if self.deadline is None else self.deadline - time.monotonic(),
@@ -325,7 +327,7 @@ class WorkerLoop:
             trial=trial.number,
             compact=arch.compact(),
             epochs=arch.train.epochs,
-            device=str(self.device),
+            device=self.device_label,
             predicted_s=None if cost.epoch_seconds is None else cost.epoch_seconds * arch.train.epochs,
         )
         return True

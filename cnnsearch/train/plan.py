@@ -3,8 +3,9 @@
 starts at (gradient accumulation up to the full batch).
 
 The defaults are what each device does best: on CUDA channels-last and bf16 autocast (where
-the GPU has bf16), on the CPU neither (bf16 is slow there, and CPU speed is benchmarked with
-float32). Every choice also runs on the CPU, so tests force them there (`TrialControl.plan`)
+the GPU has bf16); on a CPU with bf16 matrix units (Intel AMX) both as well, which trained
+1.9-2.0x faster than float32 on a 2-core Xeon with the same accuracy (bench/RESULTS.md); on
+other CPUs neither (bf16 is emulated there, slower than float32). Every choice also runs on the CPU, so tests force them there (`TrialControl.plan`)
 and so can a whole command, through CNNSEARCH_DEVICE_PLAN (README, Development): a GPU user's
 first run is then not the first time that code executes.
 
@@ -47,6 +48,13 @@ class DevicePlan:
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return torch.autocast(device.type, enabled=False)
 
+    def label(self) -> str:
+        """E.g. "channels-last, bf16 autocast"; "float32" for the plain plan (micro-batch aside)."""
+        parts = (["channels-last"] if self.channels_last else []) + (
+            ["bf16 autocast"] if self.autocast == "bf16" else []
+        )
+        return ", ".join(parts) or "float32"
+
     def first_micro_batch(self, batch_size: int) -> int:
         """The micro-batch of a training's first attempt; an out-of-memory error halves it."""
         return batch_size if self.micro_batch is None else min(self.micro_batch, batch_size)
@@ -55,11 +63,28 @@ class DevicePlan:
 FLOAT32 = DevicePlan()  # plain float32, contiguous, whole batches: what the exported files compute
 
 
+FAST_BF16 = DevicePlan(channels_last=True, autocast="bf16")  # a GPU with bf16, or a CPU with AMX
+
+
+def cpu_has_bf16_matrix_units() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (Intel AMX tiles), where oneDNN's bf16
+    convolutions beat float32. torch's own probe is private: pinned by tests/train/test_plan.py."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe is not None and probe())
+
+
 def default_plan(device: torch.device) -> DevicePlan:
     """What `device` does by default, before any override."""
     if device.type == "cuda":
-        return DevicePlan(channels_last=True, autocast="bf16" if torch.cuda.is_bf16_supported() else "off")
-    return FLOAT32
+        return FAST_BF16 if torch.cuda.is_bf16_supported() else DevicePlan(channels_last=True)
+    return FAST_BF16 if cpu_has_bf16_matrix_units() else FLOAT32
+
+
+def device_label(device: torch.device) -> str:
+    """The device as a run and its trials record it: "cpu", or "cpu (channels-last, bf16 autocast)"
+    when its plan is not plain float32 (the cost model calibrates only on trials of the same label)."""
+    label = plan_for(device).label()
+    return str(device) if label == FLOAT32.label() else f"{device} ({label})"
 
 
 def plan_for(device: torch.device, given: DevicePlan | None = None) -> DevicePlan:

@@ -29,6 +29,16 @@ from cnnsearch.search.cost import (
 )
 from cnnsearch.search.progress import counted_trials
 from cnnsearch.search.worker import WorkerLoop
+from cnnsearch.train.plan import PLAN_ENV
+
+
+@pytest.fixture(autouse=True)
+def _float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These timings are float32's. On a CPU with AMX the default plan trains in bf16, where a
+    digits trial (~0.1 s an epoch) is dominated by oneDNN's one-off set-up per layer shape, so
+    the first trial would not stand for the next (predictions 5x off measured here)."""
+    monkeypatch.setenv(PLAN_ENV, "channels_last=off,autocast=off")
+
 
 STATES = optuna.trial.TrialState
 

@@ -13,19 +13,37 @@ import torch
 from cnnsearch.errors import UserError
 from cnnsearch.outcomes import TrialRecord
 from cnnsearch.train.loop import resolve_device
-from cnnsearch.train.plan import FLOAT32, PLAN_ENV, DevicePlan, default_plan, parse_plan, plan_for
+from cnnsearch.train.plan import (
+    FAST_BF16,
+    FLOAT32,
+    PLAN_ENV,
+    DevicePlan,
+    cpu_has_bf16_matrix_units,
+    default_plan,
+    parse_plan,
+    plan_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_cpu_keeps_float32_and_whole_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cpu_trains_in_bf16_only_with_amx_and_always_whole_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(PLAN_ENV, raising=False)
     cpu = torch.device("cpu")
-    assert default_plan(cpu) == plan_for(cpu) == FLOAT32
+    # torch's private probe, pinned: if it moves, the CPU default silently falls back to float32.
+    assert callable(torch.cpu._is_amx_tile_supported)
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else None
+    amx = cpu_has_bf16_matrix_units()
+    if flags is not None:  # the kernel's word agrees with torch's
+        assert amx == ("amx_tile" in flags and "amx_bf16" in flags)
+    assert default_plan(cpu) == plan_for(cpu) == (FAST_BF16 if amx else FLOAT32)
+    assert FAST_BF16.label() == "channels-last, bf16 autocast" and FLOAT32.label() == "float32"
     assert DevicePlan(channels_last=False, autocast="off", micro_batch=None) == FLOAT32
-    assert FLOAT32.first_micro_batch(128) == 128
+    assert FLOAT32.first_micro_batch(128) == FAST_BF16.first_micro_batch(128) == 128
     forced = DevicePlan(channels_last=True)
     assert plan_for(cpu, forced) is forced  # a caller's plan wins over the environment
+    monkeypatch.setenv(PLAN_ENV, "channels_last=off,autocast=off")
+    assert plan_for(cpu) == FLOAT32  # and the environment can turn the CPU default off
 
 
 def test_the_environment_forces_the_gpu_choices(monkeypatch: pytest.MonkeyPatch) -> None:
