@@ -129,7 +129,7 @@ def export(
         typer.Option(
             "--final-budget",
             help="Fit the final training to this time instead, e.g. 5m (epochs from the trial's measured speed, "
-            "at most 10x the search's; re-planned after the first two epochs at their own pace).",
+            "at most 10x the search's; re-planned at the pace the final training measures).",
         ),
     ] = None,
     formats: Annotated[

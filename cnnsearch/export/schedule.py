@@ -153,9 +153,12 @@ def schedule_for_trial(
 
 class FinalPacer:
     """Paces the final training: reports every epoch (FinalProgress) and, for a schedule fitted to
-    a budget, re-plans its epochs after each of the first REPLAN_EPOCHS at their measured pace so
-    that the training ends by `deadline` (time.monotonic()). TrialControl's on_epoch_end and
-    replan hooks; the training's one-cycle schedule is stretched or shrunk while still warming up."""
+    a budget, re-plans its epochs at the measured pace so that the training ends by `deadline`
+    (time.monotonic()). TrialControl's on_epoch_end and replan hooks. After each of the first
+    REPLAN_EPOCHS the epochs may grow or shrink (the one-cycle schedule is still warming up);
+    after that they only shrink, when the epochs left no longer fit at the slower of the mean
+    and the last epoch's pace (in the hour run of bench/RESULTS.md later epochs ran ~7% slower
+    than the first two, and the training overran by ~15 s)."""
 
     def __init__(
         self,
@@ -169,20 +172,27 @@ class FinalPacer:
         self.deadline = deadline if schedule.fitted else None
         self.on_progress = on_progress
         self.started = time.monotonic()
-        self.pace_s: float | None = None  # measured seconds per epoch so far
-        self.changes: list[tuple[int, int, int]] = []  # (after epoch, from, to)
+        self.last = (0, 0.0)  # (epoch, seconds of training) at the last call
+        self.changes: list[tuple[int, int, int, float]] = []  # (after epoch, from, to, at s per epoch)
 
     def replan(self, epoch: int, elapsed_s: float) -> int:
         """The epochs the training should run, after `epoch` finished `elapsed_s` into the training."""
-        self.pace_s = elapsed_s / max(1, epoch)
-        if self.deadline is None or epoch > REPLAN_EPOCHS or self.pace_s <= 0:
+        mean = elapsed_s / max(1, epoch)
+        latest = (elapsed_s - self.last[1]) / max(1, epoch - self.last[0])
+        self.last = (epoch, elapsed_s)
+        if self.deadline is None or mean <= 0:
             return self.epochs
         left = self.deadline - time.monotonic()
-        fitting = epoch + max(0, math.floor(left / (self.pace_s * PACE_MARGIN)))
         floor = max(epoch, min(self.epochs, self.schedule.floor))  # never below the search's epochs
-        planned = max(floor, min(fitting, self.schedule.cap or fitting))
+        if epoch <= REPLAN_EPOCHS:
+            pace = mean
+            fitting = epoch + max(0, math.floor(left / (pace * PACE_MARGIN)))
+            planned = max(floor, min(fitting, self.schedule.cap or fitting))
+        else:
+            pace = max(mean, latest)
+            planned = max(floor, min(self.epochs, epoch + max(0, math.floor(left / pace))))
         if planned != self.epochs:
-            self.changes.append((epoch, self.epochs, planned))
+            self.changes.append((epoch, self.epochs, planned, pace))
             self.epochs = planned
         return self.epochs
 
@@ -195,13 +205,10 @@ class FinalPacer:
 
     def note(self) -> str:
         """What the re-plans changed ('' when nothing): for the messages and model.json."""
-        first, last = (self.changes[0], self.changes[-1]) if self.changes else ((0, 0, 0), (0, 0, 0))
-        if first[1] == last[2]:
+        if not self.changes or self.changes[0][1] == self.changes[-1][2]:
             return ""
-        return (
-            f"re-planned after epoch {last[0]} at {self.pace_s or 0:.1f} s per epoch: "
-            f"{first[1]} -> {last[2]} epochs to end within the budget"
-        )
+        steps = ", ".join(f"-> {to} after epoch {epoch} at {pace:.1f} s each" for epoch, _, to, pace in self.changes)
+        return f"re-planned at the measured pace to end within the budget: {self.changes[0][1]} epochs {steps}"
 
 
 def split_budget(total_s: float) -> tuple[float, float]:

@@ -134,7 +134,7 @@ def test_search_export_fits_search_and_final_model_in_one_timeout(tmp_path: Path
         done = [line.split()[3] for line in result.stderr.splitlines() if line.startswith("final training epoch")]
         assert done and done[-1] == f"{meta['retrain_epochs']}/{meta['retrain_epochs']}", (done, meta)
         assert len(done) == meta["retrain_epochs"] == meta["weights_epoch"]
-        assert ("re-planned after epoch" in meta["final_schedule"]) == (meta["final_schedule"].count(";") == 1)
+        assert ("re-planned at the measured pace" in meta["final_schedule"]) == (";" in meta["final_schedule"])
     # The search stopped at its share of the budget (30% kept): its trials all began within 70% of it.
     trials = load_study(runs, "e").trials
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
@@ -151,16 +151,26 @@ def test_a_budget_fitted_schedule_is_replanned_at_the_measured_pace() -> None:
     # Faster than predicted: 1 s per epoch with 20 s left -> 1 + floor(20 / (1 x PACE_MARGIN)) = 20.
     pacer = FinalPacer(fitted, deadline=time.monotonic() + 20)
     assert pacer.replan(1, 1.0) == 1 + math.floor(19.9 / PACE_MARGIN) == 20
-    assert pacer.note() == "re-planned after epoch 1 at 1.0 s per epoch: 10 -> 20 epochs to end within the budget"
-    assert pacer.replan(REPLAN_EPOCHS + 1, 3.0) == 20  # only the first epochs re-plan: the schedule still warms up
+    assert pacer.note() == (
+        "re-planned at the measured pace to end within the budget: 10 epochs -> 20 after epoch 1 at 1.0 s each"
+    )
+    # After the first epochs it never grows again: the schedule has warmed up.
+    pacer.deadline = time.monotonic() + 100
+    assert pacer.replan(REPLAN_EPOCHS + 1, 3.0) == 20
+    # ...but it shrinks when the epochs left no longer fit at the slower of the mean and the last
+    # epoch's pace: 3 epochs in 3.0 s, the 4th took 4.0 s (mean 1.75), 10 s left -> 4 + 2 = 6.
+    pacer.deadline = time.monotonic() + 10
+    assert pacer.replan(4, 7.0) == 4 + math.floor(9.9 / 4.0) == 6
+    assert pacer.note().endswith("10 epochs -> 20 after epoch 1 at 1.0 s each, -> 6 after epoch 4 at 4.0 s each")
     # Slower: 5 s per epoch with 20 s left fits 3 more, but never fewer than the search's 4 epochs.
     slow = FinalPacer(fitted, deadline=time.monotonic() + 20)
-    assert slow.replan(1, 5.0) == 4 and slow.note().endswith("10 -> 4 epochs to end within the budget")
+    assert slow.replan(1, 5.0) == 4 and slow.note().endswith("10 epochs -> 4 after epoch 1 at 5.0 s each")
+    assert slow.replan(2, 100.0) == 4  # not even late
     # Far faster: capped at MAX_BUDGET_FACTOR x the search's epochs.
     assert FinalPacer(fitted, deadline=time.monotonic() + 1000).replan(1, 1.0) == fitted.cap
     # Not fitted to a budget (--final-epochs, the default): never re-planned.
-    named = FinalPacer(_schedule(final_epochs=7), deadline=time.monotonic() + 1000)
-    assert named.replan(1, 0.1) == 7 and named.note() == ""
+    named = FinalPacer(_schedule(final_epochs=7), deadline=time.monotonic() + 1)
+    assert named.replan(1, 0.1) == 7 and named.replan(5, 100.0) == 7 and named.note() == ""
     # No measured pace: the most a budget may buy, cut after the first epoch to what fits.
     unknown = unknown_pace_schedule(4)
     assert unknown.epochs == unknown.cap == MAX_BUDGET_FACTOR * 4 and unknown.floor == 1
