@@ -30,7 +30,7 @@ MAX_BUDGET_FACTOR = 10  # --final-budget trains at most this x the search's epoc
 # is credited this share of the linear speed-up: 2 threads ran the final epochs 1.9-2.0x faster than
 # 1 (bench/RESULTS.md, --workers 2); less than all of it, since overrunning the budget is worse.
 THREAD_GAIN_SHARE = 0.8
-REPLAN_EPOCHS = 2  # a budget-fitted final training is re-planned after each of its first epochs
+REPLAN_EPOCHS = 3  # a budget-fitted final training may grow or shrink after each of its first epochs
 PACE_MARGIN = 1.03  # a re-plan budgets each epoch left at this x the measured pace (a later epoch may be slower)
 
 
@@ -154,11 +154,14 @@ def schedule_for_trial(
 class FinalPacer:
     """Paces the final training: reports every epoch (FinalProgress) and, for a schedule fitted to
     a budget, re-plans its epochs at the measured pace so that the training ends by `deadline`
-    (time.monotonic()). TrialControl's on_epoch_end and replan hooks. After each of the first
-    REPLAN_EPOCHS the epochs may grow or shrink (the one-cycle schedule is still warming up);
-    after that they only shrink, when the epochs left no longer fit at the slower of the mean
-    and the last epoch's pace (in the hour run of bench/RESULTS.md later epochs ran ~7% slower
-    than the first two, and the training overran by ~15 s)."""
+    (time.monotonic()). TrialControl's on_epoch_end and replan hooks.
+
+    After each of the first REPLAN_EPOCHS the epochs may grow or shrink (the one-cycle schedule
+    is warming up), at the pace of the epochs after the first once there are any: the first
+    carries one-off set-up (a 10-minute run's final training ran its first epoch at 4.9 s and
+    the rest faster, and ended 28 s early). After that they only shrink, when the epochs left no
+    longer fit at the slower of that pace and the last epoch's (in an hour-long run the later
+    epochs ran ~7% slower than the first two, and the training overran by ~15 s)."""
 
     def __init__(
         self,
@@ -172,24 +175,23 @@ class FinalPacer:
         self.deadline = deadline if schedule.fitted else None
         self.on_progress = on_progress
         self.started = time.monotonic()
-        self.last = (0, 0.0)  # (epoch, seconds of training) at the last call
+        self.durations: list[float] = []  # seconds of each epoch (from the calls' elapsed times)
         self.changes: list[tuple[int, int, int, float]] = []  # (after epoch, from, to, at s per epoch)
 
     def replan(self, epoch: int, elapsed_s: float) -> int:
         """The epochs the training should run, after `epoch` finished `elapsed_s` into the training."""
-        mean = elapsed_s / max(1, epoch)
-        latest = (elapsed_s - self.last[1]) / max(1, epoch - self.last[0])
-        self.last = (epoch, elapsed_s)
-        if self.deadline is None or mean <= 0:
+        self.durations.append(max(0.0, elapsed_s - sum(self.durations)))
+        steady = self.durations[1:] or self.durations  # the first epoch's set-up aside
+        pace = sum(steady) / len(steady)
+        if self.deadline is None or pace <= 0:
             return self.epochs
         left = self.deadline - time.monotonic()
         floor = max(epoch, min(self.epochs, self.schedule.floor))  # never below the search's epochs
         if epoch <= REPLAN_EPOCHS:
-            pace = mean
             fitting = epoch + max(0, math.floor(left / (pace * PACE_MARGIN)))
             planned = max(floor, min(fitting, self.schedule.cap or fitting))
         else:
-            pace = max(mean, latest)
+            pace = max(pace, self.durations[-1])
             planned = max(floor, min(self.epochs, epoch + max(0, math.floor(left / pace))))
         if planned != self.epochs:
             self.changes.append((epoch, self.epochs, planned, pace))

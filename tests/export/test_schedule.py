@@ -154,14 +154,25 @@ def test_a_budget_fitted_schedule_is_replanned_at_the_measured_pace() -> None:
     assert pacer.note() == (
         "re-planned at the measured pace to end within the budget: 10 epochs -> 20 after epoch 1 at 1.0 s each"
     )
-    # After the first epochs it never grows again: the schedule has warmed up.
-    pacer.deadline = time.monotonic() + 100
-    assert pacer.replan(REPLAN_EPOCHS + 1, 3.0) == 20
-    # ...but it shrinks when the epochs left no longer fit at the slower of the mean and the last
-    # epoch's pace: 3 epochs in 3.0 s, the 4th took 4.0 s (mean 1.75), 10 s left -> 4 + 2 = 6.
-    pacer.deadline = time.monotonic() + 10
-    assert pacer.replan(4, 7.0) == 4 + math.floor(9.9 / 4.0) == 6
-    assert pacer.note().endswith("10 epochs -> 20 after epoch 1 at 1.0 s each, -> 6 after epoch 4 at 4.0 s each")
+    # The first epoch carries one-off set-up: from the second on, the pace is that of the later ones.
+    setup = FinalPacer(fitted, deadline=time.monotonic() + 20)
+    assert setup.replan(1, 2.0) == 10  # 1 + floor(20 / 2.06) = 10: as planned
+    setup.deadline = time.monotonic() + 19  # epoch 2 took 1 s of the 20
+    assert setup.replan(2, 3.0) == 2 + math.floor(18.9 / PACE_MARGIN) == 20
+    # After REPLAN_EPOCHS it never grows again (the schedule has warmed up)...
+    for epoch in range(3, REPLAN_EPOCHS + 1):  # 1 s each, as planned
+        setup.deadline = time.monotonic() + 19 - (epoch - 2)
+        assert setup.replan(epoch, 3.0 + (epoch - 2)) == 20
+    setup.deadline = time.monotonic() + 1000
+    assert setup.replan(REPLAN_EPOCHS + 1, REPLAN_EPOCHS + 2.0) == 20
+    # ...but it shrinks when the epochs left no longer fit at the slower of the later epochs' mean
+    # pace and the last one's: the next epoch takes 4 s, with 10 s left -> 2 more.
+    epoch = REPLAN_EPOCHS + 2
+    setup.deadline = time.monotonic() + 10
+    assert setup.replan(epoch, REPLAN_EPOCHS + 6.0) == epoch + math.floor(9.9 / 4.0) == epoch + 2
+    assert setup.note().endswith(
+        f"10 epochs -> 20 after epoch 2 at 1.0 s each, -> {epoch + 2} after epoch {epoch} at 4.0 s each"
+    )
     # Slower: 5 s per epoch with 20 s left fits 3 more, but never fewer than the search's 4 epochs.
     slow = FinalPacer(fitted, deadline=time.monotonic() + 20)
     assert slow.replan(1, 5.0) == 4 and slow.note().endswith("10 epochs -> 4 after epoch 1 at 5.0 s each")
