@@ -255,9 +255,10 @@ def export_run(
                 f"the final retrain of trial {chosen.number} ended {result.outcome}: {result.reason}; "
                 f"export the search's weights with --no-retrain, or try another --final-epochs"
             )
-        if pacer.note():
-            on_message(f"final training {pacer.note()}")
-            epochs, why = result.epochs_run, f"{why}; {pacer.note()}"
+        replanned = pacer.note()
+        if replanned:
+            on_message(f"final training {replanned}")
+            epochs, why = result.epochs_run, f"{why}; {replanned}"
             arch = chosen.arch.with_epochs(epochs)
         net, weights_epoch = result.model, epochs
         mean, std = full.mean.cpu().tolist(), full.std.cpu().tolist()

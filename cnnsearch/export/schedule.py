@@ -7,7 +7,7 @@ repeated). `--final-epochs N` names the epochs; `--final-budget 5m` fits them to
 the trial's own measured seconds per epoch scaled to the larger training set. A schedule fitted
 to a budget is re-planned after the final training's first epochs, at their measured pace
 (`FinalPacer`): the search's timing includes validation and ran beside other work, so the
-prediction alone left 154 s of an hour's 1,080 s final share unused (bench/RESULTS.md).
+prediction alone overestimated an hour-long run's final epochs (57.2 s planned, ~50 s run; bench/RESULTS.md).
 """
 
 from __future__ import annotations

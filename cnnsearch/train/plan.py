@@ -4,9 +4,10 @@ starts at (gradient accumulation up to the full batch).
 
 The defaults are what each device does best: on CUDA channels-last and bf16 autocast (where
 the GPU has bf16); on a CPU with bf16 matrix units (Intel AMX) both as well, which trained
-1.9-2.0x faster than float32 on a 2-core Xeon with the same accuracy (bench/RESULTS.md); on
-other CPUs neither (bf16 is emulated there, slower than float32). Every choice also runs on the CPU, so tests force them there (`TrialControl.plan`)
-and so can a whole command, through CNNSEARCH_DEVICE_PLAN (README, Development): a GPU user's
+the default starters 1.4-2.0x faster than float32 on a 2-core Xeon, with accuracy within noise
+(bench/RESULTS.md); on other CPUs neither (bf16 is emulated there, slower than float32). Every
+choice also runs on the CPU, so tests force them there (`TrialControl.plan`) and so can a whole
+command, through CNNSEARCH_DEVICE_PLAN (README, Development): a GPU user's
 first run is then not the first time that code executes.
 
 Imports torch only.

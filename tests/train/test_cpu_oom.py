@@ -69,7 +69,7 @@ TRAIN_UNDER_A_MEMORY_LIMIT = textwrap.dedent(
 def _python(code: str) -> subprocess.CompletedProcess:
     """`code` in a fresh interpreter (its memory limit must not reach this process), in float32:
     on a CPU with AMX the default plan is bf16, and under an address-space limit oneDNN's bf16
-    path crashed (SIGSEGV) in 1 of 7 tries instead of raising (README, Development)."""
+    path crashed (SIGSEGV) in 2 of 7 runs instead of raising (README, Development)."""
     env = {**cli_env(), PLAN_ENV: "channels_last=off,autocast=off"}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
 
