@@ -129,7 +129,8 @@ def export(
         typer.Option(
             "--final-budget",
             help="Fit the final training to this time instead, e.g. 5m (epochs from the trial's measured speed, "
-            "at most 10x the search's; re-planned at the pace the final training measures).",
+            "at most 10x the search's; re-planned at the pace the final training measures; with --top, counted "
+            "from the end of the confirmation).",
         ),
     ] = None,
     formats: Annotated[

@@ -44,9 +44,9 @@ from cnnsearch.export.options import DEFAULT_CHOICE, FORMATS, check_export_optio
 from cnnsearch.export.schedule import (
     FinalPacer,
     FinalProgress,
-    FinalSchedule,
+    last_resort_schedule,
     schedule_for_trial,
-    unknown_pace_schedule,
+    schedule_or_none,
 )
 from cnnsearch.export.testset import check_test_share_unseen, measure_test_accuracy
 from cnnsearch.model.build import build_model
@@ -149,7 +149,7 @@ def export_run(
     validation accuracy. `no_retrain` exports the weights the search kept instead.
     Raises UserError for every bad argument before anything trains or is written.
     """
-    called = time.monotonic()  # final_budget_s counts from here
+    called = time.monotonic()  # final_budget_s counts from here (from the end of a --top confirmation)
     info = run.read_info()
     out = Path(out)
     number, chosen_formats = check_export_options(
@@ -197,6 +197,7 @@ def export_run(
         by_number = {candidate.number: candidate for candidate in candidates}
         chosen = by_number[confirmation[0].trial]
         on_message(f"chose trial {chosen.number} by mean validation accuracy")
+        called = time.monotonic()  # --final-budget is the final training's, not the confirmation's
 
     schedule = None
     cpu_threads = torch.get_num_threads() if torch_device.type == "cpu" else None  # the final training's
@@ -211,7 +212,7 @@ def export_run(
         if weights_when_short and short and choice is not None:
             # A tied trial the time left can train properly beats the best's search weights.
             swap = retrainable_tie(
-                choice, lambda c: _schedule_or_none(info, trials, c, final_budget_s, pool, cpu_threads)
+                choice, lambda c: schedule_or_none(info, trials, c, final_budget_s, pool, cpu_threads)
             )
             if swap is not None:
                 chosen, schedule, because = swap
@@ -223,7 +224,7 @@ def export_run(
                 f"exporting the search's weights of trial {chosen.number}"
             )
         elif schedule is None:
-            schedule = unknown_pace_schedule(chosen.arch.train.epochs)
+            schedule = last_resort_schedule(info, trials, chosen, final_budget_s, pool, cpu_threads)
     if no_retrain:
         net, mean, std, train_images, weights_epoch = _search_weights(run, dataset, chosen)
         arch, epochs, why = chosen.arch, None, ""
@@ -240,7 +241,9 @@ def export_run(
             f"train+validation ({train_images} images), seed {chosen.seed}"
         )
         deadline = None if final_budget_s is None else called + final_budget_s
-        pacer = FinalPacer(schedule, deadline=deadline, on_progress=on_progress)
+        train = arch.train
+        warmup = 0.0 if train.schedule == "constant" else train.warmup
+        pacer = FinalPacer(schedule, deadline=deadline, on_progress=on_progress, warmup=warmup)
         # validate=False: full.val_x is the TEST split, which nothing may look at during training.
         control = TrialControl(
             seed=chosen.seed,
@@ -248,6 +251,7 @@ def export_run(
             on_epoch_end=pacer.on_epoch_end,
             replan=pacer.replan,
             max_epochs=schedule.cap,
+            on_train_start=pacer.restart,
         )
         result = train_candidate(arch, full, control=control)
         if result.outcome != "complete" or result.model is None:
@@ -340,15 +344,6 @@ def _check_weights(run: RunDir, info: RunInfo, candidate: _Candidate) -> None:
             f"trial {candidate.number} of run {run.name!r} has no saved weights (the search keeps those of the "
             f"best {info.keep_weights} trials only); drop --no-retrain to retrain it"
         )
-
-
-def _schedule_or_none(
-    info: RunInfo, trials: Any, candidate: _Candidate, final_budget_s: float | None, pool: int, threads: int | None
-) -> FinalSchedule | None:
-    try:
-        return schedule_for_trial(info, trials, candidate, None, final_budget_s, pool, threads)
-    except UserError:  # not even one epoch fits, or its speed is unknown
-        return None
 
 
 def _search_weights(

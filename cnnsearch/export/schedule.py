@@ -67,11 +67,14 @@ def final_schedule(
     final_images: int,
     search_threads: int | None = None,
     final_threads: int | None = None,
+    at_least_one: bool = False,
 ) -> FinalSchedule:
     """The schedule of the final training; UserError when --final-budget cannot be met or judged.
 
     `search_epoch_s` is the trial's measured seconds per epoch on `search_images` training images
     (it includes the validation pass, which the final training does not run: a safe overestimate).
+    `at_least_one` (search --export, when it has nothing else to export): a budget shorter than
+    one epoch gets one whole epoch, its learning-rate schedule complete, rather than an error.
     """
     if final_epochs is not None and final_budget_s is not None:
         raise UserError("--final-epochs and --final-budget both set the final schedule; pass only one of them")
@@ -96,6 +99,9 @@ def final_schedule(
             "pass --final-epochs instead"
         )
     fitting = math.floor(final_budget_s / epoch_s)
+    if fitting < 1 and at_least_one:
+        why = f"one epoch: the {_secs(final_budget_s)} s left is shorter than one (~{_secs(epoch_s)} s)"
+        return FinalSchedule(1, why, _times(epoch_s, 1))
     if fitting < 1:
         raise UserError(
             f"--final-budget {_secs(final_budget_s)} s is shorter than one epoch of the final training "
@@ -131,10 +137,12 @@ def schedule_for_trial(
     final_budget_s: float | None,
     final_images: int,
     final_threads: int | None = None,
+    *,
+    at_least_one: bool = False,
 ) -> FinalSchedule:
     """The chosen trial's final schedule (`chosen`: export.choose's candidate; `info`: the run's
     RunInfo), from the trial's own measured time per epoch in the search (and the CPU threads it
-    and the final training have: `final_threads`, None on a GPU)."""
+    and the final training have: `final_threads`, None on a GPU); `at_least_one` as in final_schedule."""
     timed = TrialRecord.of(trials[chosen.weights_trial]) if chosen.weights_trial < len(trials) else None
     epoch_s = None
     if timed is not None and timed.train_seconds and timed.epochs_run:
@@ -148,7 +156,30 @@ def schedule_for_trial(
         final_images=final_images,
         search_threads=timed.threads if timed is not None else None,
         final_threads=final_threads,
+        at_least_one=at_least_one,
     )
+
+
+def schedule_or_none(
+    info: Any, trials: Sequence[Any], candidate: Any, final_budget_s: float | None, pool: int, threads: int | None
+) -> FinalSchedule | None:
+    """schedule_for_trial fitted to `final_budget_s`, or None when not even one epoch fits or the
+    trial's speed is unknown."""
+    try:
+        return schedule_for_trial(info, trials, candidate, None, final_budget_s, pool, threads)
+    except UserError:
+        return None
+
+
+def last_resort_schedule(
+    info: Any, trials: Sequence[Any], candidate: Any, final_budget_s: float | None, pool: int, threads: int | None
+) -> FinalSchedule:
+    """search --export with no weights to fall back on: one whole epoch when less than one fits,
+    or, when the trial's speed is unknown, as many as the first epoch shows will fit."""
+    try:
+        return schedule_for_trial(info, trials, candidate, None, final_budget_s, pool, threads, at_least_one=True)
+    except UserError:
+        return unknown_pace_schedule(candidate.arch.train.epochs)
 
 
 class FinalPacer:
@@ -161,7 +192,12 @@ class FinalPacer:
     carries one-off set-up (a 10-minute run's final training ran its first epoch at 4.9 s and
     the rest faster, and ended 28 s early). After that they only shrink, when the epochs left no
     longer fit at the slower of that pace and the last epoch's (in an hour-long run the later
-    epochs ran ~7% slower than the first two, and the training overran by ~15 s)."""
+    epochs ran ~7% slower than the first two, and the training overran by ~15 s).
+
+    `warmup` is the share of the training's steps that warm the learning rate up (0: none). The
+    schedule is a share of the planned steps, so more epochs move the training back along it: it
+    grows only while the old plan is still warming up, where that is a dip in a rising rate, not
+    a second warm-up after the rate has peaked. `clock` is time.monotonic (tests pass their own)."""
 
     def __init__(
         self,
@@ -169,14 +205,24 @@ class FinalPacer:
         *,
         deadline: float | None,
         on_progress: Callable[[FinalProgress], None] | None = None,
+        warmup: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.epochs = schedule.epochs
         self.schedule = schedule
         self.deadline = deadline if schedule.fitted else None
         self.on_progress = on_progress
-        self.started = time.monotonic()
+        self.warmup = warmup
+        self.clock = clock
+        self.started = clock()
         self.durations: list[float] = []  # seconds of each epoch (from the calls' elapsed times)
         self.changes: list[tuple[int, int, int, float]] = []  # (after epoch, from, to, at s per epoch)
+
+    def restart(self) -> None:
+        """The training (re)starts from its first epoch (TrialControl.on_train_start): after an
+        out-of-memory retry the epochs timed before belong to the failed attempt."""
+        self.started = self.clock()
+        self.durations.clear()
 
     def replan(self, epoch: int, elapsed_s: float) -> int:
         """The epochs the training should run, after `epoch` finished `elapsed_s` into the training."""
@@ -185,11 +231,13 @@ class FinalPacer:
         pace = sum(steady) / len(steady)
         if self.deadline is None or pace <= 0:
             return self.epochs
-        left = self.deadline - time.monotonic()
+        left = self.deadline - self.clock()
         floor = max(epoch, min(self.epochs, self.schedule.floor))  # never below the search's epochs
         if epoch <= REPLAN_EPOCHS:
             fitting = epoch + max(0, math.floor(left / (pace * PACE_MARGIN)))
             planned = max(floor, min(fitting, self.schedule.cap or fitting))
+            if planned > self.epochs and self.warmup > 0 and epoch >= self.warmup * self.epochs:
+                planned = self.epochs  # warmed up already: more epochs would warm it up again
         else:
             pace = max(pace, self.durations[-1])
             planned = max(floor, min(self.epochs, epoch + max(0, math.floor(left / pace))))
@@ -201,7 +249,7 @@ class FinalPacer:
     def on_epoch_end(self, epoch: int, loss: float) -> None:
         if self.on_progress is None:
             return
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock() - self.started
         pace = elapsed / max(1, epoch)
         self.on_progress(FinalProgress(epoch, self.epochs, loss, elapsed, pace * (self.epochs - epoch)))
 

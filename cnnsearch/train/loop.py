@@ -254,7 +254,8 @@ def _train_once(
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=[device.index or 0] if device.type == "cuda" else 1,
-        max_epochs=epochs_left if control.replan is None else max(epochs_left, control.max_epochs or 0),
+        # The Trainer counts from the resume point; a re-plan may run up to control.max_epochs in all.
+        max_epochs=epochs_left if control.replan is None else max(epochs_left, (control.max_epochs or 0) - start_epoch),
         accumulate_grad_batches=batches.micro_per_step,
         logger=False,
         enable_checkpointing=False,

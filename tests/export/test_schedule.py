@@ -145,44 +145,123 @@ def test_search_export_fits_search_and_final_model_in_one_timeout(tmp_path: Path
     assert again.returncode == 2 and f"{out} exists" in again.stderr
 
 
+class _Clock:
+    """A clock the test moves by hand: the pacer's arithmetic without the wall clock's jitter."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_budget_fitted_schedule_is_replanned_at_the_measured_pace() -> None:
     fitted = _schedule(final_budget_s=26.0)  # 10 epochs at a predicted 2.5 s; floor: the search's 4
     assert fitted.fitted and fitted.cap == MAX_BUDGET_FACTOR * 4 and fitted.floor == 4
+    clock = _Clock()
     # Faster than predicted: 1 s per epoch with 20 s left -> 1 + floor(20 / (1 x PACE_MARGIN)) = 20.
-    pacer = FinalPacer(fitted, deadline=time.monotonic() + 20)
-    assert pacer.replan(1, 1.0) == 1 + math.floor(19.9 / PACE_MARGIN) == 20
+    pacer = FinalPacer(fitted, deadline=clock.now + 21, clock=clock)
+    clock.now += 1
+    assert pacer.replan(1, 1.0) == 1 + math.floor(20 / PACE_MARGIN) == 20
     assert pacer.note() == (
         "re-planned at the measured pace to end within the budget: 10 epochs -> 20 after epoch 1 at 1.0 s each"
     )
     # The first epoch carries one-off set-up: from the second on, the pace is that of the later ones.
-    setup = FinalPacer(fitted, deadline=time.monotonic() + 20)
+    setup = FinalPacer(fitted, deadline=clock.now + 22, clock=clock)
+    clock.now += 2
     assert setup.replan(1, 2.0) == 10  # 1 + floor(20 / 2.06) = 10: as planned
-    setup.deadline = time.monotonic() + 19  # epoch 2 took 1 s of the 20
-    assert setup.replan(2, 3.0) == 2 + math.floor(18.9 / PACE_MARGIN) == 20
-    # After REPLAN_EPOCHS it never grows again (the schedule has warmed up)...
+    clock.now += 1
+    assert setup.replan(2, 3.0) == 2 + math.floor(19 / PACE_MARGIN) == 20
+    # After REPLAN_EPOCHS it never grows again...
     for epoch in range(3, REPLAN_EPOCHS + 1):  # 1 s each, as planned
-        setup.deadline = time.monotonic() + 19 - (epoch - 2)
+        clock.now += 1
         assert setup.replan(epoch, 3.0 + (epoch - 2)) == 20
-    setup.deadline = time.monotonic() + 1000
+    setup.deadline = clock.now + 1000
+    clock.now += 1
     assert setup.replan(REPLAN_EPOCHS + 1, REPLAN_EPOCHS + 2.0) == 20
     # ...but it shrinks when the epochs left no longer fit at the slower of the later epochs' mean
     # pace and the last one's: the next epoch takes 4 s, with 10 s left -> 2 more.
     epoch = REPLAN_EPOCHS + 2
-    setup.deadline = time.monotonic() + 10
-    assert setup.replan(epoch, REPLAN_EPOCHS + 6.0) == epoch + math.floor(9.9 / 4.0) == epoch + 2
+    setup.deadline = clock.now + 14
+    clock.now += 4
+    assert setup.replan(epoch, REPLAN_EPOCHS + 6.0) == epoch + math.floor(10 / 4.0) == epoch + 2
     assert setup.note().endswith(
         f"10 epochs -> 20 after epoch 2 at 1.0 s each, -> {epoch + 2} after epoch {epoch} at 4.0 s each"
     )
     # Slower: 5 s per epoch with 20 s left fits 3 more, but never fewer than the search's 4 epochs.
-    slow = FinalPacer(fitted, deadline=time.monotonic() + 20)
+    slow = FinalPacer(fitted, deadline=clock.now + 25, clock=clock)
+    clock.now += 5
     assert slow.replan(1, 5.0) == 4 and slow.note().endswith("10 epochs -> 4 after epoch 1 at 5.0 s each")
+    clock.now += 95
     assert slow.replan(2, 100.0) == 4  # not even late
     # Far faster: capped at MAX_BUDGET_FACTOR x the search's epochs.
-    assert FinalPacer(fitted, deadline=time.monotonic() + 1000).replan(1, 1.0) == fitted.cap
+    assert FinalPacer(fitted, deadline=clock.now + 1000, clock=clock).replan(1, 1.0) == fitted.cap
     # Not fitted to a budget (--final-epochs, the default): never re-planned.
-    named = FinalPacer(_schedule(final_epochs=7), deadline=time.monotonic() + 1)
+    named = FinalPacer(_schedule(final_epochs=7), deadline=clock.now + 1, clock=clock)
     assert named.replan(1, 0.1) == 7 and named.replan(5, 100.0) == 7 and named.note() == ""
     # No measured pace: the most a budget may buy, cut after the first epoch to what fits.
     unknown = unknown_pace_schedule(4)
     assert unknown.epochs == unknown.cap == MAX_BUDGET_FACTOR * 4 and unknown.floor == 1
-    assert FinalPacer(unknown, deadline=time.monotonic() + 10).replan(1, 2.0) == 1 + math.floor(9.9 / (2 * PACE_MARGIN))
+    cut = FinalPacer(unknown, deadline=clock.now + 10, clock=clock)
+    assert cut.replan(1, 2.0) == 1 + math.floor(10 / (2 * PACE_MARGIN))
+
+
+def test_the_pacer_grows_a_schedule_only_while_it_warms_up() -> None:
+    """More epochs move the learning rate back along its schedule (a share of the planned
+    steps): during the warm-up that is a dip in a rising rate; after it, a second warm-up."""
+    fitted = _schedule(final_budget_s=26.0)  # 10 epochs, so a 0.2 warm-up ends after epoch 2
+    clock = _Clock()
+    warming = FinalPacer(fitted, deadline=clock.now + 21, clock=clock, warmup=0.2)
+    clock.now += 1
+    assert warming.replan(1, 1.0) == 20  # epoch 1 of 10: still warming up
+    late = FinalPacer(fitted, deadline=clock.now + 22, clock=clock, warmup=0.2)
+    clock.now += 2
+    assert late.replan(1, 2.0) == 10  # as planned
+    clock.now += 1  # epoch 2 took 1 s: 20 would fit, but epoch 2 of 10 ends the warm-up
+    assert late.replan(2, 3.0) == 10 and late.note() == ""
+    clock.now += 10  # it still shrinks after the warm-up when time runs short
+    assert late.replan(3, 13.0) == 3 + math.floor(9 / (5.5 * PACE_MARGIN)) == 4
+
+
+def test_the_pacer_forgets_the_epochs_of_a_failed_attempt() -> None:
+    """An out-of-memory retry starts the training again (TrialControl.on_train_start): its first
+    epoch is timed from the restart, not as the difference from the failed attempt's epochs."""
+    fitted = _schedule(final_budget_s=26.0)
+    clock = _Clock()
+    pacer = FinalPacer(fitted, deadline=clock.now + 31, clock=clock)
+    clock.now += 5
+    assert pacer.replan(1, 5.0) == 1 + math.floor(26 / (5 * PACE_MARGIN)) == 6  # the failed attempt
+    clock.now += 1
+    pacer.restart()
+    assert pacer.durations == [] and pacer.started == clock.now
+    clock.now += 1
+    # The retry's epoch 1 took 1 s (elapsed 1.0 from its own start), not 1.0 - 5.0: 24 s left.
+    assert pacer.replan(1, 1.0) == 1 + math.floor(24 / PACE_MARGIN) == 24 and pacer.durations == [1.0]
+
+
+def test_search_export_trains_one_whole_epoch_when_less_than_one_fits() -> None:
+    """With nothing else to export, a budget shorter than one epoch gets one whole epoch (its
+    learning rate warmed up and decayed in full), not the unknown-pace cap cut to one epoch."""
+    with pytest.raises(UserError, match="shorter than one epoch"):
+        _schedule(final_budget_s=1.0)
+    one = _schedule(final_budget_s=1.0, at_least_one=True)
+    assert one.epochs == 1 and not one.fitted and one.why == "one epoch: the 1.0 s left is shorter than one (~2.5 s)"
+    assert one.predicted_s == pytest.approx(2.5)
+    assert _schedule(final_budget_s=26.0, at_least_one=True) == _schedule(final_budget_s=26.0)
+
+
+def test_final_budget_counts_from_the_end_of_the_top_confirmation(small_run: Path, tmp_path: Path) -> None:
+    """--final-budget is the final training's time: a --top confirmation that takes longer than
+    it (six digits trainings here) must not leave the final training cut to its floor."""
+    out = tmp_path / "model"
+    started = time.monotonic()
+    result = run_cli(
+        "export", "f", "--runs-dir", str(small_run), "--out", str(out),
+        "--top", "2", "--seeds", "3", "--final-budget", "2s",
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((out / "model.json").read_text())
+    assert len(meta["confirmation"]) == 2, meta["confirmation"]
+    # The search trained 1 epoch; 2 s of ~0.1 s digits epochs fits several (at most 10x the search's).
+    assert 2 <= meta["retrain_epochs"] <= MAX_BUDGET_FACTOR, (meta["retrain_epochs"], meta["final_schedule"], elapsed)

@@ -34,8 +34,8 @@ def test_the_cpu_trains_in_bf16_only_with_amx_and_always_whole_batches(monkeypat
     assert callable(torch.cpu._is_amx_tile_supported)
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else None
     amx = cpu_has_bf16_matrix_units()
-    if flags is not None:  # the kernel's word agrees with torch's
-        assert amx == ("amx_tile" in flags and "amx_bf16" in flags)
+    if flags is not None and amx:  # torch's yes is the kernel's too (the kernel may list AMX and
+        assert "amx_tile" in flags and "amx_bf16" in flags  # refuse a process its use: then torch says no)
     assert default_plan(cpu) == plan_for(cpu) == (FAST_BF16 if amx else FLOAT32)
     assert FAST_BF16.label() == "channels-last, bf16 autocast" and FLOAT32.label() == "float32"
     assert DevicePlan(channels_last=False, autocast="off", micro_batch=None) == FLOAT32
