@@ -133,12 +133,55 @@ class TrainSettings:
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup: float = 0.2  # share of all steps spent warming up (onecycle and cosine)
 
+    def compact(self) -> str:
+        """e.g. `adamw lr3.4e-3 wd4.0e-4 b64 ls0.1` (the schedule when not onecycle; epochs apart)."""
+        parts = [self.optimizer, f"lr{_sci(self.lr)}"]
+        if self.optimizer == "sgd":
+            parts.append(f"m{self.momentum:g}")
+        if self.weight_decay > 0:
+            parts.append(f"wd{_sci(self.weight_decay)}")
+        parts.append(f"b{self.batch_size}")
+        if self.label_smoothing > 0:
+            parts.append(f"ls{self.label_smoothing:g}")
+        if self.schedule != "onecycle":
+            parts.append(self.schedule)
+        return " ".join(parts)
+
 
 @dataclass(frozen=True)
 class AugmentSettings:
     translate: int = 0  # max random shift in pixels on each axis, zero padded
     flip: bool = False  # random horizontal flip (wrong for digits and text)
     cutout: int = 0  # side of a random zeroed square, in pixels; 0 = off
+
+    def compact(self) -> str:
+        """e.g. `shift2 flip cutout4`; "" with no augmentation."""
+        parts = [f"shift{self.translate}"] if self.translate > 0 else []
+        if self.flip:
+            parts.append("flip")
+        if self.cutout > 0:
+            parts.append(f"cutout{self.cutout}")
+        return " ".join(parts)
+
+
+def _sci(value: float) -> str:
+    """Two significant digits, short: 0.003389 -> 3.4e-3."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def training_compact(data: Any) -> str:
+    """The training and augmentation of a candidate recorded as Architecture.to_dict(), in one
+    line for tables (`adamw lr3.4e-3 wd4.0e-4 b64 ls0.1 | shift1`), without rebuilding its
+    layers; "" when there is no record."""
+    if not isinstance(data, dict):
+        return ""
+    try:
+        train = TrainSettings(**_known(TrainSettings, data.get("train") or {})).compact()
+        augment = AugmentSettings(**_known(AugmentSettings, data.get("augment") or {})).compact()
+    except (TypeError, ValueError):  # a damaged record: the other columns still show
+        return ""
+    return f"{train} | {augment}" if augment else train
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from cnnsearch.spec import (
     count_params,
     layer_table,
     parse_input_shape,
+    training_compact,
 )
 
 SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*.toml"))
@@ -85,6 +86,23 @@ def test_from_dict_ignores_unknown_keys_and_fills_defaults() -> None:
 # ---- compact form ------------------------------------------------------------------------
 def test_compact_form_of_the_docs_example() -> None:
     assert reference_arch().compact() == "c32k3-c32k3-mp2-c64k3s2-gap-fc128-d0.3 relu+bn"
+
+
+def test_training_compact_form_names_what_the_arch_form_leaves_out() -> None:
+    arch = replace(
+        reference_arch(),
+        train=TrainSettings(lr=0.003389, weight_decay=0.0003967, batch_size=64, label_smoothing=0.1),
+        augment=AugmentSettings(translate=1),
+    )
+    assert training_compact(arch.to_dict()) == "adamw lr3.4e-3 wd4.0e-4 b64 ls0.1 | shift1"
+    sgd = TrainSettings(optimizer="sgd", lr=0.05, momentum=0.8, weight_decay=0.0, schedule="cosine")
+    augment = AugmentSettings(flip=True, cutout=4)
+    assert training_compact(replace(arch, train=sgd, augment=augment).to_dict()) == (
+        "sgd lr5.0e-2 m0.8 b128 cosine | flip cutout4"
+    )
+    assert training_compact(replace(arch, augment=AugmentSettings()).to_dict()).endswith("ls0.1")
+    # Nothing recorded, or a damaged record: an empty cell, not an error.
+    assert training_compact(None) == training_compact({"train": {"lr": "fast"}}) == ""
 
 
 def test_compact_form_valid_padding_avg_pool_mixed_activations_no_bn() -> None:

@@ -45,7 +45,8 @@ def leaderboard(
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Rank a run's trials by validation accuracy (or Pareto rank), each with its 95% interval;
-    ≈ marks the trials tied with the best within that noise."""
+    ≈ marks the trials tied with the best within that noise. `training` gives each trial's
+    optimiser, learning rate, weight decay, batch and augmentation (on a terminal, where it fits)."""
     from cnnsearch.results.leaderboard import Board, board_notes, leaderboard_rows, sort_and_cut, tie_note
     from cnnsearch.results.render import leaderboard_table
     from cnnsearch.run.folder import RunDir

@@ -27,6 +27,7 @@ from cnnsearch.outcomes import (
 )
 from cnnsearch.run.folder import RunDir, RunInfo
 from cnnsearch.run.liveness import worker_alive
+from cnnsearch.spec import training_compact
 
 # A RUNNING trial whose worker is gone (e.g. SIGKILL): Optuna still says RUNNING until a search resumes it.
 STOPPED_NOTE = "worker gone; resumes on the next search"
@@ -52,6 +53,7 @@ class TrialFacts:
     started: datetime.datetime | None = None
     finished: datetime.datetime | None = None
     record: TrialRecord = field(default_factory=TrialRecord)  # every attribute of the trial
+    training: str = ""  # optimiser and augmentation in one line (spec.training_compact)
 
     @property
     def ranked(self) -> bool:
@@ -104,6 +106,7 @@ def trial_facts(
         started=trial.datetime_start,
         finished=trial.datetime_complete,
         record=record,
+        training=training_compact(record.arch),
     )
 
 

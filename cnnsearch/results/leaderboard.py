@@ -41,6 +41,7 @@ COLUMNS = (
     "train_s",
     "epochs",
     "arch",
+    "training",  # optimiser, learning rate, weight decay, batch, label smoothing | augmentation
 )
 
 
@@ -106,7 +107,8 @@ def leaderboard_frame(run: RunDir, *, include_all: bool = False, study: Any = No
     """One row per trial, best first.
 
     Columns: rank, trial, state, val_acc (fraction), val_ci (half-width of its 95% interval),
-    tied (within the noise of the best accuracy), params, flops, latency_ms, train_s, epochs, arch; `front` (after rank) for multi-objective runs; `reason` with `include_all`.
+    tied (within the noise of the best accuracy), params, flops, latency_ms, train_s, epochs, arch,
+    training; `front` (after rank) for multi-objective runs; `reason` with `include_all`.
     Default rows are the trained trials (complete and duplicate), then those the trial timeout
     stopped after at least one epoch (state "timeout", ranked by the epochs they ran);
     `include_all` adds the pruned ones with a val_acc (ranked last) and every other trial,
@@ -353,6 +355,7 @@ def _row(fact: TrialFacts, rank: int | None, *, front: bool) -> dict[str, Any]:
         "train_s": fact.train_s,
         "epochs": fact.epochs,
         "arch": fact.arch,
+        "training": fact.training,
         "reason": fact.reason,
         "outcome": fact.outcome,  # not a column: what the tie rule reads
         "val_correct": fact.record.val_correct,  # not a column: per-image outcomes, for paired ties

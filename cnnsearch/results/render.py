@@ -92,7 +92,7 @@ NUMERIC_COLUMNS = frozenset(
 )
 
 
-WRAPPING_COLUMNS = frozenset({"arch", "reason"})
+WRAPPING_COLUMNS = frozenset({"arch", "training", "reason"})
 
 
 # Left out of the tables (terminal, HTML) when no row shown has a value: accuracy-only
@@ -198,7 +198,7 @@ def state_style(state: str) -> str:
 
 
 # Columns left out, in this order, when a table must fit a narrow terminal.
-OPTIONAL_COLUMNS = ("flops", "train_s", "latency_ms", "epochs", "front")
+OPTIONAL_COLUMNS = ("training", "flops", "train_s", "latency_ms", "epochs", "front")
 
 
 MIN_ARCH_WIDTH = 24  # characters of the arch column worth keeping before dropping columns
@@ -218,8 +218,10 @@ def leaderboard_table(frame: Leaderboard, *, title: str = "", width: int | None 
     if width is not None:
         columns, rows = _fit_columns(columns, rows, width)
     table = Table(title=Text(title) if title else None, header_style="bold")
+    whole = _natural_widths(columns, rows)["arch"] if "training" in columns and "arch" in columns else None
     for column in columns:
-        # Numbers and states never wrap; long arch strings and reasons fold when space runs out.
+        # Numbers and states never wrap; long arch strings and reasons fold when space runs out
+        # (the arch column not for the training column: that is shown only where both fit).
         wraps = column in WRAPPING_COLUMNS
         table.add_column(
             HEADERS.get(column, column),
@@ -227,6 +229,7 @@ def leaderboard_table(frame: Leaderboard, *, title: str = "", width: int | None 
             no_wrap=not wraps,
             overflow="fold" if wraps else "ellipsis",
             min_width=None if wraps else len(HEADERS.get(column, column)),
+            width=whole if column == "arch" else None,
         )
     state_index = columns.index("state") if "state" in columns else -1
     for row in rows:
@@ -242,15 +245,21 @@ def leaderboard_table(frame: Leaderboard, *, title: str = "", width: int | None 
     return table
 
 
-def _fit_columns(columns: list[Any], cells: list[list[str]], width: int) -> tuple[list[Any], list[list[str]]]:
-    natural = {
+def _natural_widths(columns: Sequence[Any], cells: list[list[str]]) -> dict[Any, int]:
+    return {
         column: max([len(HEADERS.get(column, column))] + [len(row[index]) for row in cells])
         for index, column in enumerate(columns)
     }
 
+
+def _fit_columns(columns: list[Any], cells: list[list[str]], width: int) -> tuple[list[Any], list[list[str]]]:
+    natural = _natural_widths(columns, cells)
+
     def needed(columns: list[str]) -> int:
         fixed = sum(natural[column] for column in columns if column not in WRAPPING_COLUMNS)
         wrapping = sum(min(natural[column], MIN_ARCH_WIDTH) for column in columns if column in WRAPPING_COLUMNS)
+        if "training" in columns and "arch" in columns:  # the training column only beside a whole arch
+            wrapping += natural["arch"] - min(natural["arch"], MIN_ARCH_WIDTH)
         return fixed + wrapping + 3 * len(columns) + 1  # borders and padding
 
     shown = list(columns)

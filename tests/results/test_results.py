@@ -34,6 +34,7 @@ from cnnsearch.results.leaderboard import COLUMNS
 from cnnsearch.results.plots import _cost_section, _Images, _log_ticks, _tick_label
 from cnnsearch.run.folder import RunDir
 from cnnsearch.run.liveness import HEARTBEAT_GRACE_S
+from cnnsearch.spec import Architecture
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +109,28 @@ def test_frame_columns_order_and_ranking(small):
     for (_, upper), (_, lower) in zip(frame.iloc[:-1].iterrows(), frame.iloc[1:].iterrows()):
         if upper["val_acc"] == lower["val_acc"] and pd.notna(upper["params"]) and pd.notna(lower["params"]):
             assert upper["params"] <= lower["params"]
+
+
+def test_the_training_column_tells_apart_trials_the_arch_column_cannot(small):
+    """Two trials of one architecture may differ in learning rate or augmentation: the arch
+    column alone shows them as twins; `training` carries what differs."""
+    frame = report.leaderboard_frame(small, include_all=True)
+    info = small.read_info()
+    by_number = {trial.number: trial for trial in small.load_study(info).get_trials()}
+    checked = 0
+    for number, training in zip(frame["trial"].tolist(), frame["training"].tolist()):
+        data = by_number[number].user_attrs.get("arch")
+        if not isinstance(data, dict):
+            assert training == ""
+            continue
+        arch = Architecture.from_dict(data)
+        lr = f"lr{arch.train.lr:.1e}".replace("e-0", "e-")
+        assert training.startswith(f"{arch.train.optimizer} {lr} "), (training, arch.train)
+        assert f" b{arch.train.batch_size}" in training
+        assert (" | " in training) == bool(arch.augment.translate or arch.augment.flip or arch.augment.cutout)
+        checked += 1
+    assert checked >= 10
+    assert frame["training"].nunique() > 1, "the synthetic trials differ in their learning rates"
 
 
 def test_pruned_rows_show_where_they_stopped_after_every_trained_trial(small):
