@@ -176,10 +176,13 @@ def training_compact(data: Any) -> str:
     layers; "" when there is no record."""
     if not isinstance(data, dict):
         return ""
+    train_raw, augment_raw = data.get("train"), data.get("augment")
     try:
-        train = TrainSettings(**_known(TrainSettings, data.get("train") or {})).compact()
-        augment = AugmentSettings(**_known(AugmentSettings, data.get("augment") or {})).compact()
-    except (TypeError, ValueError):  # a damaged record: the other columns still show
+        train = TrainSettings(**_known(TrainSettings, train_raw if isinstance(train_raw, dict) else {})).compact()
+        augment = AugmentSettings(
+            **_known(AugmentSettings, augment_raw if isinstance(augment_raw, dict) else {})
+        ).compact()
+    except (TypeError, ValueError, ArithmeticError):  # a damaged record: the other columns still show
         return ""
     return f"{train} | {augment}" if augment else train
 

@@ -103,6 +103,8 @@ def test_training_compact_form_names_what_the_arch_form_leaves_out() -> None:
     assert training_compact(replace(arch, augment=AugmentSettings()).to_dict()).endswith("ls0.1")
     # Nothing recorded, or a damaged record: an empty cell, not an error.
     assert training_compact(None) == training_compact({"train": {"lr": "fast"}}) == ""
+    assert training_compact({"train": {"lr": 10**400}}) == ""
+    assert training_compact({"train": "adamw", "augment": [["flip", True]]}) == "adamw lr1.0e-3 wd5.0e-4 b128"
 
 
 def test_compact_form_valid_padding_avg_pool_mixed_activations_no_bn() -> None:

@@ -187,8 +187,8 @@ class FinalPacer:
     a budget, re-plans its epochs at the measured pace so that the training ends by `deadline`
     (time.monotonic()). TrialControl's on_epoch_end and replan hooks.
 
-    After each of the first REPLAN_EPOCHS the epochs may grow or shrink (the one-cycle schedule
-    is warming up), at the pace of the epochs after the first once there are any: the first
+    After each of the first REPLAN_EPOCHS the epochs may shrink, or grow while the learning rate
+    still warms up (below), at the pace of the epochs after the first once there are any: the first
     carries one-off set-up (a 10-minute run's final training ran its first epoch at 4.9 s and
     the rest faster, and ended 28 s early). After that they only shrink, when the epochs left no
     longer fit at the slower of that pace and the last epoch's (in an hour-long run the later
@@ -220,9 +220,12 @@ class FinalPacer:
 
     def restart(self) -> None:
         """The training (re)starts from its first epoch (TrialControl.on_train_start): after an
-        out-of-memory retry the epochs timed before belong to the failed attempt."""
+        out-of-memory retry the epochs timed and re-planned before belong to the failed attempt,
+        and the retry starts from the schedule's own epochs."""
         self.started = self.clock()
         self.durations.clear()
+        self.epochs = self.schedule.epochs
+        self.changes.clear()
 
     def replan(self, epoch: int, elapsed_s: float) -> int:
         """The epochs the training should run, after `epoch` finished `elapsed_s` into the training."""

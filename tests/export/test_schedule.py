@@ -7,11 +7,13 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TINY_SPACE, load_study, run_cli
 
 from cnnsearch.errors import UserError
+from cnnsearch.export import retrain
 from cnnsearch.export.schedule import (
     DEFAULT_FINAL_FACTOR,
     MAX_BUDGET_FACTOR,
@@ -23,6 +25,7 @@ from cnnsearch.export.schedule import (
     split_budget,
     unknown_pace_schedule,
 )
+from cnnsearch.run.folder import RunDir
 
 
 def _schedule(**given: object):
@@ -233,10 +236,12 @@ def test_the_pacer_forgets_the_epochs_of_a_failed_attempt() -> None:
     assert pacer.replan(1, 5.0) == 1 + math.floor(26 / (5 * PACE_MARGIN)) == 6  # the failed attempt
     clock.now += 1
     pacer.restart()
-    assert pacer.durations == [] and pacer.started == clock.now
+    assert pacer.durations == [] and pacer.started == clock.now and pacer.epochs == fitted.epochs == 10
     clock.now += 1
     # The retry's epoch 1 took 1 s (elapsed 1.0 from its own start), not 1.0 - 5.0: 24 s left.
     assert pacer.replan(1, 1.0) == 1 + math.floor(24 / PACE_MARGIN) == 24 and pacer.durations == [1.0]
+    # ...and starts from the schedule's own epochs: its note tells the retry's re-plans only.
+    assert pacer.note().endswith("10 epochs -> 24 after epoch 1 at 1.0 s each"), pacer.note()
 
 
 def test_search_export_trains_one_whole_epoch_when_less_than_one_fits() -> None:
@@ -250,18 +255,34 @@ def test_search_export_trains_one_whole_epoch_when_less_than_one_fits() -> None:
     assert _schedule(final_budget_s=26.0, at_least_one=True) == _schedule(final_budget_s=26.0)
 
 
-def test_final_budget_counts_from_the_end_of_the_top_confirmation(small_run: Path, tmp_path: Path) -> None:
-    """--final-budget is the final training's time: a --top confirmation that takes longer than
-    it (six digits trainings here) must not leave the final training cut to its floor."""
-    out = tmp_path / "model"
-    started = time.monotonic()
-    result = run_cli(
-        "export", "f", "--runs-dir", str(small_run), "--out", str(out),
-        "--top", "2", "--seeds", "3", "--final-budget", "2s",
+def test_final_budget_counts_from_the_end_of_the_top_confirmation(
+    small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--final-budget is the final training's time: the deadline its pacer works to starts when
+    a --top confirmation ends (counted from the start of export, a confirmation longer than the
+    budget left the final training cut to its floor). Real trainings; the pacer class is wrapped
+    only to read the deadline it was given."""
+    deadlines: list[float | None] = []
+
+    class Recording(retrain.FinalPacer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            deadlines.append(self.deadline)
+
+    monkeypatch.setattr(retrain, "FinalPacer", Recording)
+    chosen_at: list[float] = []
+
+    def on_message(text: str) -> None:
+        if text.startswith("chose trial"):  # said when the confirmation has ended
+            chosen_at.append(time.monotonic())
+
+    budget = 3.0
+    result = retrain.export_run(
+        RunDir(small_run, "f"), out=tmp_path / "model", top=2, seeds=2, final_budget_s=budget,
+        device="cpu", on_message=on_message,
     )  # fmt: skip
-    elapsed = time.monotonic() - started
-    assert result.returncode == 0, result.stderr
-    meta = json.loads((out / "model.json").read_text())
-    assert len(meta["confirmation"]) == 2, meta["confirmation"]
-    # The search trained 1 epoch; 2 s of ~0.1 s digits epochs fits several (at most 10x the search's).
-    assert 2 <= meta["retrain_epochs"] <= MAX_BUDGET_FACTOR, (meta["retrain_epochs"], meta["final_schedule"], elapsed)
+    assert len(chosen_at) == 1 and len(deadlines) == 1, (chosen_at, deadlines)
+    deadline = deadlines[0]
+    assert deadline is not None and deadline >= chosen_at[0] + budget
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert len(meta["confirmation"]) == 2 and meta["retrain_epochs"] >= 1 and result is not None
