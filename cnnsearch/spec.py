@@ -170,23 +170,6 @@ def _sci(value: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def training_compact(data: Any) -> str:
-    """The training and augmentation of a candidate recorded as Architecture.to_dict(), in one
-    line for tables (`adamw lr3.4e-3 wd4.0e-4 b64 ls0.1 | shift1`), without rebuilding its
-    layers; "" when there is no record."""
-    if not isinstance(data, dict):
-        return ""
-    train_raw, augment_raw = data.get("train"), data.get("augment")
-    try:
-        train = TrainSettings(**_known(TrainSettings, train_raw if isinstance(train_raw, dict) else {})).compact()
-        augment = AugmentSettings(
-            **_known(AugmentSettings, augment_raw if isinstance(augment_raw, dict) else {})
-        ).compact()
-    except (TypeError, ValueError, ArithmeticError):  # a damaged record: the other columns still show
-        return ""
-    return f"{train} | {augment}" if augment else train
-
-
 @dataclass(frozen=True)
 class Architecture:
     """A concrete candidate: everything needed to rebuild and retrain it."""

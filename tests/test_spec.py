@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from cnnsearch.errors import InfeasibleArchitecture
+from cnnsearch.results.facts import training_compact
 from cnnsearch.space.parse import load_space
 from cnnsearch.spec import (
     Architecture,
@@ -21,7 +22,6 @@ from cnnsearch.spec import (
     count_params,
     layer_table,
     parse_input_shape,
-    training_compact,
 )
 
 SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*.toml"))

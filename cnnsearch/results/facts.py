@@ -10,6 +10,7 @@ Must not import torch or Lightning: it reads runs through `run` and `outcomes` o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from cnnsearch.outcomes import (
 )
 from cnnsearch.run.folder import RunDir, RunInfo
 from cnnsearch.run.liveness import worker_alive
-from cnnsearch.spec import training_compact
+from cnnsearch.spec import AugmentSettings, TrainSettings
 
 # A RUNNING trial whose worker is gone (e.g. SIGKILL): Optuna still says RUNNING until a search resumes it.
 STOPPED_NOTE = "worker gone; resumes on the next search"
@@ -146,3 +147,27 @@ def study_facts(study: Any, info: RunInfo, *, run: RunDir | None = None, now: fl
 def _number_or_nan(value: Any) -> float:
     number = as_number(value)
     return math.nan if number is None else number
+
+
+def training_compact(data: Any) -> str:
+    """The training and augmentation of a candidate recorded as spec.Architecture.to_dict(), in one
+    line for tables (`adamw lr3.4e-3 wd4.0e-4 b64 ls0.1 | shift1`), without rebuilding its
+    layers; "" when there is no record."""
+    if not isinstance(data, dict):
+        return ""
+    train_raw, augment_raw = data.get("train"), data.get("augment")
+    try:
+        train = TrainSettings(
+            **_known_fields(TrainSettings, train_raw if isinstance(train_raw, dict) else {})
+        ).compact()
+        augment = AugmentSettings(
+            **_known_fields(AugmentSettings, augment_raw if isinstance(augment_raw, dict) else {})
+        ).compact()
+    except (TypeError, ValueError, ArithmeticError):  # a damaged record: the other columns still show
+        return ""
+    return f"{train} | {augment}" if augment else train
+
+
+def _known_fields(cls: Any, raw: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {key: value for key, value in raw.items() if key in names}
