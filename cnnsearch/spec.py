@@ -205,7 +205,7 @@ class Architecture:
             if kind not in LAYER_TYPES:
                 raise ValueError(f"unknown layer kind {kind!r}; valid kinds: {', '.join(LAYER_KINDS)}")
             layer_type = LAYER_TYPES[kind]
-            layers.append(layer_type(**_known(layer_type, raw)))
+            layers.append(layer_type(**known_fields(layer_type, raw)))
         head_raw = dict(data.get("head", {}))
         if "dense" not in head_raw and "dense_units" in head_raw:
             # Written before each hidden dense layer had its own width: one width for all of them.
@@ -213,9 +213,9 @@ class Architecture:
         head_raw["dense"] = tuple(head_raw.get("dense", ()))
         return cls(
             layers=tuple(layers),
-            head=Head(**_known(Head, head_raw)),
-            train=TrainSettings(**_known(TrainSettings, data.get("train", {}))),
-            augment=AugmentSettings(**_known(AugmentSettings, data.get("augment", {}))),
+            head=Head(**known_fields(Head, head_raw)),
+            train=TrainSettings(**known_fields(TrainSettings, data.get("train", {}))),
+            augment=AugmentSettings(**known_fields(AugmentSettings, data.get("augment", {}))),
         )
 
     @classmethod
@@ -232,7 +232,8 @@ class Architecture:
         return replace(self, train=replace(self.train, epochs=epochs))
 
 
-def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+def known_fields(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """The items of `raw` that name a field of dataclass `cls` (older or newer records may carry others)."""
     names = {f.name for f in fields(cls)}
     return {key: value for key, value in raw.items() if key in names}
 

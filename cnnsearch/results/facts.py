@@ -10,7 +10,6 @@ Must not import torch or Lightning: it reads runs through `run` and `outcomes` o
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import math
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from cnnsearch.outcomes import (
 )
 from cnnsearch.run.folder import RunDir, RunInfo
 from cnnsearch.run.liveness import worker_alive
-from cnnsearch.spec import AugmentSettings, TrainSettings
+from cnnsearch.spec import AugmentSettings, TrainSettings, known_fields
 
 # A RUNNING trial whose worker is gone (e.g. SIGKILL): Optuna still says RUNNING until a search resumes it.
 STOPPED_NOTE = "worker gone; resumes on the next search"
@@ -54,7 +53,7 @@ class TrialFacts:
     started: datetime.datetime | None = None
     finished: datetime.datetime | None = None
     record: TrialRecord = field(default_factory=TrialRecord)  # every attribute of the trial
-    training: str = ""  # optimiser and augmentation in one line (spec.training_compact)
+    training: str = ""  # optimiser and augmentation in one line (training_compact)
 
     @property
     def ranked(self) -> bool:
@@ -157,17 +156,10 @@ def training_compact(data: Any) -> str:
         return ""
     train_raw, augment_raw = data.get("train"), data.get("augment")
     try:
-        train = TrainSettings(
-            **_known_fields(TrainSettings, train_raw if isinstance(train_raw, dict) else {})
-        ).compact()
+        train = TrainSettings(**known_fields(TrainSettings, train_raw if isinstance(train_raw, dict) else {})).compact()
         augment = AugmentSettings(
-            **_known_fields(AugmentSettings, augment_raw if isinstance(augment_raw, dict) else {})
+            **known_fields(AugmentSettings, augment_raw if isinstance(augment_raw, dict) else {})
         ).compact()
     except (TypeError, ValueError, ArithmeticError):  # a damaged record: the other columns still show
         return ""
     return f"{train} | {augment}" if augment else train
-
-
-def _known_fields(cls: Any, raw: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {key: value for key, value in raw.items() if key in names}

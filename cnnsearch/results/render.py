@@ -218,7 +218,9 @@ def leaderboard_table(frame: Leaderboard, *, title: str = "", width: int | None 
     if width is not None:
         columns, rows = _fit_columns(columns, rows, width)
     table = Table(title=Text(title) if title else None, header_style="bold")
-    whole = _natural_widths(columns, rows)["arch"] if "training" in columns and "arch" in columns else None
+    # Fitted to a width, the training column is there only where the whole arch fits beside it.
+    fitted = width is not None and "training" in columns and "arch" in columns
+    whole = _natural_widths(columns, rows)["arch"] if fitted else None
     for column in columns:
         # Numbers and states never wrap; long arch strings and reasons fold when space runs out
         # (the arch column not for the training column: that is shown only where both fit).
