@@ -1,5 +1,5 @@
-"""Owns the cost model: how many seconds an epoch of a candidate will take on this device, and
-the budget rule that refuses (as `too_slow`) candidates the time left cannot afford.
+"""Owns the cost model: how many seconds an epoch of a candidate will take on this device (the
+rules that refuse or stop candidates with it: search/budget.py).
 
 A prediction uses only what is known before training: FLOPs per image, parameters, images per
 epoch and batch size. It is calibrated on the trials this run has already trained (refit as
@@ -27,12 +27,11 @@ Pure Python, no numpy or torch (a handful of trials, four terms).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from cnnsearch.outcomes import TrialRecord
-from cnnsearch.words import count
 
 # Prior ratios between the three terms, in "work units" (FLOPs): fitted on 10 digits trials on this
 # project's 2-core CPU machine (~90 GFLOP/s of conv work, ~4.7 ms per step, ~0.2 s per epoch).
@@ -42,14 +41,7 @@ PRIOR_EPOCH = 2.0e10
 OPTIMIZER_WORK = 50.0  # AdamW reads and writes four tensors per parameter: memory-bound, ~50 FLOPs' time
 PRIOR_WEIGHT = 0.001  # a tie-breaker for terms the trials leave undetermined; more biases the fit (tests)
 
-FIRST_RUNG_SHARE = 0.10  # a first rung may take at most this share of the whole budget...
-CHEAP_FACTOR = 2.0  # ...unless its epoch is within this factor of the fastest trained one (a small budget)
 MIN_TRIALS_TO_PREDICT = 1  # trials trained before any prediction (the first seeds the model)
-# Measured after its first epoch, a trial whose whole schedule would take more than this share of
-# the budget is stopped (pruned), unless its epoch is within CHEAP_FACTOR of the fastest other
-# trained one. The first trial is never predicted: on Fashion-MNIST one took 401 s of a 420 s
-# search budget (bench/RESULTS.md). Half, not less: a slow candidate may be the best one.
-MAX_TRIAL_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -163,13 +155,25 @@ def observations_from(
     val_images: int,
     input_shape: tuple[int, int, int] | None = None,
     num_classes: int = 10,
+    worker: str = "",
+    threads: int | None = None,
 ) -> list[Observation]:
     """The trained trials of a study as observations, for one device and one split's sizes
-    (`input_shape`: the data's, to count each trial's feature maps; None: not counted)."""
+    (`input_shape`: the data's, to count each trial's feature maps; None: not counted).
+
+    Only trials timed alike: on `device`, on the host of `worker` ("host:pid"; "": any) and with
+    `threads` CPU threads (None: any). A run resumed with another --workers trains with other
+    threads, and a worker on another machine shares the study but not its speed.
+    """
+    host = worker.rpartition(":")[0]
     found = []
     for trial in trials:
         record = TrialRecord.of(trial)
         if record.outcome not in CALIBRATING_OUTCOMES or record.device != device:
+            continue
+        if host and record.worker and record.worker.rpartition(":")[0] != host:
+            continue
+        if threads is not None and record.threads is not None and record.threads != threads:
             continue
         if not record.epochs_run or not record.train_seconds or record.flops is None or record.params is None:
             continue
@@ -192,173 +196,3 @@ def _maps(arch: Any, input_shape: tuple[int, int, int] | None, num_classes: int)
         return float(activation_count(Architecture.from_dict(arch), input_shape, num_classes))
     except (InfeasibleArchitecture, KeyError, TypeError, ValueError):  # an old or damaged record: no maps
         return 0.0
-
-
-def first_rung_epochs(pruner: str, epochs: int) -> int:
-    """The first epoch at which a trial can be stopped: what a new candidate must at least reach."""
-    if pruner in ("asha", "hyperband"):
-        return min(1, epochs)  # min_resource=1
-    if pruner == "median":
-        return min(2, epochs)  # n_warmup_steps=1: judged from epoch 2 on
-    return epochs  # no pruner: the whole schedule
-
-
-@dataclass(frozen=True)
-class BudgetVerdict:
-    """Whether a candidate may start, with the prediction behind the answer."""
-
-    epoch_seconds: float | None  # predicted seconds per epoch; None: not predicted yet
-    refused: str = ""  # the too_slow reason; "" when the candidate may start
-    measured: dict[str, float] = field(default_factory=dict)  # params and FLOPs, known before training
-
-
-def judge_candidate(
-    arch: Any,
-    trials: Iterable[Any],
-    *,
-    device: str,
-    data: Any,
-    pruner: str,
-    time_left_s: float | None,
-    budget_s: float | None,
-) -> BudgetVerdict:
-    """The cost model, calibrated on `trials` (this run's), judging one candidate on `data`.
-
-    `data` is the search's DeviceData (only its sizes are read). An infeasible candidate is not
-    judged here: its training says why, as for every other infeasible candidate.
-    """
-    from cnnsearch.errors import InfeasibleArchitecture
-    from cnnsearch.spec import activation_count, count_params, forward_flops
-
-    train_images, val_images = len(data.train_y), len(data.val_y)
-    try:
-        flops = forward_flops(arch, data.input_shape, data.num_classes)
-        params = count_params(arch, data.input_shape, data.num_classes)
-        maps = activation_count(arch, data.input_shape, data.num_classes)
-    except InfeasibleArchitecture:
-        return BudgetVerdict(None)
-    features = CostFeatures(flops, params, train_images, val_images, arch.train.batch_size, maps)
-    observed = observations_from(
-        trials,
-        device=device,
-        train_images=train_images,
-        val_images=val_images,
-        input_shape=data.input_shape,
-        num_classes=data.num_classes,
-    )
-    verdict = judge_budget(
-        CostModel(observed).predict(features),
-        epochs=arch.train.epochs,
-        first_rung=first_rung_epochs(pruner, arch.train.epochs),
-        time_left_s=time_left_s,
-        budget_s=budget_s,
-        fastest_epoch_s=min((o.epoch_seconds for o in observed), default=None),
-    )
-    return BudgetVerdict(verdict.epoch_seconds, verdict.refused, {"params": params, "flops": flops})
-
-
-def judge_budget(
-    epoch_seconds: float | None,
-    *,
-    epochs: int,
-    first_rung: int,
-    time_left_s: float | None,
-    budget_s: float | None,
-    fastest_epoch_s: float | None = None,
-) -> BudgetVerdict:
-    """Refuse a candidate whose first rung or whole schedule the budget cannot afford.
-
-    Without a budget (no --timeout) nothing is refused. With one, a candidate is refused when
-    its first rung would take more than FIRST_RUNG_SHARE of the whole budget (it would crowd out
-    the others) and its epoch is over CHEAP_FACTOR x the fastest trained epoch (`fastest_epoch_s`:
-    in a budget so small that every candidate is over the share, the cheap ones still train),
-    or when its whole schedule cannot finish in the time left (a trial cut by the deadline is
-    neither exportable nor finished: its epochs would be wasted).
-    """
-    if epoch_seconds is None or budget_s is None or time_left_s is None:
-        return BudgetVerdict(epoch_seconds)
-    rung_s = epoch_seconds * first_rung
-    full_s = epoch_seconds * epochs
-    cheap = fastest_epoch_s is not None and epoch_seconds <= CHEAP_FACTOR * fastest_epoch_s
-    if rung_s > FIRST_RUNG_SHARE * budget_s and not cheap:
-        return BudgetVerdict(
-            epoch_seconds,
-            f"predicted {_seconds(rung_s)} to its first rung (epoch {first_rung}), more than "
-            f"{FIRST_RUNG_SHARE:.0%} of the {_seconds(budget_s)} budget",
-        )
-    if full_s > time_left_s:
-        return BudgetVerdict(
-            epoch_seconds,
-            f"predicted {_seconds(full_s)} for its {count(epochs, 'epoch')}, more than the {_seconds(max(0.0, time_left_s))} left",
-        )
-    return BudgetVerdict(epoch_seconds)
-
-
-def judge_first_epoch(
-    epoch_seconds: float, trials: Iterable[Any], *, device: str, data: Any, epochs: int, budget_s: float | None
-) -> str:
-    """Why a trial should stop after its first epoch, measured at `epoch_seconds`; "" to go on.
-
-    With a budget, a trial is stopped when its whole schedule would take more than MAX_TRIAL_SHARE
-    of it and its epoch is over CHEAP_FACTOR x the fastest epoch of the other trained trials of
-    `trials` on `device` (there are none for the first trial, which nothing could predict).
-    """
-    if budget_s is None or epochs <= 1:
-        return ""
-    full_s = epoch_seconds * epochs
-    if full_s <= MAX_TRIAL_SHARE * budget_s:
-        return ""
-    observed = observations_from(trials, device=device, train_images=len(data.train_y), val_images=len(data.val_y))
-    fastest = min((o.epoch_seconds for o in observed), default=None)
-    if fastest is not None and epoch_seconds <= CHEAP_FACTOR * fastest:
-        return ""
-    return (
-        f"too slow for the budget: its {count(epochs, 'epoch')} would take ~{_seconds(full_s)} at the measured "
-        f"{_seconds(epoch_seconds)} per epoch, more than {MAX_TRIAL_SHARE:.0%} of the {_seconds(budget_s)} budget"
-    )
-
-
-def judge_epoch(
-    seconds: float,
-    *,
-    epoch: int,
-    epochs_done: int,
-    epochs: int,
-    trials: Callable[[], Iterable[Any]],
-    device: str,
-    data: Any,
-    budget_s: float | None,
-    time_left_s: float | None,
-) -> str:
-    """Why a running trial should stop after `epoch`, "" to go on, from `seconds` measured over
-    the `epochs_done` epochs this process trained: a fresh trial's first epoch against the budget
-    (judge_first_epoch; `trials` is called only then), every epoch against the time left."""
-    if epoch == 1 and epochs_done == 1:
-        reason = judge_first_epoch(seconds, trials(), device=device, data=data, epochs=epochs, budget_s=budget_s)
-        if reason:
-            return reason
-    return judge_time_left(seconds, epochs_done=epochs_done, epochs_left=epochs - epoch, time_left_s=time_left_s)
-
-
-def judge_time_left(seconds: float, *, epochs_done: int, epochs_left: int, time_left_s: float | None) -> str:
-    """Why a running trial should stop now, "" to go on: at its pace so far (`seconds` for
-    `epochs_done` epochs) its `epochs_left` epochs cannot finish in the time left, and a trial cut
-    by the deadline is neither finished nor exportable (the rule before a start, on measurement)."""
-    if time_left_s is None or epochs_done <= 0 or epochs_left <= 0:
-        return ""
-    pace = seconds / epochs_done
-    needed = pace * epochs_left
-    if needed <= time_left_s:
-        return ""
-    return (
-        f"too slow for the time left: its {count(epochs_left, 'remaining epoch')} would take ~{_seconds(needed)} "
-        f"at the measured {_seconds(pace)} per epoch, more than the {_seconds(max(0.0, time_left_s))} left"
-    )
-
-
-def _seconds(value: float) -> str:
-    if value < 90:
-        return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
-    if value < 5400:
-        return f"{value / 60:.1f} min"
-    return f"{value / 3600:.1f} h"

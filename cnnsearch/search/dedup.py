@@ -10,15 +10,20 @@ from typing import Any
 
 from cnnsearch.outcomes import DUPLICATE_COPIES, TrialRecord
 
+# Verdicts on the time left, not on the network: the same network may fit a later moment or a
+# resumed run's new budget, so it is judged again, never copied.
+NOT_COPIED = ("duplicate", "too_slow")
+
 
 def duplicate_of(study: Any, trial: Any, arch_hash: str) -> Any:
-    """The finished trial (COMPLETE or PRUNED, not itself a duplicate) with this hash, or None."""
+    """The finished trial (COMPLETE or PRUNED, not itself a duplicate nor refused as too slow)
+    with this hash, or None."""
     import optuna
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for other in study.get_trials(deepcopy=False, states=finished):
         record = TrialRecord.of(other)
-        if other.number != trial.number and record.hash == arch_hash and record.outcome != "duplicate":
+        if other.number != trial.number and record.hash == arch_hash and record.outcome not in NOT_COPIED:
             return other
     return None
 

@@ -11,7 +11,8 @@ with r1, r2 uniform per coordinate, the speed capped per coordinate, and walls t
 coordinate at 0 or 1. The swarm sees every parameter through the flat encoding
 (`cnnsearch.space.flat`): parameters of stages a candidate does not have still move with it.
 
-State lives in the study, not in memory: trial n belongs to particle n mod swarm_size, and each
+State lives in the study, not in memory: trial n belongs to particle n mod swarm_size (a re-run
+of an interrupted trial to the particle of the trial it re-runs, its origin), and each
 trial stores its particle, iteration, position and velocity in a system attribute (a trial
 queued with all its values fixed, which the sampler never sees, is the particle's position with
 no velocity of its own). A worker
@@ -31,7 +32,7 @@ Touches Optuna's public API only; the trial's system attribute is written throug
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from cnnsearch.outcomes import TrialRecord
 from cnnsearch.run.optuna_private import storage_of, trial_id
 
 STATE_KEY = "cnnsearch:swarm"  # the system attribute: {"particle", "iteration", "x": {name: u}, "v": {name: dv}}
@@ -86,7 +88,7 @@ def decode(distribution: BaseDistribution, u: float) -> Any:
         index = min(int(u * _bins(distribution)), _bins(distribution) - 1)
         value = low + index * distribution.step
         return int(value) if isinstance(distribution, IntDistribution) else min(float(value), high)
-    return low + u * (high - low)
+    return min(max(low + u * (high - low), low), high)  # low + 1.0 * (high - low) can overshoot high
 
 
 def _bins(distribution: IntDistribution | FloatDistribution) -> int:
@@ -122,7 +124,10 @@ class SwarmSampler(BaseSampler):
         social: float = SOCIAL,
         max_speed: float = MAX_SPEED,
         seed: int | None = None,
+        same_network: Callable[[dict[str, Any]], Hashable] | None = None,
     ) -> None:
+        """`same_network`: what of a trial's values decides its network (equal keys: the same
+        network; the flat encoding's active values); None: all of them."""
         if swarm_size < 1:
             raise ValueError(f"swarm_size >= 1 must hold, but got swarm_size={swarm_size}")
         if not 0 < max_speed <= 1:
@@ -131,6 +136,7 @@ class SwarmSampler(BaseSampler):
         self.swarm_size = swarm_size
         self.inertia, self.cognitive, self.social, self.max_speed = inertia, cognitive, social, max_speed
         self._seed = seed
+        self._same_network = same_network
         self._random = RandomSampler(seed=seed)
 
     def reseed_rng(self) -> None:
@@ -154,20 +160,19 @@ class SwarmSampler(BaseSampler):
             raise ValueError("SwarmSampler optimises one objective; use NSGA-II or TPE for several")
         names = sorted(search_space)
         dists = [search_space[name] for name in names]
-        # One stream per trial: the same history and seed give the same move, whichever worker asks.
+        # One stream per trial: the same history and seed give the same move (each worker has its
+        # own seed, strategies.make_sampler, so two workers do not propose alike).
         rng = np.random.default_rng(None if self._seed is None else [self._seed, trial.number])
         sign = 1.0 if study.directions[0] == StudyDirection.MAXIMIZE else -1.0
         history = [other for other in study.get_trials(deepcopy=False) if other.number != trial.number]
-        particle = trial.number % self.swarm_size
+        particle = self._particle(trial)
 
         known = []  # (trial, position, rank) of every trial with a position
         for other in history:
             position = self._position(other, names, dists)
             if position is not None:
                 known.append((other, position, _rank(other, sign)))
-        mine = [
-            item for item in known if item[0].number % self.swarm_size == particle and item[0].number < trial.number
-        ]
+        mine = [item for item in known if self._particle(item[0]) == particle and item[0].number < trial.number]
         iteration = len(mine)  # earlier positions of this particle
         if not mine:  # the particle's first position: anywhere, with a random start velocity
             x = rng.uniform(0.0, 1.0, len(names))
@@ -187,10 +192,10 @@ class SwarmSampler(BaseSampler):
             walls = (x < 0.0) | (x > 1.0)
             x, v = np.clip(x, 0.0, 1.0), np.where(walls, 0.0, v)  # a wall stops the coordinate
 
-        seen = {tuple(other.params.get(name) for name in names) for other in history}
+        seen = {self._network_key(other.params) for other in history if other.params}
         for _ in range(RETRIES):
             values = [decode(dist, u) for dist, u in zip(dists, x)]
-            if tuple(values) not in seen:
+            if self._network_key(dict(zip(names, values))) not in seen:
                 break
             # The same values as an earlier trial would train nothing new: shake one coordinate.
             shaken = rng.integers(len(names))
@@ -205,6 +210,16 @@ class SwarmSampler(BaseSampler):
         }
         storage_of(study).set_trial_system_attr(trial_id(trial), STATE_KEY, state)
         return dict(zip(names, values))
+
+    def _particle(self, trial: FrozenTrial) -> int:
+        """The particle a trial moves: by its number, or a re-run's by its origin's."""
+        origin = TrialRecord.of(trial).origin
+        return (trial.number if origin is None else origin) % self.swarm_size
+
+    def _network_key(self, params: dict[str, Any]) -> Hashable:
+        """What decides the network of these values: two trials with equal keys train the same."""
+        key = self._same_network(params) if self._same_network is not None else None
+        return key if key is not None else tuple(sorted(params.items(), key=lambda item: item[0]))
 
     def _position(self, trial: FrozenTrial, names: Sequence[str], dists: Sequence[BaseDistribution]) -> Any:
         """Where a trial stands: its stored position where that gives its values, else its values

@@ -84,10 +84,17 @@ def check_sampler_installed(name: str) -> None:
 
 
 def make_sampler(
-    name: str, seed: int, *, multi_objective: bool, worker_index: int = 0, dimensions: dict[str, Any] | None = None
+    name: str,
+    seed: int,
+    *,
+    multi_objective: bool,
+    worker_index: int = 0,
+    dimensions: dict[str, Any] | None = None,
+    same_network: Any = None,
 ) -> Any:
     """The sampler named `name`; `dimensions`: the space's flat encoding (name -> distribution),
-    needed by the swarm (`pso`) only."""
+    and `same_network`: its key of a trial's values by network (space.flat.network_key), needed
+    by the swarm (`pso`) only."""
     import optuna
 
     # Each worker gets its own stream: equal seeds would make all workers propose the same points.
@@ -111,7 +118,7 @@ def make_sampler(
 
         if multi_objective:
             raise UserError(SWARM_SINGLE_OBJECTIVE)
-        return SwarmSampler(dimensions or {}, seed=seed)
+        return SwarmSampler(dimensions or {}, seed=seed, same_network=same_network)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     raise UserError(f"--sampler {name!r} is not valid; choose one of {', '.join(SAMPLERS)}")
@@ -125,7 +132,10 @@ def make_pruner(name: str, epochs: int) -> Any:
     if name == "asha":  # one bracket of successive halving: TPE learns from every trial, not a bracket's share
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+        from cnnsearch.search.budget import MEDIAN_WARMUP_EPOCHS
+
+        # Steps are epochs from 1; the earliest step Optuna prunes at is n_warmup_steps.
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=MEDIAN_WARMUP_EPOCHS)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise UserError(f"--pruner {name!r} is not valid; choose one of {', '.join(PRUNERS)}")

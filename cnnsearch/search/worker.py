@@ -38,16 +38,14 @@ from cnnsearch.run.liveness import (
 from cnnsearch.run.optuna_private import storage_of, stored_user_attrs, trial_id
 from cnnsearch.run.storage import rdb_storage
 from cnnsearch.search import strategies
-from cnnsearch.search.cost import judge_candidate, judge_epoch
+from cnnsearch.search.budget import UNTRAINABLE_STREAK, BudgetGate, judge_epoch
 from cnnsearch.search.dedup import copied_from, duplicate_of
 from cnnsearch.search.progress import SearchEvent, counted_trials
 from cnnsearch.search.settings import DEFAULT_CHECKPOINT_EVERY_S
 from cnnsearch.search.weights import keep_best_weights
-from cnnsearch.space.flat import flat_dimensions, sample_flat
+from cnnsearch.space.flat import flat_dimensions, network_key, sample_flat
 from cnnsearch.space.parse import SearchSpace
 from cnnsearch.space.sample import sample_architecture
-
-UNTRAINABLE_STREAK = 20  # candidates in a row that cannot train (infeasible, over budget) before a worker stops
 
 
 class WorkerLoop:
@@ -83,7 +81,7 @@ class WorkerLoop:
         self.untrainable: Counter[str] = Counter()  # reasons of the current run of untrainable candidates
         # The whole search budget (--timeout), for the cost model's share rule; default: the deadline's.
         self.budget_s = budget_s if budget_s is not None or deadline is None else deadline - time.monotonic()
-        self.too_slow_streak = 0  # candidates in a row refused as too slow
+        self.gate = BudgetGate(pruner=info.pruner, objectives=len(info.objective), budget_s=self.budget_s)
 
     def _emit(self, **fields: Any) -> None:
         self.on_event(SearchEvent(worker=self.worker, **fields))
@@ -116,11 +114,14 @@ class WorkerLoop:
                 multi_objective=len(info.objective) > 1,
                 worker_index=self.worker_index,
                 dimensions=flat,
+                same_network=None if flat is None else network_key(self.space, epochs=info.epochs),
             ),
             pruner=strategies.make_pruner(info.pruner, epochs if isinstance(epochs, int) else 10),
         )
 
     def load_data(self) -> Any:
+        import torch
+
         from cnnsearch.data.device import to_device
         from cnnsearch.train.loop import resolve_device
         from cnnsearch.train.plan import device_label
@@ -132,6 +133,8 @@ class WorkerLoop:
         )
         self.device = resolve_device(self.device_name)
         self.device_label = device_label(self.device)  # with its plan: "cpu (channels-last, bf16 autocast)"
+        threads = torch.get_num_threads() if self.device.type == "cpu" else None  # as the trials record it
+        self.gate.calibration = {"device": self.device_label, "worker": self.worker, "threads": threads}
         return to_device(dataset, split, self.device)
 
     def run_loop(self) -> None:
@@ -167,8 +170,8 @@ class WorkerLoop:
                 from cnnsearch.space.inspect import untrainable_error
 
                 raise untrainable_error(self.info.name, self.info.data, self.untrainable, UNTRAINABLE_STREAK)
-            if self.too_slow_streak >= UNTRAINABLE_STREAK:  # the time left fits none of what the sampler proposes
-                self._emit(kind="message", text=f"stopping: the last {UNTRAINABLE_STREAK} candidates were too slow")
+            if self.gate.stop_message():
+                self._emit(kind="message", text=self.gate.stop_message())
                 break
 
     def run_trial(self, study: Any, trial: Any, data: Any) -> None:
@@ -204,7 +207,7 @@ class WorkerLoop:
             self._finish_duplicate(study, trial, earlier)
             return
 
-        if not self._within_budget(study, trial, arch, data):
+        if not self._within_budget(study, trial, arch, data, queued):
             return
 
         costs: dict[str, float] = {}
@@ -236,7 +239,7 @@ class WorkerLoop:
                     epochs_done=epoch - resumed_at[0],
                     epochs=arch.train.epochs,
                     trials=lambda: study.get_trials(deepcopy=False),
-                    device=self.device_label,
+                    **self.gate.calibration,
                     data=data,
                     budget_s=self.budget_s,
                     time_left_s=None if self.deadline is None else self.deadline - time.monotonic(),
@@ -303,32 +306,28 @@ class WorkerLoop:
         checkpoint.unlink(missing_ok=True)
         keep_best_weights(self.run, trial.number, result, keep=self.info.keep_weights)
 
-    def _within_budget(self, study: Any, trial: Any, arch: Any, data: Any) -> bool:
+    def _within_budget(self, study: Any, trial: Any, arch: Any, data: Any, queued: TrialRecord) -> bool:
         """Predict the candidate's epoch time (recorded on the trial); False, after ending it as
-        too_slow, when the budget cannot afford it; True, after telling the view, when it may train."""
-        cost = judge_candidate(
-            arch,
-            study.get_trials(deepcopy=False),
-            device=self.device_label,
-            data=data,
-            pruner=self.info.pruner if len(self.info.objective) == 1 else "none",
-            time_left_s=None if self.deadline is None else self.deadline - time.monotonic(),
-            budget_s=self.budget_s,
-        )
+        too_slow, when the budget cannot afford it; True, after telling the view, when it may train.
+        A re-run is judged on the epochs its origin's checkpoint does not hold yet."""
+        from cnnsearch.train.checkpoint import checkpoint_epochs
+
+        resumes = queued.resume_of is not None and queued.origin is not None
+        done = checkpoint_epochs(self.run.checkpoint_file(f"trial_{queued.origin}")) if resumes else 0
+        time_left = None if self.deadline is None else self.deadline - time.monotonic()
+        cost = self.gate.judge(arch, study.get_trials(deepcopy=False), data, time_left_s=time_left, epochs_done=done)
         if cost.epoch_seconds is not None:
             write_attrs(trial, {"predicted_epoch_s": round(cost.epoch_seconds, 4)})
         if cost.refused:
-            self.too_slow_streak += 1
             self._finish(study, trial, "too_slow", cost.refused, cost.measured)
             return False
-        self.too_slow_streak = 0
         self._emit(
             kind="trial_start",
             trial=trial.number,
             compact=arch.compact(),
             epochs=arch.train.epochs,
             device=self.device_label,
-            predicted_s=None if cost.epoch_seconds is None else cost.epoch_seconds * arch.train.epochs,
+            predicted_s=None if cost.epoch_seconds is None else cost.epoch_seconds * (arch.train.epochs - done),
         )
         return True
 

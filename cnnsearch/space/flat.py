@@ -20,7 +20,7 @@ Needs no Optuna import until a function is called.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from cnnsearch.space.sample import _layer_value, sample_architecture
@@ -209,3 +209,14 @@ def active_params(space: SearchSpace, params: dict[str, Any], *, epochs: int | N
     except (KeyError, ValueError, TypeError):
         return None
     return {name: params[name] for name in dict.fromkeys(asked.names)}
+
+
+def network_key(space: SearchSpace, *, epochs: int | None = None) -> Callable[[dict[str, Any]], Hashable]:
+    """A key of a trial's values, equal for two trials when their networks are (their active
+    values); None for values that do not sample in this space."""
+
+    def key(params: dict[str, Any]) -> Hashable:
+        active = active_params(space, params, epochs=epochs)
+        return None if active is None else tuple(sorted(active.items(), key=lambda item: item[0]))
+
+    return key

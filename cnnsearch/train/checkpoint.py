@@ -60,6 +60,15 @@ def write_checkpoint(path: Path, state: dict) -> None:
     write_atomic(path, buffer.getvalue(), what=f"the resume checkpoint {path}", fsync=False)
 
 
+def checkpoint_epochs(path: Path) -> int:
+    """The finished epochs a resume checkpoint holds (0: none, or a damaged one)."""
+    state = load_checkpoint(path)
+    try:
+        return max(0, int(state["epoch"])) if state is not None else 0
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
 def load_checkpoint(path: Path | None) -> dict | None:
     if path is None or not path.is_file():
         return None

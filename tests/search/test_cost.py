@@ -3,6 +3,7 @@ candidates the time left cannot afford ending PRUNED as `too_slow` in a real sea
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import statistics
@@ -17,16 +18,15 @@ from conftest import run_cli
 from test_search import _library_search, write_space
 
 from cnnsearch.outcomes import TrialRecord
-from cnnsearch.search.cost import (
+from cnnsearch.search.budget import (
+    CHEAP_FACTOR,
     FIRST_RUNG_SHARE,
-    CostFeatures,
-    CostModel,
-    Observation,
     first_rung_epochs,
     judge_budget,
     judge_first_epoch,
     judge_time_left,
 )
+from cnnsearch.search.cost import CostFeatures, CostModel, Observation
 from cnnsearch.search.progress import counted_trials
 from cnnsearch.search.worker import WorkerLoop
 from cnnsearch.train.plan import PLAN_ENV
@@ -104,7 +104,57 @@ def test_the_budget_rule() -> None:
     late = judge_budget(20.0, epochs=8, first_rung=1, time_left_s=100, budget_s=600)
     assert "predicted 2.7 min for its 8 epochs, more than the 1.7 min left" in late.refused
     assert first_rung_epochs("asha", 8) == 1 and first_rung_epochs("median", 8) == 2
+    assert first_rung_epochs("pareto", 8) == 1  # a multi-objective search with a pruner: every epoch
     assert first_rung_epochs("none", 8) == 8
+    # A re-run resuming a checkpoint: the epochs still ahead, a first rung already passed not judged.
+    resumed = judge_budget(70.0, epochs=1, first_rung=0, time_left_s=100, budget_s=600, remaining=True)
+    assert not resumed.refused, "7 of 8 epochs done: 70 s fit in 100 s, and its first rung is behind it"
+    cut = judge_budget(70.0, epochs=2, first_rung=0, time_left_s=100, budget_s=600, remaining=True)
+    assert "predicted 2.3 min for its 2 remaining epochs, more than the 1.7 min left" in cut.refused and cut.late
+    assert not judge_budget(70.0, epochs=8, first_rung=1, time_left_s=600, budget_s=600).late, "its share: not late"
+
+
+def test_the_median_pruner_judges_from_the_second_epoch_as_the_first_rung_says() -> None:
+    """The budget rule charges a median-pruned candidate two epochs before it can be stopped: the
+    real pruner must not stop one at epoch 1 (Optuna prunes from step n_warmup_steps on)."""
+    from cnnsearch.search.strategies import make_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median", 8))
+    for _ in range(5):  # past n_startup_trials, with good curves
+        trial = study.ask()
+        for epoch in range(1, 9):
+            trial.report(0.9, epoch)
+        study.tell(trial, 0.9)
+    weak = study.ask()
+    weak.report(0.1, 1)
+    assert not weak.should_prune(), "stopped at epoch 1, before the first rung the budget charged"
+    weak.report(0.1, first_rung_epochs("median", 8))
+    assert weak.should_prune()
+
+
+def _timed_trial(study: optuna.Study, seconds: float, *, worker: str, threads: int | None) -> None:
+    arch = {"train": {"batch_size": 32}}
+    attrs = {"outcome": "complete", "device": "cpu", "epochs_run": 2, "train_seconds": 2 * seconds}
+    attrs.update(flops=1_000_000, params=10_000, arch=arch, worker=worker, threads=threads)
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs=attrs))
+
+
+def test_the_model_calibrates_on_trials_timed_alike() -> None:
+    """A run resumed with other --workers trains with other threads, and a worker on another machine
+    shares the study, not its speed: neither calibrates this worker's predictions."""
+    from cnnsearch.search.cost import observations_from
+
+    study = optuna.create_study(direction="maximize")
+    _timed_trial(study, 1.0, worker="here:1", threads=2)
+    _timed_trial(study, 4.0, worker="here:2", threads=1)  # --workers 2 on this machine
+    _timed_trial(study, 9.0, worker="there:1", threads=2)  # another machine
+    _timed_trial(study, 3.0, worker="", threads=None)  # an old record: no worker, no threads
+    trials = study.get_trials(deepcopy=False)
+    sizes = {"device": "cpu", "train_images": 100, "val_images": 10}
+    seconds = sorted(o.epoch_seconds for o in observations_from(trials, **sizes, worker="here:7", threads=2))
+    assert seconds == [1.0, 3.0]
+    assert sorted(o.epoch_seconds for o in observations_from(trials, **sizes, worker="here:7", threads=1)) == [3.0, 4.0]
+    assert len(observations_from(trials, **sizes)) == 4, "without a worker and threads: all of them"
 
 
 def test_predictions_land_within_a_factor_of_two_on_digits(tmp_path: Path) -> None:
@@ -169,12 +219,15 @@ def test_a_candidate_too_slow_for_the_time_left_ends_too_slow(tmp_path: Path) ->
     heavy = {"network.stages": 3, "network.filters": 256, "stage1.convs": 2, "stage2.convs": 2, "stage3.convs": 2}
     study.enqueue_trial(heavy)
     study.enqueue_trial({"network.stages": 1, "network.filters": 8, "stage1.convs": 2})
+    study.enqueue_trial(heavy)  # proposed again: judged again, not copied as a duplicate of a too_slow verdict
     started = time.monotonic()
     WorkerLoop(run, info, loaded, target=3, deadline=started + BUDGET_S, device="cpu").run_loop()
     assert time.monotonic() - started < 30, "the heavy candidate must not have trained"
     trials = sorted(run.load_study().trials, key=lambda t: t.number)
     outcomes = [TrialRecord.of(t).outcome for t in trials]
-    assert outcomes[:3] == ["complete", "too_slow", "complete"], outcomes
+    assert outcomes[:4] == ["complete", "too_slow", "complete", "too_slow"], outcomes
+    again = TrialRecord.of(trials[3])
+    assert again.duplicate_of is None and again.reason.startswith("predicted "), again.reason
     slow = trials[1]
     record = TrialRecord.of(slow)
     assert slow.state == STATES.PRUNED, "PRUNED: the sampler learns to leave the region"
@@ -185,11 +238,52 @@ def test_a_candidate_too_slow_for_the_time_left_ends_too_slow(tmp_path: Path) ->
     # A too_slow candidate never trained: it does not count toward --trials, so three others ran.
     assert len(counted_trials(run.load_study())) == 3
     assert all(o in ("complete", "too_slow") for o in outcomes) and len(trials) == 3 + outcomes.count("too_slow")
-    # No trial that trained was predicted unable to finish its first rung.
-    for trial in trials:
-        other = TrialRecord.of(trial)
+    # No trial that trained was predicted unable to finish its first rung (or was cheap: near the fastest).
+    records = [TrialRecord.of(trial) for trial in trials]
+    fastest = min(r.train_seconds / r.epochs_run for r in records if r.outcome == "complete" and r.epochs_run)
+    for other in records:
         if other.outcome == "complete" and other.predicted_epoch_s is not None:
-            assert other.predicted_epoch_s <= FIRST_RUNG_SHARE * 40
+            assert other.predicted_epoch_s <= max(FIRST_RUNG_SHARE * BUDGET_S, CHEAP_FACTOR * fastest)
+
+
+def test_candidates_too_slow_for_their_share_do_not_end_the_search(tmp_path: Path) -> None:
+    """20 refusals in a row for the time left end a search; refusals for a first rung's share of
+    the budget say nothing of the time left, so 25 in a row do not, and the tiny one after them trains.
+    (They ended it, with 14 of 15 s unused, when a sampler offered mostly heavy networks.)"""
+    space = write_space(
+        tmp_path / "heavy.toml",
+        network__stages="[1, 3]",
+        network__filters="[8, 256]",
+        network__width_multiplier="1.0",
+        stage__convs="[1, 2, 3]",
+        stage__kernel_size="[3, 5]",
+        stage__pool="false",
+        train__epochs="1",
+        constraints__max_flops="10_000_000_000",
+    )
+    run, info, loaded = _library_search(tmp_path, space, 2, sampler="random", pruner="none", timeout_s=BUDGET_S)
+    study = run.load_study()
+    study.enqueue_trial({"network.stages": 1, "network.filters": 8, "stage1.convs": 1, "stage1.kernel_size": 3})
+    # 25 distinct networks (distinct hashes: none is a duplicate) of 6-9 convs of 256 filters at
+    # 8x8, each ~1,000x the tiny one.
+    heavy: dict[str, dict] = {}
+    for convs in itertools.product((2, 3), repeat=3):
+        for kernels in itertools.product((3, 5), repeat=3):
+            params = {"network.stages": 3, "network.filters": 256}
+            params |= {f"stage{s}.convs": convs[s - 1] for s in (1, 2, 3)}
+            params |= {f"stage{s}.kernel_size": kernels[s - 1] for s in (1, 2, 3)}
+            heavy.setdefault(loaded.sample(optuna.trial.FixedTrial(params)).canonical_hash(), params)
+    assert len(heavy) >= 25
+    for params in list(heavy.values())[:25]:
+        study.enqueue_trial(params)
+    study.enqueue_trial({"network.stages": 1, "network.filters": 8, "stage1.convs": 2, "stage1.kernel_size": 3})
+    started = time.monotonic()
+    WorkerLoop(run, info, loaded, target=2, deadline=started + BUDGET_S, device="cpu").run_loop()
+    records = [TrialRecord.of(t) for t in sorted(run.load_study().trials, key=lambda t: t.number)]
+    assert [r.outcome for r in records[:27]] == ["complete"] + ["too_slow"] * 25 + ["complete"], [
+        (r.outcome, r.reason) for r in records
+    ]
+    assert all("to its first rung (epoch 1), more than 10% of" in r.reason for r in records[1:26])
 
 
 def test_a_first_trial_too_slow_for_the_budget_stops_after_its_first_epoch(tmp_path: Path) -> None:
@@ -276,3 +370,24 @@ def test_too_slow_is_said_by_the_cli(tmp_path: Path) -> None:
     shown = run_cli("show", "s", "1", "--runs-dir", str(runs))
     assert shown.returncode == 0, shown.stderr
     assert re.search(r"s per epoch\s+predicted \d+\.\d\d *$", shown.stdout, re.M), shown.stdout
+
+
+def test_a_rerun_is_judged_on_the_epochs_its_checkpoint_does_not_hold(tmp_path: Path) -> None:
+    """Interrupted at epoch 6 of 8 and resumed with 25 s left at ~10 s an epoch: the 2 epochs left
+    fit, the whole schedule would not (it was refused as too slow, and its 6 epochs wasted)."""
+    from cnnsearch.search.budget import judge_candidate
+    from cnnsearch.space.parse import load_space
+    from cnnsearch.spec import count_params, forward_flops
+
+    arch = load_space(write_space(tmp_path / "one.toml", train__epochs="8")).sample(optuna.trial.FixedTrial({}))
+    data = SimpleNamespace(train_y=[0] * 1000, val_y=[0] * 100, input_shape=(1, 8, 8), num_classes=10)
+    study = optuna.create_study(direction="maximize")
+    attrs = {"outcome": "complete", "device": "cpu", "epochs_run": 8, "train_seconds": 80.0, "arch": arch.to_dict()}
+    attrs.update(flops=forward_flops(arch, (1, 8, 8), 10), params=count_params(arch, (1, 8, 8), 10))
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs=attrs))
+    judge = {"device": "cpu", "data": data, "pruner": "asha", "time_left_s": 25.0, "budget_s": 600.0}
+    fresh = judge_candidate(arch, study.trials, **judge)
+    assert fresh.epoch_seconds == pytest.approx(10.0, rel=0.05)
+    assert "for its 8 epochs, more than the 25 s left" in fresh.refused and fresh.late
+    assert not judge_candidate(arch, study.trials, **judge, epochs_done=6).refused
+    assert "for its 3 remaining epochs" in judge_candidate(arch, study.trials, **judge, epochs_done=5).refused

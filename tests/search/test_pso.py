@@ -34,6 +34,7 @@ DISTRIBUTIONS = {
     "int_step": IntDistribution(8, 64, step=8),
     "int_log": IntDistribution(8, 512, log=True),
     "float": FloatDistribution(0.0, 0.5),
+    "float_edge": FloatDistribution(0.03, 0.3),  # low + 1.0 * (high - low) is 0.30000000000000004
     "float_step": FloatDistribution(0.0, 0.4, step=0.1),
     "float_log": FloatDistribution(1e-4, 1e-1, log=True),
 }
@@ -135,7 +136,8 @@ def test_pruned_trials_are_bad_positions_and_failed_ones_are_ignored() -> None:
         "complete": {name: decode(dist, 0.95) for name, dist in DISTRIBUTIONS.items()},
         "pruned": {name: decode(dist, 0.05) for name, dist in DISTRIBUTIONS.items()},
         "infeasible": {name: decode(dist, 0.3) for name, dist in DISTRIBUTIONS.items()},
-        "failed": {name: decode(dist, 0.6) for name, dist in DISTRIBUTIONS.items()},
+        # At the far wall: were a FAIL trial taken as the swarm best, the others would turn towards 0.
+        "failed": {name: decode(dist, 0.0) for name, dist in DISTRIBUTIONS.items()},
     }
     for params in corners.values():
         study.enqueue_trial(params)
@@ -162,6 +164,46 @@ def test_pruned_trials_are_bad_positions_and_failed_ones_are_ignored() -> None:
         toward = np.sign(target - x_last)
         assert np.all((np.sign(v) == toward) | (v == 0.0) | (toward == 0.0)), last.number
         study.tell(trial, 0.0)
+
+
+def test_a_rerun_of_an_interrupted_trial_moves_the_particle_of_the_trial_it_reruns() -> None:
+    """Trial 3 is interrupted and re-run as trial 5 (origin 3, as liveness.requeue queues it): trial
+    5 is particle 3's second position, not particle 0's, so trial 8 is particle 3's third move and
+    trial 10 particle 0's second."""
+    study = optuna.create_study(direction="maximize", sampler=_swarm(0))
+    for number in range(5):
+        trial = study.ask()
+        trial.set_user_attr("origin", number)
+        for name, distribution in DISTRIBUTIONS.items():
+            suggest(trial, name, distribution)
+        if number == 3:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, _score(trial.params))
+    study.enqueue_trial(dict(study.trials[3].params), user_attrs={"origin": 3, "resume_of": 3})
+    for _ in range(6):  # trial 5 (the re-run) to trial 10
+        _ask_and_tell(study)
+    trials = study.trials
+    assert trials[5].params == trials[3].params and trials[5].user_attrs["origin"] == 3
+    assert (_state(trials[8])["particle"], _state(trials[8])["iteration"]) == (3, 2)
+    assert (_state(trials[10])["particle"], _state(trials[10])["iteration"]) == (0, 1)
+
+
+def test_a_position_repeating_an_earlier_network_is_shaken_even_where_unused_values_differ() -> None:
+    """A swarm that barely moves (speed 1e-6) proposes the same discrete values again with plain
+    floats a hair apart: a new trial by its values, the same network by `same_network` (here the
+    discrete values), so it is shaken until the network differs."""
+    discrete = [name for name, dist in DISTRIBUTIONS.items() if not isinstance(dist, FloatDistribution) or dist.step]
+
+    def network(params: dict[str, Any]) -> tuple:
+        return tuple(params.get(name) for name in discrete)
+
+    for same_network, shaken in ((None, False), (network, True)):
+        swarm = SwarmSampler(DISTRIBUTIONS, seed=3, swarm_size=1, max_speed=1e-6, same_network=same_network)
+        study = optuna.create_study(direction="maximize", sampler=swarm)
+        first, second = _ask_and_tell(study), _ask_and_tell(study)
+        assert first.params != second.params
+        assert (network(first.params) != network(second.params)) == shaken
 
 
 def test_bad_settings_are_refused_where_they_enter() -> None:

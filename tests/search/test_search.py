@@ -19,6 +19,7 @@ from cnnsearch.search.settings import SearchSettings
 from cnnsearch.search.setup import prepare_run
 from cnnsearch.search.strategies import make_pruner
 from cnnsearch.search.worker import WorkerLoop
+from cnnsearch.train.checkpoint import checkpoint_epochs
 
 STATES = optuna.trial.TrialState
 
@@ -340,6 +341,9 @@ def test_a_trial_the_deadline_cuts_after_some_epochs_keeps_them_for_its_rerun(tm
     assert record.epochs_run is not None and 0 < record.epochs_run < 200, seen
     assert run.checkpoint_file("trial_0").is_file()
     assert [t.state for t in trials[1:]] == [STATES.WAITING] and trials[1].user_attrs["origin"] == 0
+    # What the re-run's budget judgement counts as done (only the epochs after them are charged).
+    assert checkpoint_epochs(run.checkpoint_file("trial_0")) == record.epochs_run
+    assert checkpoint_epochs(run.checkpoint_file("trial_9")) == 0  # none
 
 
 def test_resume_refuses_other_settings_and_fork_keeps_them(finished_run: Path) -> None:
