@@ -207,10 +207,11 @@ def instrument() -> None:
     module_class.on_train_batch_start = lambda self, batch, index: mark("first_batch", first=True)
     module_class.on_train_batch_end = lambda self, outputs, batch, index: mark("last_batch")
 
-    for method in ("_duplicate_of", "_finish"):
+    for method in ("_finish",):
         setattr(WorkerLoop, method, timed(f"WorkerLoop.{method}", getattr(WorkerLoop, method)))
-    # keep_best_weights was WorkerLoop._save_weights before the weights moved to search/weights.py.
-    for name in ("recover_dead_trials", "counted_trials", "write_atomic", "keep_best_weights"):
+    # keep_best_weights was WorkerLoop._save_weights before the weights moved to search/weights.py,
+    # duplicate_of WorkerLoop._duplicate_of before search/dedup.py.
+    for name in ("recover_dead_trials", "counted_trials", "write_atomic", "keep_best_weights", "duplicate_of"):
         patch_everywhere(name, lambda original, name=name: timed(name, original))
 
 

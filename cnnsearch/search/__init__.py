@@ -1,5 +1,6 @@
 """A search: settings and their parsing (`settings`), the sampler and pruner tables
-(`strategies`), the swarm sampler (`pso`), duplicates (`dedup`), creating, resuming, forking
+(`strategies`), the swarm sampler (`pso`), the cost model (`cost`) and the budget rules
+(`budget`), duplicates (`dedup`), creating, resuming, forking
 and joining a run (`setup`), warm start
 (`warm_start`), the worker loop (`worker`) and several worker processes (`parallel`).
 

@@ -19,6 +19,10 @@ CHEAP_FACTOR = 2.0  # ...unless its epoch is within this factor of the fastest t
 # trained one. The first trial is never predicted: on Fashion-MNIST one took 401 s of a 420 s
 # search budget (bench/RESULTS.md). Half, not less: a slow candidate may be the best one.
 MAX_TRIAL_SHARE = 0.5
+# How a trial stopped on measurement for the time says so (its reason): a verdict on the time, not
+# on the network, so a repeat of it is judged again, not copied (dedup).
+TOO_SLOW_FOR_BUDGET, TOO_SLOW_FOR_TIME_LEFT = "too slow for the budget: ", "too slow for the time left: "
+STOPPED_FOR_TIME = (TOO_SLOW_FOR_BUDGET, TOO_SLOW_FOR_TIME_LEFT)
 MEDIAN_WARMUP_EPOCHS = 2  # --pruner median judges a trial from its second epoch on (strategies.make_pruner)
 
 
@@ -126,6 +130,7 @@ def judge_budget(
             epoch_seconds,
             f"predicted {_seconds(rung_s)} to its first rung (epoch {first_rung}), more than "
             f"{FIRST_RUNG_SHARE:.0%} of the {_seconds(budget_s)} budget",
+            late=full_s > time_left_s,  # near the end the time left would refuse it too
         )
     if full_s > time_left_s:
         epochs_said = count(epochs, "remaining epoch" if remaining else "epoch")
@@ -171,7 +176,7 @@ def judge_first_epoch(
     if fastest is not None and epoch_seconds <= CHEAP_FACTOR * fastest:
         return ""
     return (
-        f"too slow for the budget: its {count(epochs, 'epoch')} would take ~{_seconds(full_s)} at the measured "
+        f"{TOO_SLOW_FOR_BUDGET}its {count(epochs, 'epoch')} would take ~{_seconds(full_s)} at the measured "
         f"{_seconds(epoch_seconds)} per epoch, more than {MAX_TRIAL_SHARE:.0%} of the {_seconds(budget_s)} budget"
     )
 
@@ -220,7 +225,7 @@ def judge_time_left(seconds: float, *, epochs_done: int, epochs_left: int, time_
     if needed <= time_left_s:
         return ""
     return (
-        f"too slow for the time left: its {count(epochs_left, 'remaining epoch')} would take ~{_seconds(needed)} "
+        f"{TOO_SLOW_FOR_TIME_LEFT}its {count(epochs_left, 'remaining epoch')} would take ~{_seconds(needed)} "
         f"at the measured {_seconds(pace)} per epoch, more than the {_seconds(max(0.0, time_left_s))} left"
     )
 

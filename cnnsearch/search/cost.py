@@ -171,6 +171,8 @@ def observations_from(
         record = TrialRecord.of(trial)
         if record.outcome not in CALIBRATING_OUTCOMES or record.device != device:
             continue
+        if record.resume_of is not None:  # its seconds include its origin's, timed by another process
+            continue
         if host and record.worker and record.worker.rpartition(":")[0] != host:
             continue
         if threads is not None and record.threads is not None and record.threads != threads:

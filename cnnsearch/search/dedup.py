@@ -9,21 +9,25 @@ from __future__ import annotations
 from typing import Any
 
 from cnnsearch.outcomes import DUPLICATE_COPIES, TrialRecord
+from cnnsearch.search.budget import STOPPED_FOR_TIME
 
-# Verdicts on the time left, not on the network: the same network may fit a later moment or a
-# resumed run's new budget, so it is judged again, never copied.
+# A duplicate is a copy already (the trial it copies is found instead); too_slow, and a stop for
+# the time (budget.STOPPED_FOR_TIME), are verdicts on the time left or the budget, not on the
+# network: it may fit a later moment or a resumed run's new --timeout, so it is judged again.
 NOT_COPIED = ("duplicate", "too_slow")
 
 
 def duplicate_of(study: Any, trial: Any, arch_hash: str) -> Any:
-    """The finished trial (COMPLETE or PRUNED, not itself a duplicate nor refused as too slow)
-    with this hash, or None."""
+    """The finished trial (COMPLETE or PRUNED, not itself a duplicate, nor refused or stopped
+    for the time) with this hash, or None."""
     import optuna
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for other in study.get_trials(deepcopy=False, states=finished):
         record = TrialRecord.of(other)
-        if other.number != trial.number and record.hash == arch_hash and record.outcome not in NOT_COPIED:
+        if other.number == trial.number or record.hash != arch_hash or record.outcome in NOT_COPIED:
+            continue
+        if not any(stop in record.reason for stop in STOPPED_FOR_TIME):
             return other
     return None
 

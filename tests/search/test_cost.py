@@ -112,6 +112,7 @@ def test_the_budget_rule() -> None:
     cut = judge_budget(70.0, epochs=2, first_rung=0, time_left_s=100, budget_s=600, remaining=True)
     assert "predicted 2.3 min for its 2 remaining epochs, more than the 1.7 min left" in cut.refused and cut.late
     assert not judge_budget(70.0, epochs=8, first_rung=1, time_left_s=600, budget_s=600).late, "its share: not late"
+    assert judge_budget(70.0, epochs=8, first_rung=1, time_left_s=60, budget_s=600).late, "near the end: both"
 
 
 def test_the_median_pruner_judges_from_the_second_epoch_as_the_first_rung_says() -> None:
@@ -132,9 +133,9 @@ def test_the_median_pruner_judges_from_the_second_epoch_as_the_first_rung_says()
     assert weak.should_prune()
 
 
-def _timed_trial(study: optuna.Study, seconds: float, *, worker: str, threads: int | None) -> None:
+def _timed_trial(study: optuna.Study, seconds: float, *, worker: str, threads: int | None, **more: object) -> None:
     arch = {"train": {"batch_size": 32}}
-    attrs = {"outcome": "complete", "device": "cpu", "epochs_run": 2, "train_seconds": 2 * seconds}
+    attrs = {"outcome": "complete", "device": "cpu", "epochs_run": 2, "train_seconds": 2 * seconds, **more}
     attrs.update(flops=1_000_000, params=10_000, arch=arch, worker=worker, threads=threads)
     study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs=attrs))
 
@@ -149,12 +150,32 @@ def test_the_model_calibrates_on_trials_timed_alike() -> None:
     _timed_trial(study, 4.0, worker="here:2", threads=1)  # --workers 2 on this machine
     _timed_trial(study, 9.0, worker="there:1", threads=2)  # another machine
     _timed_trial(study, 3.0, worker="", threads=None)  # an old record: no worker, no threads
+    # A re-run: its seconds include its origin's, timed by another process (perhaps other threads).
+    _timed_trial(study, 5.0, worker="here:3", threads=2, resume_of=0, origin=0)
     trials = study.get_trials(deepcopy=False)
     sizes = {"device": "cpu", "train_images": 100, "val_images": 10}
     seconds = sorted(o.epoch_seconds for o in observations_from(trials, **sizes, worker="here:7", threads=2))
     assert seconds == [1.0, 3.0]
     assert sorted(o.epoch_seconds for o in observations_from(trials, **sizes, worker="here:7", threads=1)) == [3.0, 4.0]
-    assert len(observations_from(trials, **sizes)) == 4, "without a worker and threads: all of them"
+    assert len(observations_from(trials, **sizes)) == 4, "without a worker and threads: all but the re-run"
+
+
+def test_a_stop_for_the_time_is_not_copied_to_a_repeat_but_a_pruner_stop_is() -> None:
+    """A trial stopped on measurement for the time left or the budget may fit a resumed run's
+    new --timeout: its network is trained again when proposed again. One the pruner stopped is
+    a verdict on the network: a repeat copies it."""
+    from cnnsearch.search.budget import judge_time_left
+    from cnnsearch.search.dedup import duplicate_of
+
+    late = judge_time_left(10.0, epochs_done=1, epochs_left=7, time_left_s=20.0)
+    reasons = {"a": f"pruned after epoch 1: {late}", "b": "pruned at epoch 1 by asha (72.00% against 80.00%)"}
+    study = optuna.create_study(direction="maximize")
+    for network, reason in reasons.items():
+        attrs = {"outcome": "pruned", "hash": network, "reason": reason}
+        study.add_trial(optuna.trial.create_trial(state=STATES.PRUNED, user_attrs=attrs, intermediate_values={1: 0.7}))
+    asked = study.ask()
+    assert late and duplicate_of(study, asked, "a") is None
+    assert duplicate_of(study, asked, "b").number == 1
 
 
 def test_predictions_land_within_a_factor_of_two_on_digits(tmp_path: Path) -> None:
