@@ -212,7 +212,7 @@ def test_predictions_land_within_a_factor_of_two_on_digits(tmp_path: Path) -> No
     assert 0.5 <= statistics.median(ratios) <= 2.0, ratios
 
 
-def _slow_space(tmp_path: Path, *, convs: str) -> Path:
+def _slow_space(tmp_path: Path, *, convs: str, **more: str) -> Path:
     """Tiny candidates (8 filters) beside ones ~1,000x heavier (256 filters, no pooling), 1 epoch."""
     return write_space(
         tmp_path / "slow.toml",
@@ -223,6 +223,7 @@ def _slow_space(tmp_path: Path, *, convs: str) -> Path:
         stage__pool="false",
         train__epochs="1",
         constraints__max_flops="10_000_000_000",
+        **more,
     )
 
 
@@ -271,17 +272,7 @@ def test_candidates_too_slow_for_their_share_do_not_end_the_search(tmp_path: Pat
     """20 refusals in a row for the time left end a search; refusals for a first rung's share of
     the budget say nothing of the time left, so 25 in a row do not, and the tiny one after them trains.
     (They ended it, with 14 of 15 s unused, when a sampler offered mostly heavy networks.)"""
-    space = write_space(
-        tmp_path / "heavy.toml",
-        network__stages="[1, 3]",
-        network__filters="[8, 256]",
-        network__width_multiplier="1.0",
-        stage__convs="[1, 2, 3]",
-        stage__kernel_size="[3, 5]",
-        stage__pool="false",
-        train__epochs="1",
-        constraints__max_flops="10_000_000_000",
-    )
+    space = _slow_space(tmp_path, convs="[1, 2, 3]", stage__kernel_size="[3, 5]")
     run, info, loaded = _library_search(tmp_path, space, 2, sampler="random", pruner="none", timeout_s=BUDGET_S)
     study = run.load_study()
     study.enqueue_trial({"network.stages": 1, "network.filters": 8, "stage1.convs": 1, "stage1.kernel_size": 3})
