@@ -6,7 +6,7 @@ after each epoch (pruned), and when a worker stops because nothing it is offered
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cnnsearch.search.cost import CostFeatures, CostModel, observations_from
@@ -96,7 +96,7 @@ def judge_candidate(
         fastest_epoch_s=min((o.epoch_seconds for o in observed), default=None),
         remaining=done > 0,
     )
-    return BudgetVerdict(verdict.epoch_seconds, verdict.refused, {"params": params, "flops": flops}, verdict.late)
+    return replace(verdict, measured={"params": params, "flops": flops})
 
 
 def judge_budget(
@@ -245,9 +245,10 @@ REFUSED_STREAK = 200
 
 
 class BudgetGate:
-    """One worker's door to training: judges each candidate before it starts (judge_candidate,
-    calibrated on trials timed like this worker's: `calibration`, observations_from's device,
-    worker and threads) and counts the refusals since the last start, to say when to stop."""
+    """One worker's budget rules, with its budget and how its trials are timed (`calibration`:
+    observations_from's device, worker and threads): judges each candidate before it starts
+    (judge_candidate) and each running trial after an epoch (judge_epoch), and counts the
+    refusals since the last start, to say when to stop."""
 
     def __init__(self, *, pruner: str, objectives: int, budget_s: float | None) -> None:
         self.pruner = pruner if objectives == 1 or pruner == "none" else "pareto"
@@ -274,6 +275,10 @@ class BudgetGate:
         else:
             self.too_slow_streak = self.refused_streak = 0
         return verdict
+
+    def judge_epoch(self, seconds: float, **measured: Any) -> str:
+        """judge_epoch with this worker's budget and calibration; `measured`: its other arguments."""
+        return judge_epoch(seconds, budget_s=self.budget_s, **self.calibration, **measured)
 
     def stop_message(self) -> str:
         """Why the worker stops asking ("" to go on): nothing the sampler offers fits the time left

@@ -38,7 +38,7 @@ from cnnsearch.run.liveness import (
 from cnnsearch.run.optuna_private import storage_of, stored_user_attrs, trial_id
 from cnnsearch.run.storage import rdb_storage
 from cnnsearch.search import strategies
-from cnnsearch.search.budget import UNTRAINABLE_STREAK, BudgetGate, judge_epoch
+from cnnsearch.search.budget import UNTRAINABLE_STREAK, BudgetGate
 from cnnsearch.search.dedup import copied_from, duplicate_of
 from cnnsearch.search.progress import SearchEvent, counted_trials
 from cnnsearch.search.settings import DEFAULT_CHECKPOINT_EVERY_S
@@ -80,8 +80,8 @@ class WorkerLoop:
         self.checkpoint_every_s = checkpoint_every_s  # training seconds a kill may lose at most
         self.untrainable: Counter[str] = Counter()  # reasons of the current run of untrainable candidates
         # The whole search budget (--timeout), for the cost model's share rule; default: the deadline's.
-        self.budget_s = budget_s if budget_s is not None or deadline is None else deadline - time.monotonic()
-        self.gate = BudgetGate(pruner=info.pruner, objectives=len(info.objective), budget_s=self.budget_s)
+        budget_s = budget_s if budget_s is not None or deadline is None else deadline - time.monotonic()
+        self.gate = BudgetGate(pruner=info.pruner, objectives=len(info.objective), budget_s=budget_s)
 
     def _emit(self, **fields: Any) -> None:
         self.on_event(SearchEvent(worker=self.worker, **fields))
@@ -233,15 +233,13 @@ class WorkerLoop:
             last = epoch >= arch.train.epochs
             too_slow = ""
             if started:  # measured: can the budget afford the rest, and can the time left hold it?
-                too_slow = judge_epoch(
+                too_slow = self.gate.judge_epoch(
                     time.monotonic() - started[0],
                     epoch=epoch,
                     epochs_done=epoch - resumed_at[0],
                     epochs=arch.train.epochs,
                     trials=lambda: study.get_trials(deepcopy=False),
-                    **self.gate.calibration,
                     data=data,
-                    budget_s=self.budget_s,
                     time_left_s=None if self.deadline is None else self.deadline - time.monotonic(),
                 )
             if len(self.info.objective) > 1:

@@ -212,11 +212,14 @@ def active_params(space: SearchSpace, params: dict[str, Any], *, epochs: int | N
 
 
 def network_key(space: SearchSpace, *, epochs: int | None = None) -> Callable[[dict[str, Any]], Hashable]:
-    """A key of a trial's values, equal for two trials when their networks are (their active
-    values); None for values that do not sample in this space."""
+    """A key of a trial's values: the canonical hash of the network and training they build,
+    the one the search's duplicates are found by (so inactive values do not count); None for
+    values that do not sample in this space."""
 
     def key(params: dict[str, Any]) -> Hashable:
-        active = active_params(space, params, epochs=epochs)
-        return None if active is None else tuple(sorted(active.items(), key=lambda item: item[0]))
+        try:
+            return sample_architecture(space, _Asked(params), epochs=epochs).canonical_hash()
+        except (KeyError, ValueError, TypeError):
+            return None
 
     return key

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 import pytest
 
-from cnnsearch.space.flat import active_params, flat_dimensions, sample_flat
+from cnnsearch.space.flat import active_params, flat_dimensions, network_key, sample_flat
 from cnnsearch.space.parse import SearchSpace, load_space, parse_space
 from cnnsearch.space.sample import params_for, sample_architecture
 
@@ -114,6 +114,11 @@ def test_the_hash_ignores_inactive_parameters_and_follows_active_ones() -> None:
         assert changed == base, f"{name} is inactive in a 1-stage network without dense layers, on adamw"
     active = {**one_stage, "stage1.kernel_size": 5 if one_stage["stage1.kernel_size"] == 3 else 3}
     assert sample_flat(space, optuna.trial.FixedTrial(active)).canonical_hash() != base
+    # The swarm's repeat check keys values by the same hash.
+    key = network_key(space)
+    assert key(one_stage) == base and key(active) != base
+    assert all(key({**one_stage, name: value}) == base for name, value in inactive.items())
+    assert key({"network.stages": 1}) is None, "values that do not sample in this space"
 
 
 @pytest.mark.parametrize("space", ALL_SPACES, ids=IDS)
