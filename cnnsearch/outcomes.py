@@ -247,16 +247,30 @@ def trial_outcome(trial: Any) -> str:
     return str(recorded) if recorded else STATE_OUTCOMES.get(state, state.lower())
 
 
-def best_so_far(trials: Any) -> tuple[int, float, str] | None:
-    """(number, best validation accuracy, compact form) of the best COMPLETE trial; the earliest wins a tie.
+def rank_key(accuracy: float, params: int | None, number: int) -> tuple[float, float, int]:
+    """How finished trials rank (lower first): the higher validation accuracy, then fewer
+    parameters (unknown: never the cheaper), then the lower number. The leaderboard's and
+    export's order (export.choose), and the live view's "best so far", so that all three name
+    the same trial on an exact tie."""
+    return (-accuracy, float(params) if params is not None else math.inf, number)
+
+
+def best_so_far(trials: Any) -> tuple[int, float, str, int | None] | None:
+    """(number, best validation accuracy, compact form, params) of the best COMPLETE trial by `rank_key`
+    (a tie: fewer parameters, then the earlier trial).
 
     The one "best so far" of the search summary, the live view and the worker lines.
     """
-    best: tuple[int, float, str] | None = None
+    best: tuple[tuple[float, float, int], tuple[int, float, str, int | None]] | None = None
     for trial in trials:
         if trial.state.name != "COMPLETE":
             continue
         accuracy = as_number(trial.user_attrs.get("best_val_acc"))
-        if accuracy is not None and (best is None or accuracy > best[1]):
-            best = (trial.number, accuracy, str(trial.user_attrs.get("compact", "")))
-    return best
+        if accuracy is None:
+            continue
+        number = as_number(trial.user_attrs.get("params"))
+        params = int(number) if number is not None else None
+        key = rank_key(accuracy, params, trial.number)
+        if best is None or key < best[0]:
+            best = (key, (trial.number, accuracy, str(trial.user_attrs.get("compact", "")), params))
+    return best[1] if best is not None else None

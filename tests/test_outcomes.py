@@ -69,13 +69,51 @@ def test_best_so_far_takes_complete_trials_only_and_the_earliest_of_a_tie() -> N
     study = optuna.create_study(direction="maximize")
     for accuracy, state in ((0.9, "PRUNED"), (0.8, "COMPLETE"), (0.8, "COMPLETE"), (0.7, "COMPLETE")):
         trial = study.ask()
-        write_attrs(trial, {"best_val_acc": accuracy, "compact": f"t{trial.number}"})
+        write_attrs(trial, {"best_val_acc": accuracy, "compact": f"t{trial.number}", "params": 500})
         if state == "PRUNED":
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
             study.tell(trial, accuracy)
-    assert best_so_far(study.get_trials()) == (1, 0.8, "t1")
+    assert best_so_far(study.get_trials()) == (1, 0.8, "t1", 500)
     assert best_so_far([]) is None
+
+
+def test_the_live_view_names_the_trial_export_would_take_on_an_exact_tie() -> None:
+    """Before: the live view and the search summary named the earlier of two trials with the same
+    accuracy while the leaderboard and export took the one with fewer parameters."""
+    from cnnsearch.search.progress import SearchEvent
+
+    study = optuna.create_study(direction="maximize")
+    for params in (9_000, 3_000, 6_000):  # same accuracy; trial 1 is the cheapest
+        trial = study.ask()
+        write_attrs(trial, {"best_val_acc": 0.9, "compact": f"t{trial.number}", "params": params})
+        study.tell(trial, 0.9)
+    trials = study.get_trials()
+    assert best_so_far(trials) == (1, 0.9, "t1", 3_000)
+
+    live = ProgressState(name="r", target=3)  # as the worker's events arrive, in finishing order
+    for trial in trials:
+        live.apply(
+            SearchEvent(
+                kind="trial_end",
+                trial=trial.number,
+                compact=f"t{trial.number}",
+                outcome="complete",
+                best_val_acc=0.9,
+                params=trial.user_attrs["params"],
+            )
+        )
+    assert live.best_trial == 1
+    seeded = ProgressState(name="r", target=4)  # a resumed view, seeded from the study, then a tie with more params
+    state_from_study(study, seeded)
+    seeded.apply(
+        SearchEvent(kind="trial_end", trial=3, compact="t3", outcome="complete", best_val_acc=0.9, params=4_000)
+    )
+    assert seeded.best_trial == 1
+    seeded.apply(
+        SearchEvent(kind="trial_end", trial=4, compact="t4", outcome="complete", best_val_acc=0.9, params=2_000)
+    )
+    assert seeded.best_trial == 4
 
 
 def test_an_infeasible_candidate_is_skipped_in_the_live_view_and_in_runs(tmp_path: Path) -> None:

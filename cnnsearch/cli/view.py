@@ -16,7 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from cnnsearch.outcomes import OUTCOMES, TrialRecord, best_so_far, count_groups, trial_outcome
+from cnnsearch.outcomes import OUTCOMES, TrialRecord, best_so_far, count_groups, rank_key, trial_outcome
 from cnnsearch.search.progress import SearchEvent
 from cnnsearch.search.settings import UNLIMITED_TRIALS
 
@@ -68,6 +68,7 @@ class ProgressState:
     best_trial: int | None = None
     best_val_acc: float | None = None
     best_compact: str = ""
+    best_params: int | None = None  # for the tie rule (outcomes.rank_key)
     started: float = field(default_factory=time.monotonic)
     deadline: float | None = None
     finished_seconds: list[float] = field(default_factory=list)
@@ -113,12 +114,19 @@ class ProgressState:
             self.counts[event.outcome] = self.counts.get(event.outcome, 0) + 1
             if event.finished_total is not None:  # other workers' trials count too
                 self.done_before = max(0, event.finished_total - counted(self.counts))
-            if (
-                event.outcome == "complete"
-                and event.best_val_acc is not None
-                and (self.best_val_acc is None or event.best_val_acc > self.best_val_acc)
-            ):
-                self.best_trial, self.best_val_acc, self.best_compact = event.trial, event.best_val_acc, event.compact
+            if event.outcome == "complete" and event.best_val_acc is not None:
+                key = rank_key(event.best_val_acc, event.params or None, event.trial)
+                if self.best_trial is None or self.best_val_acc is None or key < self._best_key():
+                    self.best_trial, self.best_val_acc, self.best_compact = (
+                        event.trial,
+                        event.best_val_acc,
+                        event.compact,
+                    )
+                    self.best_params = event.params or None
+
+    def _best_key(self) -> tuple[float, float, int]:
+        assert self.best_trial is not None and self.best_val_acc is not None
+        return rank_key(self.best_val_acc, self.best_params, self.best_trial)
 
 
 def render(state: ProgressState) -> Group:
@@ -259,7 +267,7 @@ def state_from_study(study: Any, state: ProgressState) -> None:
         state.counts[outcome] = state.counts.get(outcome, 0) + 1
     best = best_so_far(trials)
     if best is not None:
-        state.best_trial, state.best_val_acc, state.best_compact = best
+        state.best_trial, state.best_val_acc, state.best_compact, state.best_params = best
 
 
 def event_from_trial(trial: Any) -> SearchEvent:

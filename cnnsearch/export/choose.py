@@ -20,7 +20,7 @@ from cnnsearch.data.device import to_device
 from cnnsearch.data.split import load_split
 from cnnsearch.errors import UserError
 from cnnsearch.export.options import DEFAULT_CHOICE, check_choice
-from cnnsearch.outcomes import EXPORTABLE, STOPPED_BY_TIMEOUT, TrialRecord, phrase_of
+from cnnsearch.outcomes import EXPORTABLE, STOPPED_BY_TIMEOUT, TrialRecord, phrase_of, rank_key
 from cnnsearch.results.leaderboard import validation_size
 from cnnsearch.results.noise import interval_text, tied_outcomes
 from cnnsearch.run.folder import RunDir, RunInfo, find_trial
@@ -207,7 +207,7 @@ def _candidates(trials: Sequence[Any]) -> list[_Candidate]:
     the lower number), as the leaderboard ranks: trained trials, then those the trial timeout stopped."""
     found = [_to_candidate(trial) for trial in trials if _is_exportable(trial)]
     found.sort(
-        key=lambda candidate: (candidate.timed_out, -candidate.val_acc, _cost(candidate.params), candidate.number)
+        key=lambda candidate: (candidate.timed_out, *rank_key(candidate.val_acc, candidate.params, candidate.number))
     )
     return found
 

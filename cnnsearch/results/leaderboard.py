@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # imported where used: `cnnsearch leaderboard` draws its tabl
     import numpy as np
     import pandas as pd
 
-from cnnsearch.outcomes import RANKED_NOTES, SHOWN_BY_DEFAULT, STOPPED_BY_TIMEOUT
+from cnnsearch.outcomes import RANKED_NOTES, SHOWN_BY_DEFAULT, STOPPED_BY_TIMEOUT, rank_key
 from cnnsearch.results.facts import TRAINED_TO_THE_END, TrialFacts, study_facts
 from cnnsearch.results.noise import PAIRED_TIE_RULE, TIE_RULE, half_width, interval_text, tied_outcomes
 
@@ -246,9 +246,7 @@ def make_board(
         key=lambda i: (
             pareto[i],
             _tier(ranked[i].outcome),
-            -(ranked[i].val_acc or 0.0),  # ranked facts all have one
-            ranked[i].params if ranked[i].params is not None else math.inf,
-            ranked[i].number,
+            *rank_key(ranked[i].val_acc or 0.0, ranked[i].params, ranked[i].number),  # ranked facts all have one
         ),
     )
     rows = []
@@ -289,10 +287,7 @@ def leader(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     trained = [row for row in candidates if row["outcome"] in TRAINED_TO_THE_END] or candidates
     if not trained:
         return None
-    return min(
-        trained,
-        key=lambda row: (-row["val_acc"], row["params"] if row["params"] is not None else math.inf, row["trial"]),
-    )
+    return min(trained, key=lambda row: rank_key(row["val_acc"], row["params"], row["trial"]))
 
 
 def board_notes(board: Board) -> list[str]:

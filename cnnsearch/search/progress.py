@@ -74,5 +74,5 @@ def summarize(run: RunDir, *, interrupted: bool = False, elapsed_s: float = 0.0)
         summary.counts[outcome] = summary.counts.get(outcome, 0) + 1
     best = best_so_far(trials)
     if best is not None:
-        summary.best_trial, summary.best_val_acc, summary.best_compact = best
+        summary.best_trial, summary.best_val_acc, summary.best_compact = best[:3]
     return summary
