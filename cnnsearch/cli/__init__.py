@@ -8,6 +8,7 @@ results, then the models; the `space` group was added by `cli.app`.
 from __future__ import annotations
 
 from cnnsearch.cli import search  # noqa: F401  (each module registers its commands)
+from cnnsearch.cli import worker  # noqa: F401
 from cnnsearch.cli import results  # noqa: F401
 from cnnsearch.cli import models  # noqa: F401
 from cnnsearch.cli import space  # noqa: F401

@@ -1,7 +1,7 @@
 """The command line's shell: the Typer app, the two consoles, shared options, and `main`.
 
 The CLI is thin: each command parses its options, calls one library function and prints what
-comes back. Commands live by concern in `cli.search`, `cli.results`, `cli.models` and
+comes back. Commands live by concern in `cli.search`, `cli.worker`, `cli.results`, `cli.models` and
 `cli.space`; `cli.view` draws a running search. Heavy imports (torch, Lightning, Optuna,
 pandas) happen inside the commands so that `cnnsearch --help` answers at once. Data goes to
 stdout, messages to stderr; a `UserError` becomes one line on stderr and exit code 2, never a

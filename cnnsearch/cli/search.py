@@ -1,4 +1,4 @@
-"""The commands that run a search: `search` (start, resume or fork a run) and `worker` (join one)."""
+"""The command that runs a search: `search` (start, resume or fork a run); `worker` (join one) is in cli.worker."""
 
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ def search(
     )
     checkpoint_every_s = searching.parse_checkpoint_every(checkpoint_every)
     opened_run: list[RunDir] = []  # the run, once open_search has named it
-    with _resume_hint(lambda: opened_run[0] if opened_run else RunDir(runs_dir, settings.name)):
+    with resume_hint(lambda: opened_run[0] if opened_run else RunDir(runs_dir, settings.name)):
         opened = searching.open_search(settings, workers=workers_text, download=download)
         run, run_info, workers = opened.run, opened.info, opened.workers
         opened_run.append(run)
@@ -210,7 +210,7 @@ def search(
 
 
 @contextmanager
-def _resume_hint(current_run: Callable[[], RunDir]) -> Iterator[None]:
+def resume_hint(current_run: Callable[[], RunDir]) -> Iterator[None]:
     """A full disk's message ends with the command that resumes the run, once the run exists."""
     try:
         try:
@@ -229,7 +229,7 @@ def _resume_hint(current_run: Callable[[], RunDir]) -> Iterator[None]:
 STOPPING = "stopping after saving the running trial's state (Ctrl-C again to force)…"
 
 
-def _install_sigint(notify: Callable[[str], None] | None) -> threading.Event:
+def install_sigint(notify: Callable[[str], None] | None) -> threading.Event:
     """First Ctrl-C asks for a clean stop (the trial is checkpointed); a second one forces it.
 
     `notify` tells the user (the live view shows it inside itself); None: say nothing."""
@@ -271,7 +271,7 @@ def _run_search(
     state = ProgressState(name=run.name, target=opened.target, deadline=deadline)
     reported = start_from_study(run.load_study(opened.info), state)
     view = SearchView(state, console=out, messages=err, live=out.is_terminal)
-    stop = _install_sigint(view.notify)
+    stop = install_sigint(view.notify)
     if workers == 1:
         with view:
             loop = WorkerLoop(
@@ -309,6 +309,7 @@ def _run_search(
             device=device,
             checkpoint_every_s=checkpoint_every_s,
             on_poll=on_poll,
+            until=None if deadline is None else time.time() + (deadline - time.monotonic()),
         )
     if failed:
         from cnnsearch.search.progress import counted_trials
@@ -344,56 +345,3 @@ def _finish_search(run, interrupted: bool, *, exporting: bool = False) -> None:
     if interrupted:
         info(f"interrupted: the study is intact; resume with `cnnsearch search --name {run.name}{flag}`")
         raise typer.Exit(130)
-
-
-@app.command()
-def worker(
-    name: Annotated[str, typer.Option("--name", help="The run to join.")],
-    storage: Annotated[
-        str | None,
-        typer.Option("--storage", help="The run's database URL (joins a search started on another machine)."),
-    ] = None,
-    runs_dir: RunsDir = Path("runs"),
-    device: DeviceOption = "auto",
-    timeout: Annotated[str | None, typer.Option("--timeout", help="Stop this worker after this long, e.g. 2h.")] = None,
-    worker_index: Annotated[
-        int, typer.Option("--worker-index", help="Distinct per worker: varies the sampler's seed.")
-    ] = 0,
-    threads: Annotated[int | None, typer.Option("--threads", help="Torch CPU threads for this worker.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
-    checkpoint_every: CheckpointEvery = None,
-) -> None:
-    """Join a search as one more worker process (on this machine or another)."""
-    from cnnsearch import search as searching
-    from cnnsearch.cli.view import ProgressState, SearchView
-
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    run, run_info, space_obj = searching.join_run(runs_dir, name, storage)
-    timeout_s = searching.parse_duration(timeout, option="--timeout")
-    checkpoint_every_s = searching.parse_checkpoint_every(checkpoint_every)
-    stop = _install_sigint(None if quiet else info)
-    deadline = time.monotonic() + timeout_s if timeout_s else None
-    target = searching.resolve_target(run, run_info, None)
-    state = ProgressState(name=run.name, target=target, deadline=deadline)
-    view = SearchView(state, console=out, live=False) if not quiet else None
-    loop = searching.WorkerLoop(
-        run,
-        run_info,
-        space_obj,
-        target=target,
-        deadline=deadline,
-        device=device,
-        worker_index=worker_index,
-        on_event=view,
-        should_stop=stop.is_set,
-        checkpoint_every_s=checkpoint_every_s,
-    )
-    with _resume_hint(lambda: run):
-        loop.run_loop()
-    if stop.is_set() or loop.interrupted:
-        raise typer.Exit(130)
-    if not quiet:
-        info(f"run {run.name!r} has its {target} trials; this worker is done")

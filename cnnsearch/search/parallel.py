@@ -63,9 +63,18 @@ def worker_devices(workers: int, device: str) -> list[str]:
 
 
 def spawn_workers(
-    run: RunDir, *, workers: int, target: int, timeout_s: float | None, device: str, checkpoint_every_s: float
+    run: RunDir,
+    *,
+    workers: int,
+    target: int,
+    timeout_s: float | None,
+    device: str,
+    checkpoint_every_s: float,
+    until: float | None = None,
 ) -> list[subprocess.Popen]:
-    """Start `workers` processes; they stop by themselves at the target, deadline or Ctrl-C."""
+    """Start `workers` processes; they stop by themselves at the target, deadline or Ctrl-C.
+    `until` (Unix time) is the search's own deadline: each worker stops then, not `timeout_s`
+    after its start-up (importing torch takes seconds); `timeout_s` stays the budget they share out."""
     devices = worker_devices(workers, device)
     cpu_workers = sum(1 for name in devices if name == "cpu")
     threads = max(1, (os.cpu_count() or 1) // max(1, cpu_workers))
@@ -90,6 +99,8 @@ def spawn_workers(
             command += ["--threads", str(threads)]
         if timeout_s:
             command += ["--timeout", f"{timeout_s}s"]
+        if until is not None:
+            command += ["--until", f"{until:.3f}"]
         command += ["--checkpoint-every", f"{checkpoint_every_s}s" if checkpoint_every_s > 0 else "epoch"]
         processes.append(subprocess.Popen(command))
     return processes
@@ -135,12 +146,19 @@ def run_workers(
     checkpoint_every_s: float,
     on_poll: Callable[[Any], None],
     poll_s: float = 1.0,
+    until: float | None = None,
 ) -> list[WorkerExit]:
     """Start the workers, call `on_poll(study)` about every `poll_s` while any runs and once
     after the last ends; return those that ended with an error or were killed (Ctrl-C's 130 is neither)."""
     study = run.load_study()
     processes = spawn_workers(
-        run, workers=workers, target=target, timeout_s=timeout_s, device=device, checkpoint_every_s=checkpoint_every_s
+        run,
+        workers=workers,
+        target=target,
+        timeout_s=timeout_s,
+        device=device,
+        checkpoint_every_s=checkpoint_every_s,
+        until=until,
     )
     while True:
         running = any(process.poll() is None for process in processes)

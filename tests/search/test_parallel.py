@@ -96,6 +96,44 @@ def test_local_workers_share_the_journal_study(runs_dir: Path, workers: int, tri
     assert len(finished_lines) == trials, result.stdout
 
 
+# ---- one deadline for all workers -----------------------------------------------------------------
+def test_workers_stop_at_the_searchs_own_deadline_not_their_start_up_plus_the_timeout(runs_dir: Path) -> None:
+    """Before: `search --workers N --timeout T` started each worker's T after its own start-up
+    (importing torch, seconds), so they searched past the search's deadline, into the time an
+    --export keeps for the final model. The workers now get the deadline itself (`--until`)."""
+    from cnnsearch.search.parallel import spawn_workers
+
+    run, info, _ = prepare_run(
+        SearchSettings(
+            name="until",
+            space=str(TINY_SPACE),
+            data="digits",
+            runs_dir=str(runs_dir),
+            epochs=3,
+            pruner="none",
+            device="cpu",
+        )
+    )
+    target = resolve_target(run, info, 10_000)  # more than the time allows: only the deadline ends it
+    until = time.time() + 25.0
+    processes = spawn_workers(
+        run, workers=1, target=target, timeout_s=3600.0, device="cpu", checkpoint_every_s=0, until=until
+    )
+    try:
+        (process,) = processes
+        assert process.wait(timeout=120) == 0
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    ended = time.time()
+    assert until - 1.0 <= ended <= until + 20.0  # stopped by the deadline, not by the hour's timeout
+    trials = run.load_study().get_trials(deepcopy=False)
+    assert trials, "the worker trained nothing before the deadline"
+    assert max(t.datetime_complete.timestamp() for t in trials if t.datetime_complete) <= until + 5.0
+
+
 # ---- a killed worker ---------------------------------------------------------------------------------
 def _worker_pid(worker: str) -> int:
     return int(worker.rpartition(":")[2])
