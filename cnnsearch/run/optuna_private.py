@@ -50,3 +50,21 @@ def stale_trial_ids(storage: Any, study: Any) -> list[int]:
 def rdb_heartbeat_backend(storage: Any) -> Any:
     """The storage behind Optuna's caching wrapper (it has the heartbeat methods)."""
     return getattr(storage, "_backend", storage)
+
+
+def hyperband_first_rung(study: Any, trial: Any) -> int | None:
+    """The first step (epoch) at which the study's HyperbandPruner can stop `trial`: its bracket's
+    min_resource x reduction_factor ** bracket, the bracket drawn from the trial's number (1, 3, 9...
+    for min_resource 1 and factor 3); None when the pruner is not Hyperband or has no brackets yet
+    (max_resource "auto" before a trial completes)."""
+    import optuna
+
+    pruner = study.pruner
+    if not isinstance(pruner, optuna.pruners.HyperbandPruner):
+        return None
+    if len(pruner._pruners) == 0:  # as HyperbandPruner.prune does: initialising twice would add brackets
+        pruner._try_initialization(study)
+    if len(pruner._pruners) == 0:
+        return None
+    bracket = pruner._get_bracket_id(study, trial)
+    return int(pruner._min_resource * pruner._reduction_factor**bracket)

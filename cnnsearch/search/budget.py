@@ -30,7 +30,9 @@ def first_rung_epochs(pruner: str, epochs: int) -> int:
     """The first epoch at which a trial can be stopped: what a new candidate must at least reach
     (`pruner`: --pruner, or "pareto" for a multi-objective search with one, strategies.pareto_prune)."""
     if pruner in ("asha", "hyperband", "pareto"):
-        return min(1, epochs)  # min_resource=1 (Hyperband's later brackets start higher); pareto: every epoch
+        return min(
+            1, epochs
+        )  # min_resource=1 (Hyperband's later brackets start higher: judge_candidate's first_rung); pareto: every epoch
     if pruner == "median":
         return min(MEDIAN_WARMUP_EPOCHS, epochs)  # the earliest step it prunes at is n_warmup_steps
     return epochs  # no pruner: the whole schedule
@@ -58,9 +60,12 @@ def judge_candidate(
     epochs_done: int = 0,
     worker: str = "",
     threads: int | None = None,
+    first_rung: int | None = None,
 ) -> BudgetVerdict:
     """The cost model, calibrated on `trials` (this run's, timed alike: observations_from),
-    judging one candidate on `data`; `epochs_done`: the epochs a re-run's checkpoint holds.
+    judging one candidate on `data`; `epochs_done`: the epochs a re-run's checkpoint holds;
+    `first_rung`: the trial's own first rung where the pruner draws it per trial (Hyperband's
+    bracket, optuna_private.hyperband_first_rung), else the pruner's (first_rung_epochs).
 
     `data` is the search's DeviceData (only its sizes are read). An infeasible candidate is not
     judged here: its training says why, as for every other infeasible candidate.
@@ -87,10 +92,11 @@ def judge_candidate(
         threads=threads,
     )
     done = min(max(epochs_done, 0), arch.train.epochs)
+    rung = first_rung if first_rung is not None else first_rung_epochs(pruner, arch.train.epochs)
     verdict = judge_budget(
         CostModel(observed).predict(features),
         epochs=arch.train.epochs - done,
-        first_rung=max(0, first_rung_epochs(pruner, arch.train.epochs) - done),
+        first_rung=max(0, min(rung, arch.train.epochs) - done),
         time_left_s=time_left_s,
         budget_s=budget_s,
         fastest_epoch_s=min((o.epoch_seconds for o in observed), default=None),
@@ -257,7 +263,14 @@ class BudgetGate:
         self.too_slow_streak = self.refused_streak = 0  # too slow for the time left; too slow at all
 
     def judge(
-        self, arch: Any, trials: Iterable[Any], data: Any, *, time_left_s: float | None, epochs_done: int = 0
+        self,
+        arch: Any,
+        trials: Iterable[Any],
+        data: Any,
+        *,
+        time_left_s: float | None,
+        epochs_done: int = 0,
+        first_rung: int | None = None,
     ) -> BudgetVerdict:
         verdict = judge_candidate(
             arch,
@@ -267,6 +280,7 @@ class BudgetGate:
             time_left_s=time_left_s,
             budget_s=self.budget_s,
             epochs_done=epochs_done,
+            first_rung=first_rung if self.pruner == "hyperband" else None,
             **self.calibration,
         )
         if verdict.refused:

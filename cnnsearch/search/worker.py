@@ -35,7 +35,7 @@ from cnnsearch.run.liveness import (
     requeue,
     uses_rdb_heartbeat,
 )
-from cnnsearch.run.optuna_private import storage_of, stored_user_attrs, trial_id
+from cnnsearch.run.optuna_private import hyperband_first_rung, storage_of, stored_user_attrs, trial_id
 from cnnsearch.run.storage import rdb_storage
 from cnnsearch.search import strategies
 from cnnsearch.search.budget import UNTRAINABLE_STREAK, BudgetGate
@@ -313,7 +313,10 @@ class WorkerLoop:
         resumes = queued.resume_of is not None and queued.origin is not None
         done = checkpoint_epochs(self.run.checkpoint_file(f"trial_{queued.origin}")) if resumes else 0
         time_left = None if self.deadline is None else self.deadline - time.monotonic()
-        cost = self.gate.judge(arch, study.get_trials(deepcopy=False), data, time_left_s=time_left, epochs_done=done)
+        rung = hyperband_first_rung(study, trial)  # None but for Hyperband, whose brackets start later
+        cost = self.gate.judge(
+            arch, study.get_trials(deepcopy=False), data, time_left_s=time_left, epochs_done=done, first_rung=rung
+        )
         if cost.epoch_seconds is not None:
             write_attrs(trial, {"predicted_epoch_s": round(cost.epoch_seconds, 4)})
         if cost.refused:

@@ -23,6 +23,35 @@ def test_private_names_still_exist_and_mean_what_we_use_them_for(tmp_path) -> No
     assert hasattr(snapshot_base, "save_snapshot") and hasattr(snapshot_base, "load_snapshot")
 
 
+def test_hyperband_first_rung_is_the_first_epoch_its_bracket_can_prune_at() -> None:
+    """A trial reporting a hopeless accuracy among many good ones is pruned exactly at the first
+    rung hyperband_first_rung names (the budget rules charge a candidate that many epochs)."""
+    epochs = 10
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for _ in range(40):  # good trials in every bracket, their rungs recorded as the pruner records them
+        trial = study.ask()
+        for step in range(1, epochs + 1):
+            trial.report(0.9, step)
+            trial.should_prune()
+        study.tell(trial, 0.9)
+    rungs = {}
+    for _ in range(12):
+        trial = study.ask()
+        rung = optuna_private.hyperband_first_rung(study, trial)
+        pruned_at = None
+        for step in range(1, epochs + 1):
+            trial.report(0.1, step)
+            if trial.should_prune():
+                pruned_at = step
+                break
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        rungs[trial.number] = (rung, pruned_at)
+    assert all(rung == pruned_at for rung, pruned_at in rungs.values()), rungs
+    assert {rung for rung, _ in rungs.values()} == {1, 3, 9}, rungs  # every bracket was drawn
+    assert optuna_private.hyperband_first_rung(optuna.create_study(), study.ask()) is None  # not Hyperband
+
+
 def test_only_optuna_private_touches_private_optuna_names() -> None:
     import ast
     from pathlib import Path
@@ -44,6 +73,11 @@ def test_only_optuna_private_touches_private_optuna_names() -> None:
                 "_cached_frozen_trial",
                 "_get_stale_trial_ids",
                 "_backend",
+                "_pruners",
+                "_try_initialization",
+                "_get_bracket_id",
+                "_min_resource",
+                "_reduction_factor",
             ):
                 offenders.append(f"{path.name}:{node.lineno} .{node.attr}")
     assert not offenders

@@ -221,9 +221,8 @@ def _slow_space(tmp_path: Path, *, convs: str, **more: str) -> Path:
         network__width_multiplier="1.0",
         stage__convs=convs,
         stage__pool="false",
-        train__epochs="1",
         constraints__max_flops="10_000_000_000",
-        **more,
+        **{"train__epochs": "1", **more},
     )
 
 
@@ -298,6 +297,35 @@ def test_candidates_too_slow_for_their_share_do_not_end_the_search(tmp_path: Pat
         (r.outcome, r.reason) for r in records
     ]
     assert all("to its first rung (epoch 1), more than 10% of" in r.reason for r in records[1:26])
+
+
+def test_a_hyperband_candidate_is_charged_the_first_rung_of_its_own_bracket(tmp_path: Path) -> None:
+    """Hyperband draws a bracket per trial; a trial of bracket 1 or 2 cannot be pruned before
+    epoch 3 or 9. Before, every candidate was charged one epoch, so heavy ones whose first rung
+    was far over its share of the budget were let in."""
+    from cnnsearch.run.optuna_private import hyperband_first_rung
+    from cnnsearch.search.strategies import make_pruner
+
+    space = _slow_space(tmp_path, convs="[1, 2, 3]", stage__kernel_size="[3, 5]", train__epochs="10")
+    run, info, loaded = _library_search(tmp_path, space, 2, sampler="random", pruner="hyperband", timeout_s=BUDGET_S)
+    study = run.load_study()
+    study.enqueue_trial({"network.stages": 1, "network.filters": 8, "stage1.convs": 1, "stage1.kernel_size": 3})
+    for convs in itertools.product((2, 3), repeat=3):  # 8 distinct heavy networks, each ~1,000x the tiny one
+        params = {"network.stages": 3, "network.filters": 256, **{f"stage{s}.convs": convs[s - 1] for s in (1, 2, 3)}}
+        study.enqueue_trial({**params, **{f"stage{s}.kernel_size": 3 for s in (1, 2, 3)}})
+    study.enqueue_trial({"network.stages": 1, "network.filters": 8, "stage1.convs": 2, "stage1.kernel_size": 3})
+    WorkerLoop(run, info, loaded, target=2, deadline=time.monotonic() + 120, budget_s=BUDGET_S, device="cpu").run_loop()
+    trials = sorted(run.load_study().trials, key=lambda t: t.number)
+    probe = optuna.create_study(
+        study_name=study.study_name, pruner=make_pruner("hyperband", 10)
+    )  # brackets by name and number
+    charged = {}
+    for trial in trials[1:9]:
+        record = TrialRecord.of(trial)
+        assert record.outcome == "too_slow", (record.outcome, record.reason)
+        charged[trial.number] = (hyperband_first_rung(probe, trial), record.reason)
+    assert all(f"to its first rung (epoch {min(rung, 10)})" in reason for rung, reason in charged.values()), charged
+    assert any(rung > 1 for rung, _ in charged.values()), f"no later bracket drawn: {charged}"
 
 
 def test_a_first_trial_too_slow_for_the_budget_stops_after_its_first_epoch(tmp_path: Path) -> None:
