@@ -53,7 +53,7 @@ def worker(
     deadline = time.monotonic() + timeout_s if timeout_s else None
     if until is not None:
         deadline = time.monotonic() + (until - time.time())
-    target = searching.resolve_target(run, run_info, None)
+    target = searching.resolve_target(run, run_info, None, timed=deadline is not None, owner=False)
     state = ProgressState(name=run.name, target=target, deadline=deadline)
     view = SearchView(state, console=out, live=False) if not quiet else None
     loop = searching.WorkerLoop(

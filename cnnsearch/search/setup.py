@@ -325,18 +325,19 @@ def fork_settings(settings: SearchSettings) -> SearchSettings:
     return SearchSettings(**merged)
 
 
-def resolve_target(run: RunDir, info: RunInfo, trials: int | None, *, timed: bool = False) -> int:
+def resolve_target(run: RunDir, info: RunInfo, trials: int | None, *, timed: bool = False, owner: bool = True) -> int:
     """The requested total: --trials, else the run's last target, else the default (20; with a
     --timeout, as many as the time allows: UNLIMITED_TRIALS).
 
-    The target is kept in the study so that every worker (and a resume) agrees on it.
+    Kept in the study so that every worker (and a resume) agrees on it; only the search (`owner`)
+    writes it: a joining worker that rewrote it stopped `search --workers N --timeout T` at 20.
     """
     study = run.load_study(info)
     stored = study.user_attrs.get("target_trials")
     if stored == UNLIMITED_TRIALS and not timed:  # a timed run resumed without a deadline: not forever
         stored = max(DEFAULT_TRIALS, len(counted_trials(study)))
     target = trials or stored or (UNLIMITED_TRIALS if timed else DEFAULT_TRIALS)
-    if study.user_attrs.get("target_trials") != target:
+    if owner and study.user_attrs.get("target_trials") != target:
         study.set_user_attr("target_trials", int(target))
     return int(target)
 

@@ -27,7 +27,7 @@ from cnnsearch.run.folder import RunDir
 from cnnsearch.run.liveness import advisory_lock_key, ask_lock
 from cnnsearch.run.storage import engine_url
 from cnnsearch.search.progress import counted_trials
-from cnnsearch.search.settings import SearchSettings
+from cnnsearch.search.settings import UNLIMITED_TRIALS, SearchSettings
 from cnnsearch.search.setup import prepare_run, resolve_target
 
 STATES = optuna.trial.TrialState
@@ -100,7 +100,8 @@ def test_local_workers_share_the_journal_study(runs_dir: Path, workers: int, tri
 def test_workers_stop_at_the_searchs_own_deadline_not_their_start_up_plus_the_timeout(runs_dir: Path) -> None:
     """Before: `search --workers N --timeout T` started each worker's T after its own start-up
     (importing torch, seconds), so they searched past the search's deadline, into the time an
-    --export keeps for the final model. The workers now get the deadline itself (`--until`)."""
+    --export keeps for the final model. The workers now get the deadline itself (`--until`).
+    And each worker rewrote the search's target of "as many as fit" to 20 trials."""
     from cnnsearch.search.parallel import spawn_workers
 
     run, info, _ = prepare_run(
@@ -114,7 +115,7 @@ def test_workers_stop_at_the_searchs_own_deadline_not_their_start_up_plus_the_ti
             device="cpu",
         )
     )
-    target = resolve_target(run, info, 10_000)  # more than the time allows: only the deadline ends it
+    target = resolve_target(run, info, None, timed=True)  # a --timeout without --trials: as many as fit
     until = time.time() + 25.0
     processes = spawn_workers(
         run, workers=1, target=target, timeout_s=3600.0, device="cpu", checkpoint_every_s=0, until=until
@@ -132,6 +133,8 @@ def test_workers_stop_at_the_searchs_own_deadline_not_their_start_up_plus_the_ti
     trials = run.load_study().get_trials(deepcopy=False)
     assert trials, "the worker trained nothing before the deadline"
     assert max(t.datetime_complete.timestamp() for t in trials if t.datetime_complete) <= until + 5.0
+    # A worker reads the search's target, never rewrites it (one that did stopped the search at 20 trials).
+    assert run.load_study().user_attrs["target_trials"] == target == UNLIMITED_TRIALS
 
 
 # ---- a killed worker ---------------------------------------------------------------------------------
