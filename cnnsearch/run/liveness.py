@@ -161,9 +161,11 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         verdict = judge_worker(run, trial, now)
         beat = run.heartbeat_file(trial.number)
-        if rdb_heartbeat and (verdict is None or not beat.exists()):
+        if rdb_heartbeat and verdict is not False and (verdict is None or not beat.exists()):
             # Another machine's worker, or one here using another run folder (its heartbeat
-            # file is not in ours): only the database heartbeat can tell.
+            # file is not in ours): only the database heartbeat can tell. A worker process of
+            # this machine that is gone is dead whatever the database says (Optuna never calls
+            # a trial stale that has no heartbeat row yet: it stayed RUNNING for ever).
             if trial_id(trial) not in stale:
                 continue
         elif verdict is not False:  # alive, or nothing here can tell

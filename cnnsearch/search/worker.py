@@ -163,7 +163,8 @@ class WorkerLoop:
             if trial is None:  # others are finishing the last trials; wait for them
                 time.sleep(1.0)
                 continue
-            self.run_trial(study, trial, data)
+            with Heartbeat(self.run, study, trial):  # from the ask until the trial is told and its files written
+                self.run_trial(study, trial, data)
             if self.interrupted:
                 break
             if sum(self.untrainable.values()) >= UNTRAINABLE_STREAK:
@@ -276,22 +277,17 @@ class WorkerLoop:
             checkpoint_every_s=self.checkpoint_every_s,
             measure_latency="latency" in self.info.objective,  # else ~3% of a short trial for a column
         )
-        with Heartbeat(self.run, study, trial):
-            try:
-                result = train_candidate(
-                    arch, data, control=control, max_params=self.space.max_params, max_flops=self.space.max_flops
-                )
-            except RunFault:  # the disk, not the candidate: stop; a resume re-runs it from its checkpoint
-                raise
-            except Exception as error:  # a real bug: FAIL, recorded, and the search goes on
-                self._finish(
-                    study,
-                    trial,
-                    "error",
-                    f"{type(error).__name__}: {error}",
-                    {"traceback": traceback.format_exc(limit=6)},
-                )
-                return
+        try:
+            result = train_candidate(
+                arch, data, control=control, max_params=self.space.max_params, max_flops=self.space.max_flops
+            )
+        except RunFault:  # the disk, not the candidate: stop; a resume re-runs it from its checkpoint
+            raise
+        except Exception as error:  # a real bug: FAIL, recorded, and the search goes on
+            self._finish(
+                study, trial, "error", f"{type(error).__name__}: {error}", {"traceback": traceback.format_exc(limit=6)}
+            )
+            return
         metrics = result.metrics()
         if result.outcome == "interrupted":
             # Ctrl-C ends the command with 130; the search deadline is a normal end.

@@ -137,6 +137,59 @@ def test_workers_stop_at_the_searchs_own_deadline_not_their_start_up_plus_the_ti
     assert run.load_study().user_attrs["target_trials"] == target == UNLIMITED_TRIALS
 
 
+# ---- liveness -----------------------------------------------------------------------------------------
+def test_a_trial_beats_until_it_is_told(runs_dir: Path) -> None:
+    """Before: the heartbeat stopped (its file removed) when training ended, before the result was
+    recorded; a trial that had started over 30 s before was then judged dead by another worker in
+    that gap, marked interrupted and queued again, and its own worker crashed telling it."""
+    from cnnsearch.search.worker import WorkerLoop
+
+    run, info, space = prepare_run(
+        SearchSettings(
+            name="beat", space=str(TINY_SPACE), data="digits", runs_dir=str(runs_dir), epochs=1, device="cpu"
+        )
+    )
+    target = resolve_target(run, info, 2)
+    beating_when_told = {}
+
+    def on_event(event) -> None:  # noqa: ANN001
+        if event.kind == "trial_end":  # sent after the study is told
+            beating_when_told[event.trial] = run.heartbeat_file(event.trial).exists()
+
+    WorkerLoop(run, info, space, target=target, device="cpu", on_event=on_event).run_loop()
+    assert len(beating_when_told) >= 2 and all(beating_when_told.values()), beating_when_told
+    assert not list(run.heartbeat_file(0).parent.glob("*")), "no heartbeat is left once the trials are told"
+
+
+def test_postgres_a_trial_of_a_dead_local_worker_is_recovered_before_its_first_heartbeat(
+    postgres_server: PostgresServer, runs_dir: Path
+) -> None:
+    """Optuna never calls a trial stale that has no database heartbeat yet: a worker killed between
+    the ask and its first beat left the trial RUNNING for ever, and every worker waited on it."""
+    import socket
+    import subprocess
+    import sys
+
+    from cnnsearch.outcomes import write_attrs
+    from cnnsearch.run.liveness import recover_dead_trials
+    from cnnsearch.search.worker import WorkerLoop
+
+    run, info, space = prepare_run(
+        SearchSettings(
+            name="pgdead", space=str(TINY_SPACE), data="digits", runs_dir=str(runs_dir), storage=postgres_server.url
+        )
+    )
+    resolve_target(run, info, 2)
+    study = WorkerLoop(run, info, space, target=2, device="cpu").open_study()  # with the database heartbeat
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    trial = study.ask()
+    write_attrs(trial, {"worker": f"{socket.gethostname()}:{gone.pid}"})
+    assert recover_dead_trials(run, study) == [trial.number]
+    (rerun,) = [t for t in study.get_trials() if t.user_attrs.get("resume_of") == trial.number]
+    assert rerun.state == STATES.WAITING
+
+
 # ---- a killed worker ---------------------------------------------------------------------------------
 def _worker_pid(worker: str) -> int:
     return int(worker.rpartition(":")[2])
