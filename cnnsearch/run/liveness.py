@@ -176,14 +176,23 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
             storage.set_trial_user_attr(
                 number, "reason", "its worker stopped (killed or machine lost); re-run from its checkpoint"
             )
+            requeue(study, trial)  # before FAIL: a kill in between leaves it RUNNING, recovered again
             storage.set_trial_state_values(number, optuna.trial.TrialState.FAIL)
         except RunFault:  # a full disk or a damaged journal is not "recovered by another worker"
             raise
         except Exception:  # another worker recovered it first
             continue
-        requeue(study, trial)
         beat.unlink(missing_ok=True)
         recovered.append(trial.number)
+    # An interrupted trial told FAIL before its re-run was queued (a kill in between, by an older
+    # cnnsearch that queued after telling) would be lost for good: queue it now.
+    failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    lost = [trial for trial in failed if TrialRecord.of(trial).outcome == "interrupted"]
+    if lost:
+        resumed = {TrialRecord.of(other).resume_of for other in study.get_trials(deepcopy=False)}
+        for trial in lost:
+            if trial.number not in resumed and requeue(study, trial):
+                recovered.append(trial.number)
     return recovered
 
 
@@ -196,8 +205,12 @@ def on_stale_trial(study: Any, trial: Any) -> None:
     requeue(study, trial)
 
 
-def requeue(study: Any, trial: Any) -> None:
-    """Queue a trial's parameters again, to resume from the checkpoint of its origin."""
+def requeue(study: Any, trial: Any) -> bool:
+    """Queue a trial's parameters again, to resume from the checkpoint of its origin; False (and
+    nothing queued) when a re-run of it is queued already: queue it before telling the trial FAIL,
+    so that a kill in between leaves a RUNNING trial whose recovery finds its re-run."""
+    if any(TrialRecord.of(other).resume_of == trial.number for other in study.get_trials(deepcopy=False)):
+        return False
     record = TrialRecord.of(trial)
     origin = trial.number if record.origin is None else record.origin
     attrs: dict[str, Any] = {"origin": origin, "resume_of": trial.number}
@@ -206,6 +219,7 @@ def requeue(study: Any, trial: Any) -> None:
     if record.warm_start:
         attrs["warm_start"] = True
     study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+    return True
 
 
 def heartbeat_age(run: RunDir, number: int, now: float) -> float | None:

@@ -190,6 +190,34 @@ def test_sigint_exits_130_and_leaves_no_running_trial(runs_dir: Path) -> None:
     assert len(interrupted) == 1
     queued = [t for t in trials if t.state == STATES.WAITING]
     assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == interrupted[0].params
+    _every_cut_of_the_interruption_keeps_one_rerun(runs_dir / "c", interrupted[0].number)
+
+
+def _every_cut_of_the_interruption_keeps_one_rerun(folder: Path, number: int) -> None:
+    """A SIGKILL during the interruption's writes leaves a prefix of the journal: cut it at every
+    record from trial `number`'s claim by its worker on; the next worker's recovery must leave exactly one
+    re-run of it queued, and it never RUNNING. (Before: a cut after it was told FAIL and before its
+    re-run was queued lost the candidate for good.)"""
+    import shutil
+
+    from cnnsearch.run.folder import RunDir
+    from cnnsearch.run.liveness import recover_dead_trials
+
+    lines = folder.joinpath("study.journal").read_bytes().splitlines(keepends=True)
+    # From the record that names the trial's worker (before it, a trial is judged by its age alone).
+    claimed = next(i for i, line in enumerate(lines) if "worker" in json.loads(line).get("user_attr", {}))
+    for cut in range(claimed + 1, len(lines) + 1):
+        copy = folder.parent / "cut" / folder.name
+        shutil.rmtree(copy.parent, ignore_errors=True)
+        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("study.snapshot*"))
+        copy.joinpath("study.journal").write_bytes(b"".join(lines[:cut]))
+        run = RunDir(copy.parent, folder.name)
+        study = run.load_study()
+        recover_dead_trials(run, study)  # the search that wrote it has exited: its worker is gone
+        trials = run.load_study().get_trials(deepcopy=False)
+        reruns = [t.number for t in trials if TrialRecord.of(t).resume_of == number]
+        assert len(reruns) == 1, f"cut after record {cut} of {len(lines)}: re-runs {reruns}"
+        assert trials[number].state == STATES.FAIL, f"cut after record {cut}: {trials[number].state}"
 
 
 # ---- what is not trained --------------------------------------------------------------------------
