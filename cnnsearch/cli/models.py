@@ -22,41 +22,49 @@ from cnnsearch.words import count
 
 
 class ExportInterrupted(BaseException):
-    """Ctrl-C during an export. Not a KeyboardInterrupt: Lightning turns that into a silent exit 1."""
+    """Ctrl-C (or SIGTERM) during an export. Not a KeyboardInterrupt: Lightning turns that into a silent exit 1."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 @contextmanager
 def _removed_on_ctrl_c(out_dir: Path, doing: list[str]) -> Iterator[None]:
-    """On Ctrl-C, say what was stopped and remove what this export created under `out_dir` (only that)."""
+    """On Ctrl-C or SIGTERM (`timeout`, systemd, docker stop, Slurm), say what was stopped and
+    remove what this export created under `out_dir`: the folders it made, or in a folder that
+    existed only the model files it writes (never what other processes wrote there meanwhile).
+    Exits 128 + the signal (130, 143): SIGTERM inside Lightning's loop used to exit 0."""
+    from cnnsearch.export.model_files import is_export_file
+
     existed = out_dir.exists()
     top = out_dir  # the highest folder this export will create (mkdir makes the parents too)
     while not existed and not top.parent.exists() and top.parent != top:
         top = top.parent
-    before = set(out_dir.rglob("*")) if existed and out_dir.is_dir() else set()
+    before = set(out_dir.iterdir()) if existed and out_dir.is_dir() else set()
 
     def handler(signum: int, frame: object) -> None:
-        raise ExportInterrupted
+        raise ExportInterrupted(signum)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
-    except ExportInterrupted:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up
+    except ExportInterrupted as stopped:
+        for signum in previous:
+            signal.signal(signum, signal.SIG_IGN)  # a second signal must not stop the clean-up
         if not existed:
             shutil.rmtree(top, ignore_errors=True)
             removed = f"removed {top}, which it had created"
         else:
-            created = sorted(set(out_dir.rglob("*")) - before, reverse=True)  # files before their folders
+            created = [path for path in set(out_dir.iterdir()) - before if is_export_file(path.name)]
             for path in created:
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
             removed = f"removed the {count(len(created), 'file')} it had written to {out_dir}"
         err.print(Text(f"export interrupted while {doing[0]}; {removed}"), highlight=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + stopped.signum) from None
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
 
 
 @contextmanager

@@ -159,7 +159,7 @@ def search(
     if export_dir is not None:
         from cnnsearch.export.options import check_out_folder
 
-        check_out_folder(export_dir, force=False)  # refused now, not after the search
+        check_out_folder(export_dir, force=False, option="--export")  # refused now, not after the search
     settings = searching.SearchSettings(
         name=name or "",
         space=space,

@@ -47,6 +47,11 @@ from cnnsearch.spec import Architecture
 _OWN_FILES = (*FILE_NAMES.values(), "model.onnx.data", PREDICT_SCRIPT, META_FILE)
 
 
+def is_export_file(name: str) -> bool:
+    """A name an export writes in its folder: a model file, or one's temp name (`.model.pt.x1y2.tmp`)."""
+    return name in _OWN_FILES or any(name.startswith(f".{own}.") and name.endswith(".tmp") for own in _OWN_FILES)
+
+
 INPUT_DESCRIPTION = "float32 NCHW normalised as (x/255 - mean)/std"
 
 

@@ -32,12 +32,23 @@ def check_choice(rule: str) -> None:
         raise UserError(f"--choose {rule!r} is not valid; use one of: {', '.join(CHOICES)}")
 
 
-def check_out_folder(out: Path, *, force: bool) -> None:
-    """--out must be a folder that is empty or missing, unless --force."""
+def check_out_folder(out: Path, *, force: bool, option: str = "--out") -> None:
+    """`option` (--out, or search's --export, which has no --force) must be a folder that is empty
+    or missing, unless --force, and one that can be created and written: refused before any work."""
+    from cnnsearch.run.folder import unwritable
+
     if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; choose a folder for --out")
+        raise UserError(f"{out} is a file; choose a folder for {option}")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"{out} exists; pass --force to overwrite it or choose another --out")
+        fix = (
+            f"pass --force to overwrite it or choose another {option}"
+            if option == "--out"
+            else f"choose another {option}"
+        )
+        raise UserError(f"{out} exists and is not empty; {fix}")
+    problem = unwritable(out)
+    if problem:
+        raise UserError(f"{option} {out} {problem}; choose another folder")
 
 
 def check_formats(formats: Sequence[str]) -> tuple[str, ...]:

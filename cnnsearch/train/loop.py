@@ -266,8 +266,13 @@ def _train_once(
         deterministic=False,
         benchmark=device.type == "cuda",
     )
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     try:
-        trainer.fit(module, train_dataloaders=batches)
+        try:
+            trainer.fit(module, train_dataloaders=batches)
+        except SIGTERMException:  # a SystemExit: uncaught, the process ended 0 with the trial RUNNING
+            raise StopTrial("interrupted", "stopped by SIGTERM") from None
     except StopTrial as stop:
         result.outcome, result.reason = stop.outcome, stop.reason
         if stop.outcome == "interrupted" and module.unsaved_checkpoint is not None:

@@ -213,7 +213,7 @@ def test_export_refuses_a_used_folder_and_force_replaces_old_files(search_run: R
     (out / "notes.txt").write_text("the user's own file")
     with pytest.raises(UserError) as caught:
         export_run(search_run, out=out, device="cpu")
-    assert str(caught.value) == f"{out} exists; pass --force to overwrite it or choose another --out"
+    assert str(caught.value) == f"{out} exists and is not empty; pass --force to overwrite it or choose another --out"
 
     # --force with --no-retrain: the search's weights, only the pt format.
     result = export_run(search_run, out=out, formats=("pt",), no_retrain=True, force=True, device="cpu")

@@ -118,6 +118,28 @@ def test_bad_final_schedules_are_refused_before_training(small_run: Path, tmp_pa
         assert not out.exists()
 
 
+def test_search_export_refuses_a_folder_it_could_not_write_before_searching(tmp_path: Path) -> None:
+    """Before: a path under a file passed the check and failed with a traceback at the end, after
+    the whole search and final training; and a used folder was told to "pass --force", which
+    `search` does not have."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    cases = [(afile / "model", f"--export {afile / 'model'} is inside {afile}, which is a file; choose another folder")]
+    cases.append((used, f"{used} exists and is not empty; choose another --export"))
+    for out, message in cases:
+        runs = tmp_path / "runs"
+        result = run_cli(
+            "search", "--space", str(TINY_SPACE), "--data", "digits", "--timeout", "1h", "--export", str(out),
+            "--runs-dir", str(runs),
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip() == f"error: {message}", result.stderr
+        assert not runs.exists(), "refused before anything was made"
+
+
 def test_search_export_fits_search_and_final_model_in_one_timeout(tmp_path: Path) -> None:
     timeout_s = 25
     runs, out = tmp_path / "runs", tmp_path / "best"
