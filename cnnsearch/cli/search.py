@@ -199,8 +199,16 @@ def search(
         )
         for note in opened.notes:
             info(note)
+        # With --export the whole job fits --timeout: the search's share counts from the start too,
+        # so that setting up (loading, decoding the images) does not come out of the final model's.
+        search_deadline = whole_deadline - total_s + search_timeout_s if whole_deadline and search_timeout_s else None
         interrupted = _run_search(
-            opened, timeout_s=settings.timeout_s, device=device, workers=workers, checkpoint_every_s=checkpoint_every_s
+            opened,
+            timeout_s=settings.timeout_s,
+            device=device,
+            workers=workers,
+            checkpoint_every_s=checkpoint_every_s,
+            deadline=search_deadline if export_dir is not None else None,
         )
     _finish_search(run, interrupted, exporting=export_dir is not None)
     if export_dir is not None:
@@ -254,8 +262,10 @@ def _run_search(
     device: str,
     workers: int,  # noqa: ANN001
     checkpoint_every_s: float,
+    deadline: float | None = None,
 ) -> bool:
-    """Train until the target, the deadline or Ctrl-C; True when the user interrupted."""
+    """Train until the target, the deadline (by default `timeout_s` from now) or Ctrl-C; True when
+    the user interrupted."""
     from cnnsearch.cli.view import (
         ProgressState,
         SearchView,
@@ -267,7 +277,8 @@ def _run_search(
     from cnnsearch.search.worker import WorkerLoop
 
     run = opened.run
-    deadline = time.monotonic() + timeout_s if timeout_s else None
+    if deadline is None and timeout_s:
+        deadline = time.monotonic() + timeout_s
     state = ProgressState(name=run.name, target=opened.target, deadline=deadline)
     reported = start_from_study(run.load_study(opened.info), state)
     view = SearchView(state, console=out, messages=err, live=out.is_terminal)
