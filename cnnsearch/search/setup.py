@@ -320,8 +320,9 @@ def fork_settings(settings: SearchSettings) -> SearchSettings:
         if merged.get(key) is None:
             merged[key] = value
     merged.update(name=settings.fork, fork=None, from_run=settings.name)
-    if merged.get("trials") is None:
-        merged["trials"] = source.load_study(info).user_attrs.get("target_trials")
+    if merged.get("trials") is None:  # the source's count, but "as many as fit" only with a --timeout
+        target = source.load_study(info).user_attrs.get("target_trials")
+        merged["trials"] = None if target == UNLIMITED_TRIALS else target
     return SearchSettings(**merged)
 
 

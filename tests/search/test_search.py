@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -392,6 +393,23 @@ def test_resume_refuses_other_settings_and_fork_keeps_them(finished_run: Path) -
         key: original[key] for key in ("data", "epochs", "seed", "sampler", "pruner")
     }
     assert (finished_run / "demo-fork" / "space.toml").read_text() == (finished_run / "demo" / "space.toml").read_text()
+
+
+def test_a_fork_of_a_timed_run_without_a_timeout_does_not_search_for_ever(runs_dir: Path) -> None:
+    """Before: the fork took the source's target as its --trials, and a --timeout run's target is
+    "as many as fit" (100,000): without a --timeout of its own the fork searched for ever."""
+    from cnnsearch.search.settings import DEFAULT_TRIALS, UNLIMITED_TRIALS
+    from cnnsearch.search.setup import fork_settings, open_search
+
+    timed = SearchSettings(name="t", space=str(TINY_SPACE), data="digits", runs_dir=str(runs_dir), timeout_s=60.0)
+    assert open_search(timed).target == UNLIMITED_TRIALS
+    fork = SearchSettings(name="t", fork="f", runs_dir=str(runs_dir))
+    assert fork_settings(fork).trials is None
+    assert open_search(fork).target == DEFAULT_TRIALS
+    assert open_search(replace(fork, name="t", fork="g", timeout_s=60.0)).target == UNLIMITED_TRIALS
+    sized = SearchSettings(name="s", space=str(TINY_SPACE), data="digits", runs_dir=str(runs_dir), trials=7)
+    open_search(sized)
+    assert fork_settings(SearchSettings(name="s", fork="s2", runs_dir=str(runs_dir))).trials == 7  # a count is kept
 
 
 def test_a_trial_record_can_be_enqueued_into_a_new_run(finished_run: Path, tmp_path: Path) -> None:
