@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnsearch.outcomes import STOPPED_BY_TIMEOUT
+from cnnsearch.outcomes import STOPPED_BY_TIMEOUT, rank_key
 from cnnsearch.run.folder import RunDir, write_atomic
 
 
@@ -23,15 +23,16 @@ def keep_best_weights(run: RunDir, number: int, result: Any, *, keep: int) -> No
     # A timed-out trial's best epoch is real and export may choose it: its weights count too.
     if result.outcome not in ("complete", *STOPPED_BY_TIMEOUT) or result.model is None or keep <= 0:
         return
-    accuracy = result.best_val_acc or 0.0
-    kept = sorted(run.path.glob("weights/trial_*.pt"))
+    mine = _rank(result.outcome, result.best_val_acc, result.params or None, number)
     scores = []
-    for path in kept:
+    for path in sorted(run.path.glob("weights/trial_*.pt")):
         kept_number = int(path.stem.split("_")[1])
-        record = run.read_trial_record(kept_number)
-        scores.append(((record or {}).get("best_val_acc") or 0.0, path))
-    scores.sort(key=lambda item: item[0], reverse=True)
-    if len(scores) >= keep and accuracy <= scores[keep - 1][0]:
+        record = run.read_trial_record(kept_number) or {}
+        scores.append(
+            (_rank(record.get("outcome"), record.get("best_val_acc"), record.get("params"), kept_number), path)
+        )
+    scores.sort(key=lambda item: item[0])
+    if len(scores) >= keep and mine >= scores[keep - 1][0]:
         return
     state = result.best_state if result.best_state is not None else result.model.state_dict()
     buffer = io.BytesIO()  # torch.save onto a full disk says nothing of the errno, Python's write does
@@ -44,3 +45,11 @@ def keep_best_weights(run: RunDir, number: int, result: Any, *, keep: int) -> No
     )
     for _, path in scores[keep - 1 :]:
         path.unlink(missing_ok=True)
+
+
+def _rank(outcome: Any, accuracy: Any, params: Any, number: int) -> tuple[bool, float, float, int]:
+    """As export ranks trials (export.choose): trained to the end before those the trial timeout
+    stopped, then outcomes.rank_key (accuracy, fewer params, the earlier trial), lower first; so the
+    weights kept are those of the trials export would take (a tie kept the older, heavier one)."""
+    params = int(params) if isinstance(params, (int, float)) and params > 0 else None
+    return (outcome in STOPPED_BY_TIMEOUT, *rank_key(float(accuracy or 0.0), params, number))

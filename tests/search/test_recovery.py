@@ -198,3 +198,34 @@ def test_enqueue_says_which_candidates_were_skipped_and_why(one_epoch_run: Path,
     ]
     waiting = opened.run.load_study().get_trials(states=(STATES.WAITING,))
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"]["train.lr"] == pytest.approx(0.0123)
+
+
+def test_the_weights_kept_are_those_of_the_trials_export_ranks_first(tmp_path: Path) -> None:
+    """Before: a tie kept the older trial's weights although export (and the leaderboard) rank the
+    one with fewer parameters first, and a trial the trial timeout stopped outranked complete ones
+    by accuracy alone although export takes it last: the trial export chose had no weights."""
+    import torch
+
+    from cnnsearch.run.folder import write_atomic
+    from cnnsearch.search.weights import keep_best_weights
+    from cnnsearch.train.result import TrialResult
+
+    run, _, _ = prepare_run(SearchSettings(name="k", space=str(TINY_SPACE), data="digits", runs_dir=str(tmp_path)))
+    net = torch.nn.Linear(4, 2)
+
+    def finish(number: int, outcome: str, accuracy: float, params: int) -> None:
+        result = TrialResult(outcome, val_acc=[accuracy], epochs_run=1, params=params, model=net)
+        record = {"trial": number, "outcome": outcome, "best_val_acc": accuracy, "params": params}
+        write_atomic(run.trial_file(number), json.dumps(record))  # as the worker writes it, before the weights
+        keep_best_weights(run, number, result, keep=1)
+
+    kept = lambda: sorted(path.name for path in run.path.glob("weights/*.pt"))  # noqa: E731
+    finish(0, "complete", 0.9, 9_000)
+    finish(1, "complete", 0.9, 3_000)  # tied, and lighter: export takes it
+    assert kept() == ["trial_1.pt"]
+    finish(2, "complete", 0.9, 5_000)  # tied, heavier: not kept
+    assert kept() == ["trial_1.pt"]
+    finish(3, "timeout", 0.95, 1_000)  # stopped by the trial timeout: export ranks it after every complete one
+    assert kept() == ["trial_1.pt"]
+    finish(4, "complete", 0.91, 20_000)
+    assert kept() == ["trial_4.pt"]
