@@ -8,6 +8,7 @@ The test split is evaluated once, on the final network. Never prints: progress g
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -217,7 +218,7 @@ def export_run(
             if swap is not None:
                 chosen, schedule, because = swap
                 short = False
-        if weights_when_short and short and run.weights_file(chosen.weights_trial).is_file():
+        if weights_when_short and short and _readable_weights(run.weights_file(chosen.weights_trial)):
             no_retrain = True
             on_message(
                 f"the time left fits fewer epochs than the search's {chosen.arch.train.epochs}: "
@@ -346,6 +347,19 @@ def _check_weights(run: RunDir, info: RunInfo, candidate: _Candidate) -> None:
         )
 
 
+# What torch.load raises for a weights file that is missing, cut short (an empty file after a power
+# cut: weights are written without fsync) or not a checkpoint at all.
+_UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError)
+
+
+def _readable_weights(path: Path) -> bool:
+    """Whether the search's weights at `path` load (a damaged file is retrained instead, not a traceback)."""
+    try:
+        return isinstance(torch.load(path, map_location="cpu", weights_only=True), dict)
+    except _UNREADABLE:
+        return False
+
+
 def _search_weights(
     run: RunDir, dataset: Dataset, candidate: _Candidate
 ) -> tuple[nn.Module, list[float], list[float], int, int]:
@@ -361,7 +375,7 @@ def _search_weights(
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(saved["state_dict"])
-    except (OSError, RuntimeError, KeyError, TypeError) as error:
+    except (*_UNREADABLE, KeyError, TypeError) as error:
         first = first_line(error)
         raise UserError(
             f"{path} does not hold the weights of trial {candidate.number} ({first}); drop --no-retrain to retrain it"

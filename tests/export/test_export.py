@@ -306,6 +306,32 @@ def test_no_retrain_needs_saved_weights(search_run: RunDir, tmp_path: Path) -> N
     assert not (tmp_path / "model").exists()
 
 
+def test_damaged_weights_are_one_sentence_or_retrained_never_a_traceback(search_run: RunDir, tmp_path: Path) -> None:
+    """Weights are written without fsync: a power cut can leave an empty file. torch.load raised
+    EOFError (or UnpicklingError for garbage), which came out as a traceback; and a short-budget
+    `search --export` picked the file on is_file() alone and crashed instead of retraining."""
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(search_run.path, runs_dir / "t")
+    copy = RunDir(runs_dir, "t")
+    for damage in (b"", b"not a checkpoint at all"):
+        copy.weights_file(0).write_bytes(damage)
+        with pytest.raises(UserError, match="does not hold the weights of trial 0"):
+            export_run(copy, out=tmp_path / "model", trial="0", no_retrain=True, device="cpu")
+        assert not (tmp_path / "model").exists()
+    messages: list[str] = []  # too little time for the search's epochs: weights if they load, else a retrain
+    result = export_run(
+        copy,
+        out=tmp_path / "short",
+        trial="0",
+        final_budget_s=0.01,
+        weights_when_short=True,
+        formats=("pt",),
+        device="cpu",
+        on_message=messages.append,
+    )
+    assert result.retrain_epochs is not None and not any("exporting the search's weights" in m for m in messages)
+
+
 def test_top_confirms_the_choice_on_validation(search_run: RunDir, tmp_path: Path) -> None:
     messages: list[str] = []
     result = export_run(
