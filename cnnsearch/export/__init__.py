@@ -1,6 +1,7 @@
 """The end of a search: choosing and confirming the winner (`choose`), the final retrain and
-test (`retrain`), the model file formats (`formats`), the model folder and its one reader of
-model.json (`model_dir`), fine-tuning (`finetune`) and re-running a trial (`rerun`).
+test (`retrain`), the search's kept weights (`search_weights`), the model file formats
+(`formats`), the model folder and its one reader of model.json (`model_dir`), fine-tuning
+(`finetune`) and re-running a trial (`rerun`).
 
 The test split takes no part in any choice. Never prints: progress goes through `on_message`.
 

@@ -8,7 +8,6 @@ The test split is evaluated once, on the final network. Never prints: progress g
 from __future__ import annotations
 
 import json
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,16 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from cnnsearch.data.dataset import Dataset
 from cnnsearch.data.device import (
     full_train_device_data,
-    normalization_stats,
 )
 from cnnsearch.data.load import load_run_dataset, load_run_split
-from cnnsearch.data.split import load_split
-from cnnsearch.errors import UserError, first_line
+from cnnsearch.errors import UserError
 from cnnsearch.export.choose import (
     ConfirmationRow,
     _Candidate,
@@ -49,8 +44,8 @@ from cnnsearch.export.schedule import (
     schedule_for_trial,
     schedule_or_none,
 )
+from cnnsearch.export.search_weights import readable_weights, search_weights
 from cnnsearch.export.testset import check_test_share_unseen, measure_test_accuracy
-from cnnsearch.model.build import build_model
 from cnnsearch.run.folder import RunDir, RunInfo, write_atomic
 from cnnsearch.train.loop import resolve_device, train_candidate
 from cnnsearch.train.result import TrialControl
@@ -218,7 +213,11 @@ def export_run(
             if swap is not None:
                 chosen, schedule, because = swap
                 short = False
-        if weights_when_short and short and _readable_weights(run.weights_file(chosen.weights_trial)):
+        if (
+            weights_when_short
+            and short
+            and readable_weights(run.weights_file(chosen.weights_trial), chosen.arch.canonical_hash())
+        ):
             no_retrain = True
             on_message(
                 f"the time left fits fewer epochs than the search's {chosen.arch.train.epochs}: "
@@ -227,7 +226,7 @@ def export_run(
         elif schedule is None:
             schedule = last_resort_schedule(info, trials, chosen, final_budget_s, pool, cpu_threads)
     if no_retrain:
-        net, mean, std, train_images, weights_epoch = _search_weights(run, dataset, chosen)
+        net, mean, std, train_images, weights_epoch = search_weights(run, dataset, chosen)
         arch, epochs, why = chosen.arch, None, ""
         on_message(f"loaded the search's weights of trial {chosen.number} (after epoch {weights_epoch})")
     else:
@@ -345,42 +344,6 @@ def _check_weights(run: RunDir, info: RunInfo, candidate: _Candidate) -> None:
             f"trial {candidate.number} of run {run.name!r} has no saved weights (the search keeps those of the "
             f"best {info.keep_weights} trials only); drop --no-retrain to retrain it"
         )
-
-
-# What torch.load raises for a weights file that is missing, cut short (an empty file after a power
-# cut: weights are written without fsync) or not a checkpoint at all.
-_UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError)
-
-
-def _readable_weights(path: Path) -> bool:
-    """Whether the search's weights at `path` load (a damaged file is retrained instead, not a traceback)."""
-    try:
-        return isinstance(torch.load(path, map_location="cpu", weights_only=True), dict)
-    except _UNREADABLE:
-        return False
-
-
-def _search_weights(
-    run: RunDir, dataset: Dataset, candidate: _Candidate
-) -> tuple[nn.Module, list[float], list[float], int, int]:
-    """The weights the search kept, with the normalisation of the training split they were trained on.
-
-    Returns (net, mean, std, training images, epoch after which the weights were saved).
-    """
-    path = run.weights_file(candidate.weights_trial)
-    split = load_split(run.split_file)
-    train_images = dataset.train_images[torch.from_numpy(split.train_indices)]
-    mean, std = normalization_stats(train_images)
-    net = build_model(candidate.arch, dataset.input_shape, dataset.num_classes)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(saved["state_dict"])
-    except (*_UNREADABLE, KeyError, TypeError) as error:
-        first = first_line(error)
-        raise UserError(
-            f"{path} does not hold the weights of trial {candidate.number} ({first}); drop --no-retrain to retrain it"
-        ) from None
-    return net, mean, std, len(split.train_indices), int(saved.get("epoch", 0))
 
 
 def _append_export_record(run: RunDir, record: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from cnnsearch.outcomes import STOPPED_BY_TIMEOUT, rank_key
 from cnnsearch.run.folder import RunDir, write_atomic
 
 
-def keep_best_weights(run: RunDir, number: int, result: Any, *, keep: int) -> None:
+def keep_best_weights(run: RunDir, number: int, result: Any, *, keep: int, network: str = "") -> None:
     """Save this trial's weights when it is among the `keep` best (by best validation accuracy),
     and delete those that fall out.
 
@@ -36,7 +36,8 @@ def keep_best_weights(run: RunDir, number: int, result: Any, *, keep: int) -> No
         return
     state = result.best_state if result.best_state is not None else result.model.state_dict()
     buffer = io.BytesIO()  # torch.save onto a full disk says nothing of the errno, Python's write does
-    torch.save({"state_dict": state, "epoch": result.best_epoch or result.epochs_run}, buffer)
+    # `network` (the canonical hash) says whose they are: a trial number may be given out again.
+    torch.save({"state_dict": state, "epoch": result.best_epoch or result.epochs_run, "network": network}, buffer)
     write_atomic(
         run.weights_file(number),
         buffer.getvalue(),

@@ -298,7 +298,7 @@ class WorkerLoop:
         # The result first, the weights after: a disk too full for the weights keeps the result.
         self._finish(study, trial, result.outcome, result.reason, metrics)
         checkpoint.unlink(missing_ok=True)
-        keep_best_weights(self.run, trial.number, result, keep=self.info.keep_weights)
+        keep_best_weights(self.run, trial.number, result, keep=self.info.keep_weights, network=arch.canonical_hash())
 
     def _within_budget(self, study: Any, trial: Any, arch: Any, data: Any, queued: TrialRecord) -> bool:
         """Predict the candidate's epoch time (recorded on the trial); False, after ending it as

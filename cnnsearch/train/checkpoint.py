@@ -18,6 +18,7 @@ from cnnsearch.train.result import TrialResult
 def checkpoint_state(module, result: TrialResult) -> dict:
     """Everything a resume needs after a finished epoch, copied: training goes on changing it."""
     return {
+        "network": module.arch.canonical_hash(),  # whose it is: a reused trial number must not resume it
         "epoch": result.epochs_run,
         "model": {key: value.detach().clone() for key, value in module.net.state_dict().items()},
         "optimizer": copy.deepcopy(module.trainer.optimizers[0].state_dict()),

@@ -204,6 +204,9 @@ def _train_once(
         control.on_measured(measured)
 
     resume_state = load_checkpoint(control.checkpoint_path)
+    if resume_state is not None and resume_state.get("network", arch.canonical_hash()) != arch.canonical_hash():
+        # Another network's, left under a trial number used again (a journal that lost its tail): ignored.
+        resume_state = None
     start_epoch = 0
     generator = make_generator(control.seed, device)
     if resume_state is not None:

@@ -6,6 +6,7 @@ retrains at most a few epochs. Thresholds are loose (above chance); messages are
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -313,7 +314,11 @@ def test_damaged_weights_are_one_sentence_or_retrained_never_a_traceback(search_
     runs_dir = tmp_path / "runs"
     shutil.copytree(search_run.path, runs_dir / "t")
     copy = RunDir(runs_dir, "t")
-    for damage in (b"", b"not a checkpoint at all"):
+    theirs = io.BytesIO()  # another network's, left under a trial number given out again
+    torch.save({**torch.load(copy.weights_file(0), weights_only=True), "network": "another"}, theirs)
+    trial = next(t for t in copy.load_study().trials if t.number == 0)
+    assert torch.load(copy.weights_file(0), weights_only=True)["network"] == trial.user_attrs["hash"]
+    for damage in (b"", b"not a checkpoint at all", theirs.getvalue()):
         copy.weights_file(0).write_bytes(damage)
         with pytest.raises(UserError, match="does not hold the weights of trial 0"):
             export_run(copy, out=tmp_path / "model", trial="0", no_retrain=True, device="cpu")

@@ -107,6 +107,33 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(digits, tmp_path: P
     assert resumed.val_acc == pytest.approx(straight.val_acc, abs=1e-9)
 
 
+def test_a_checkpoint_of_another_network_is_not_resumed(digits, tmp_path: Path) -> None:
+    """A journal that lost its tail gives trial numbers out again, and a checkpoint is named by the
+    trial number: before, the new trial N resumed the old trial N's checkpoint, another network's
+    training when its tensors had the same shapes (here: the same layers, another learning rate)."""
+    arch = SMALL.with_epochs(3)
+    checkpoint = tmp_path / "trial_0.pt"
+    cut = train_candidate(
+        arch,
+        digits,
+        control=TrialControl(seed=2, checkpoint_path=checkpoint, epoch_callback=lambda epoch, accuracy: epoch == 2),
+    )
+    assert cut.epochs_run == 2 and checkpoint.is_file()
+    saved = checkpoint.read_bytes()
+    other = replace(arch, train=replace(arch.train, lr=0.002))
+    assert other.canonical_hash() != arch.canonical_hash()
+    resumed: list[list[float]] = []
+    fresh = train_candidate(
+        other, digits, control=TrialControl(seed=2, checkpoint_path=checkpoint, on_resume=resumed.append)
+    )
+    assert not resumed and len(fresh.val_acc) == 3, "trained from its first epoch"
+    checkpoint.write_bytes(saved)  # (the fresh training wrote its own there)
+    again = train_candidate(
+        arch, digits, control=TrialControl(seed=2, checkpoint_path=checkpoint, on_resume=resumed.append)
+    )
+    assert resumed == [cut.val_acc] and again.val_acc[:2] == cut.val_acc  # its own network's still resumes
+
+
 def test_a_resumed_trial_keeps_the_weights_of_its_best_epoch_before_the_cut(digits, tmp_path: Path) -> None:
     # A constant, too high learning rate makes the accuracy wobble: find a seed whose best of 4 epochs
     # comes before epoch 3 (seed 0 on torch 2.13: epoch 2), and cut the trial after epoch 3, so the
