@@ -50,6 +50,7 @@ SET_TRIAL_INTERMEDIATE_VALUE = 7
 SET_TRIAL_USER_ATTR = 8
 SET_TRIAL_SYSTEM_ATTR = 9
 RUNNING, WAITING = 0, 4  # optuna.trial.TrialState values that do not end a trial
+SNAPSHOT_CHECK_BYTES = 4096  # a snapshot is used only while the journal still ends its records with these
 # Records about a trial still running: re-created by re-running it if a power cut loses them.
 VOLATILE_OPS = frozenset(
     {CREATE_TRIAL, SET_TRIAL_PARAM, SET_TRIAL_INTERMEDIATE_VALUE, SET_TRIAL_USER_ATTR, SET_TRIAL_SYSTEM_ATTR}
@@ -186,19 +187,40 @@ class RunJournal(BaseJournalBackend, BaseJournalSnapshot):
 
     # ---- snapshots ----------------------------------------------------------------------------
     def save_snapshot(self, snapshot: bytes) -> None:
-        """Written atomically, tagged with the Optuna version that pickled it."""
+        """Written atomically, tagged with the Optuna version that pickled it and with where in the
+        journal it was taken (Optuna saves one right after replaying every record: `_next_record`)."""
         import optuna
 
+        offset = self._next_record[1]
         temp = self.snapshot_path.with_suffix(f".tmp{os.getpid()}")
-        temp.write_bytes(pickle.dumps((optuna.__version__, snapshot)))
+        temp.write_bytes(pickle.dumps((optuna.__version__, snapshot, offset, self._digest_before(offset))))
         temp.replace(self.snapshot_path)
 
     def load_snapshot(self) -> bytes | None:
-        """None (a full replay) when there is none, or it is damaged or from another Optuna."""
+        """None (a full replay) when there is none, it is damaged or from another Optuna, or the
+        journal no longer holds the records it was taken after: cut back (`head -n`, the repair
+        JournalDamaged names) or short of its unfsynced tail after a power cut. Trusted blindly,
+        it showed trials the journal no longer has and applied later records to the wrong ones."""
         import optuna
 
         try:
-            version, snapshot = pickle.loads(self.snapshot_path.read_bytes())
-        except Exception:
+            version, snapshot, offset, digest = pickle.loads(self.snapshot_path.read_bytes())
+        except Exception:  # damaged, or the older two-field form that cannot be checked
             return None
-        return snapshot if version == optuna.__version__ else None
+        if version != optuna.__version__ or self._digest_before(offset) != digest:
+            return None
+        return snapshot
+
+    def _digest_before(self, offset: int) -> str | None:
+        """A digest of the journal's last SNAPSHOT_CHECK_BYTES before `offset` (None: shorter than that)."""
+        import hashlib
+
+        try:
+            with open(self.path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size < offset:
+                    return None
+                start = max(0, offset - SNAPSHOT_CHECK_BYTES)
+                handle.seek(start)
+                return hashlib.sha256(handle.read(offset - start)).hexdigest()
+        except OSError:
+            return None

@@ -87,6 +87,26 @@ def test_snapshot_replays_only_the_tail(tmp_path):
     assert _summary(optuna.load_study(study_name="s", storage=JournalStorage(RunJournal(path)))) == _summary(study)
 
 
+def test_a_snapshot_is_not_trusted_once_the_journal_no_longer_holds_what_it_saw(tmp_path):
+    """The repair JournalDamaged names (`head -n K study.journal`), or a power cut that keeps the
+    snapshot but loses the journal's unfsynced tail, leaves fewer records than the snapshot was
+    taken after. Before: the snapshot was restored anyway, showing trials the journal no longer
+    had, and records appended later were applied on top of it (Optuna's own reader disagreed)."""
+    path = tmp_path / "study.journal"
+    _run_trials(JournalStorage(RunJournal(path)), 130)
+    assert (tmp_path / "study.snapshot").is_file()
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[: len(lines) // 2]))  # cut back before the snapshot's records
+
+    def by_optuna() -> list[tuple]:
+        return _summary(optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path)))))
+
+    ours = optuna.load_study(study_name="s", storage=JournalStorage(RunJournal(path)))
+    assert len(ours.trials) < 100 and _summary(ours) == by_optuna()
+    _run_trials(JournalStorage(RunJournal(path)), 3)  # the search resumed after the repair
+    assert _summary(optuna.load_study(study_name="s", storage=JournalStorage(RunJournal(path)))) == by_optuna()
+
+
 def test_a_partial_last_line_waits_and_a_damaged_middle_one_is_an_error(tmp_path):
     path = tmp_path / "study.journal"
     _run_trials(JournalStorage(RunJournal(path)), 2)
