@@ -23,8 +23,13 @@ def worker(
     device: DeviceOption = "auto",
     timeout: Annotated[str | None, typer.Option("--timeout", help="Stop this worker after this long, e.g. 2h.")] = None,
     worker_index: Annotated[
-        int, typer.Option("--worker-index", help="Distinct per worker: varies the sampler's seed.")
-    ] = 0,
+        int | None,
+        typer.Option(
+            "--worker-index",
+            help="Distinct per worker: varies the sampler's seed [default: drawn from this machine's name and "
+            "the process id, so that workers joined at the same time do not propose the same candidates].",
+        ),
+    ] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="Torch CPU threads for this worker.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
     checkpoint_every: CheckpointEvery = None,
@@ -64,7 +69,7 @@ def worker(
         deadline=deadline,
         budget_s=timeout_s,
         device=device,
-        worker_index=worker_index,
+        worker_index=worker_index if worker_index is not None else searching.joined_index(),
         on_event=view,
         should_stop=stop.is_set,
         checkpoint_every_s=checkpoint_every_s,

@@ -18,6 +18,7 @@ _EXPORTS = {
     "worker_devices": "parallel",
     "resolve_workers": "parallel",
     "spawn_workers": "parallel",
+    "joined_index": "parallel",
     "WorkerExit": "parallel",
     "run_workers": "parallel",
     "SearchEvent": "progress",

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,14 @@ def worker_devices(workers: int, device: str) -> list[str]:
             return [f"cuda:{index % count}" for index in range(workers)]
         return ["cpu"] * workers
     return [device] * workers
+
+
+def joined_index() -> int:
+    """The worker index of a `cnnsearch worker` given no --worker-index: drawn from this machine's
+    name and the process id, above those `search --workers N` gives (0 .. N-1). With one default
+    index, workers joined by hand at the same time drew the same sampler stream and trained the
+    same candidates side by side."""
+    return 1000 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_000
 
 
 def spawn_workers(

@@ -137,6 +137,20 @@ def test_workers_stop_at_the_searchs_own_deadline_not_their_start_up_plus_the_ti
     assert run.load_study().user_attrs["target_trials"] == target == UNLIMITED_TRIALS
 
 
+def test_workers_joined_by_hand_draw_distinct_sampler_streams() -> None:
+    """`cnnsearch worker` without --worker-index used index 0: two joined at the same time drew
+    the same sampler stream and trained the same candidates side by side."""
+    import subprocess
+    import sys
+
+    code = "from cnnsearch.search.parallel import joined_index; print(joined_index())"
+    drawn = {
+        int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        for _ in range(3)
+    }
+    assert len(drawn) == 3 and min(drawn) >= 1000, drawn  # never one `search --workers N` gives its own
+
+
 # ---- liveness -----------------------------------------------------------------------------------------
 def test_a_trial_beats_until_it_is_told(runs_dir: Path) -> None:
     """Before: the heartbeat stopped (its file removed) when training ended, before the result was
