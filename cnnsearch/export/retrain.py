@@ -254,19 +254,28 @@ def export_run(
             on_train_start=pacer.restart,
         )
         result = train_candidate(arch, full, control=control)
-        if result.outcome != "complete" or result.model is None:
-            raise RuntimeError(
-                f"the final retrain of trial {chosen.number} ended {result.outcome}: {result.reason}; "
-                f"export the search's weights with --no-retrain, or try another --final-epochs"
-            )
-        replanned = pacer.note()
-        if replanned:
-            on_message(f"final training {replanned}")
-            epochs, why = result.epochs_run, f"{why}; {replanned}"
-            arch = chosen.arch.with_epochs(epochs)
-        net, weights_epoch = result.model, epochs
         mean, std = full.mean.cpu().tolist(), full.std.cpu().tolist()
         del full
+        if result.outcome != "complete" or result.model is None:  # diverged (nan), out of memory, ...
+            failed = f"the final training of trial {chosen.number} ended {result.outcome}: {result.reason}"
+            if not (
+                weights_when_short
+                and readable_weights(run.weights_file(chosen.weights_trial), chosen.arch.canonical_hash())
+            ):
+                raise UserError(
+                    f"{failed}; export the search's weights with --no-retrain, or try another --final-epochs"
+                )
+            on_message(f"{failed}; exporting the search's weights of trial {chosen.number} instead")
+            no_retrain = True  # search --export: the kept weights rather than nothing after the whole search
+            net, mean, std, train_images, weights_epoch = search_weights(run, dataset, chosen)
+            arch, epochs, why = chosen.arch, None, ""
+        else:
+            replanned = pacer.note()
+            if replanned:
+                on_message(f"final training {replanned}")
+                epochs, why = result.epochs_run, f"{why}; {replanned}"
+                arch = chosen.arch.with_epochs(epochs)
+            net, weights_epoch = result.model, epochs
 
     net = _cpu_eval(net)
     test_accuracy = measure_test_accuracy(net, dataset, mean, std)

@@ -337,6 +337,48 @@ def test_damaged_weights_are_one_sentence_or_retrained_never_a_traceback(search_
     assert result.retrain_epochs is not None and not any("exporting the search's weights" in m for m in messages)
 
 
+def test_a_final_training_that_diverges_is_one_sentence_or_the_kept_weights(search_run: RunDir, tmp_path: Path) -> None:
+    """Before: a final training ending nan (or oom) raised a RuntimeError, a traceback, and under
+    `search --export` nothing was exported after the whole search although weights were kept."""
+    from dataclasses import replace
+
+    import optuna
+
+    from cnnsearch.model.build import build_model
+    from cnnsearch.spec import Architecture
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(search_run.path, runs_dir / "t")
+    copy = RunDir(runs_dir, "t")
+    study = copy.load_study()
+    best = max((t for t in study.trials if t.value is not None), key=lambda t: t.value)
+    arch = Architecture.from_dict(best.user_attrs["arch"])
+    wild = replace(arch, train=replace(arch.train, lr=1e6, schedule="constant"))  # diverges at once
+    attrs = {**best.user_attrs, "arch": wild.to_dict(), "hash": wild.canonical_hash(), "best_val_acc": 0.999}
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.999, params=best.params, distributions=best.distributions, user_attrs=attrs,
+            intermediate_values={1: 0.999},
+        )
+    )  # fmt: skip
+    number = len(study.trials) - 1
+    net = build_model(wild, (1, 8, 8), 10)  # its kept weights, as a search writes them
+    torch.save(
+        {"state_dict": net.state_dict(), "epoch": 1, "network": wild.canonical_hash()}, copy.weights_file(number)
+    )
+    with pytest.raises(UserError, match=f"the final training of trial {number} ended nan"):
+        export_run(copy, out=tmp_path / "model", retrain_epochs=2, formats=("pt",), device="cpu")
+    assert not (tmp_path / "model").exists()
+    messages: list[str] = []
+    result = export_run(
+        copy, out=tmp_path / "kept", final_budget_s=120, weights_when_short=True, formats=("pt",), device="cpu",
+        on_message=messages.append,
+    )  # fmt: skip
+    assert result.trial == number and result.retrain_epochs is None, messages
+    assert any(f"exporting the search's weights of trial {number} instead" in m for m in messages), messages
+    assert json.loads((tmp_path / "kept" / "model.json").read_text())["retrained"] is False
+
+
 def test_top_confirms_the_choice_on_validation(search_run: RunDir, tmp_path: Path) -> None:
     messages: list[str] = []
     result = export_run(
