@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from cnnsearch.data.device import normalize
-from cnnsearch.errors import InfeasibleArchitecture, UserError, first_line
+from cnnsearch.errors import DiskFull, InfeasibleArchitecture, UserError, first_line
 from cnnsearch.export.formats import (
     FILE_NAMES,
     FORMAT_TABLE,
@@ -42,6 +43,8 @@ from cnnsearch.export.model_dir import (
 from cnnsearch.model.build import CandidateNet
 from cnnsearch.run.folder import honour_umask, package_versions, write_atomic
 from cnnsearch.spec import Architecture
+
+FULL_DISK_BYTES = 1 << 20  # a model writer's RuntimeError with less free than this is a full disk
 
 # Files a previous export may have left; --force replaces these and nothing else.
 _OWN_FILES = (*FILE_NAMES.values(), "model.onnx.data", PREDICT_SCRIPT, META_FILE)
@@ -137,7 +140,12 @@ def _write_model_folder(
         for name in formats:
             temp = temps[name] = _temp_name(out, FILE_NAMES[name])
             writer = FORMAT_TABLE[name]
-            writer.write(temp, net, batch, saved)
+            try:
+                writer.write(temp, net, batch, saved)
+            except RuntimeError:  # torch's and onnx's writers do not pass a full disk's errno on
+                if shutil.disk_usage(out).free < FULL_DISK_BYTES:
+                    raise DiskFull(out, f"the {name} model in {out}") from None
+                raise
             outputs = writer.run(temp, batch)
             verification[name] = float((outputs - reference).abs().max()) if len(batch) else 0.0
             if not verification[name] <= VERIFY_TOLERANCE:  # also catches NaN

@@ -379,6 +379,25 @@ def test_a_final_training_that_diverges_is_one_sentence_or_the_kept_weights(sear
     assert json.loads((tmp_path / "kept" / "model.json").read_text())["retrained"] is False
 
 
+def test_a_full_disk_under_the_model_folder_is_one_line(search_run: RunDir, tmp_path: Path) -> None:
+    """torch.save, torch.jit.save and the ONNX writers raise RuntimeError on a full disk, not an
+    OSError with its errno: before, a traceback instead of the one-line disk-full message."""
+    from conftest import run_cli
+    from faults import assert_one_line_error, fill, small_tmpfs
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(search_run.path, runs_dir / "t")
+    with small_tmpfs(tmp_path / "disk") as disk:
+        fill(disk, leave=8 * 1024)  # room for a folder, not for the model
+        out = disk / "model"
+        result = run_cli(
+            "export", "t", "--out", str(out), "--no-retrain", "--format", "pt", "--runs-dir", str(runs_dir)
+        )
+        message = f"no space left on {disk} while saving the pt model in {out}; free space and run the command again"
+        assert_one_line_error(result, message, 1, alone=False)
+        assert not (out / "model.json").exists() and not [p for p in out.glob("*") if p.name != "fill"]
+
+
 def test_top_confirms_the_choice_on_validation(search_run: RunDir, tmp_path: Path) -> None:
     messages: list[str] = []
     result = export_run(
