@@ -196,6 +196,7 @@ def export_run(
         called = time.monotonic()  # --final-budget is the final training's, not the confirmation's
 
     schedule = None
+    replans: list[list[int]] = []
     cpu_threads = torch.get_num_threads() if torch_device.type == "cpu" else None  # the final training's
     if not no_retrain:
         pool = int(info.split_sizes.get("train") or 0) + int(info.split_sizes.get("val") or 0)
@@ -270,6 +271,7 @@ def export_run(
             net, mean, std, train_images, weights_epoch = search_weights(run, dataset, chosen)
             arch, epochs, why = chosen.arch, None, ""
         else:
+            replans = [[epoch, before, after] for epoch, before, after, _ in pacer.changes]
             replanned = pacer.note()
             if replanned:
                 on_message(f"final training {replanned}")
@@ -298,6 +300,9 @@ def export_run(
         "seed": chosen.seed,
         "confirmation": [row.to_dict() for row in confirmation],
         "chosen_because": because,
+        # Each re-plan of a budget-fitted final training: [after epoch, epochs before, after]. The
+        # one-cycle schedule is a share of the planned steps, so these (and the seed) are what it ran.
+        "replans": replans,
     }
     files, verification = _write_model_folder(
         out,
@@ -323,6 +328,9 @@ def export_run(
             "val_accuracy": chosen.val_acc,
             "retrained": not no_retrain,
             "retrain_epochs": epochs,
+            "seed": chosen.seed,
+            "final_schedule": why,
+            "replans": replans,
             "formats": list(chosen_formats),
             "created": meta["created"],
         },

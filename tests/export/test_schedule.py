@@ -160,6 +160,12 @@ def test_search_export_fits_search_and_final_model_in_one_timeout(tmp_path: Path
         assert done and done[-1] == f"{meta['retrain_epochs']}/{meta['retrain_epochs']}", (done, meta)
         assert len(done) == meta["retrain_epochs"] == meta["weights_epoch"]
         assert ("re-planned at the measured pace" in meta["final_schedule"]) == (";" in meta["final_schedule"])
+        # What the final training ran is on record, in the model folder and in the run (exports.json).
+        replans = meta["replans"]
+        assert all(len(change) == 3 for change in replans) and (not replans or replans[-1][2] == meta["retrain_epochs"])
+        assert ("re-planned" in meta["final_schedule"]) <= bool(replans)
+        (record,) = json.loads((runs / "e" / "exports.json").read_text())
+        assert record["replans"] == replans and record["seed"] == meta["seed"]
     # The search stopped at its share of the budget (30% kept): its trials all began within 70% of it.
     trials = load_study(runs, "e").trials
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
