@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnsearch.errors import DiskFull, UserError, is_disk_full
+from cnnsearch.errors import DiskFull, RunFault, UserError, is_disk_full
 from cnnsearch.run.storage import describe_storage, open_storage
 
 RUN_FILE = "run.json"
@@ -264,6 +264,11 @@ class RunDir:
         import optuna
 
         info = info or self.read_info()
+        if info.storage == "journal" and not self.journal_file.is_file():  # not an empty new one over the loss
+            raise RunFault(
+                f"{self.journal_file} is missing: run {self.name!r} recorded its trials there (trials/ keeps a copy "
+                f"of each finished one); restore it from a backup, or start another run"
+            )
         storage = self.open_storage(info)
         try:
             return optuna.load_study(study_name=info.name, storage=storage)

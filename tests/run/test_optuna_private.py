@@ -28,7 +28,7 @@ def test_hyperband_first_rung_is_the_first_epoch_its_bracket_can_prune_at() -> N
     rung hyperband_first_rung names (the budget rules charge a candidate that many epochs)."""
     epochs = 10
     pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
-    study = optuna.create_study(direction="maximize", pruner=pruner)
+    study = optuna.create_study(study_name="hyperband", direction="maximize", pruner=pruner)  # brackets: by name
     for _ in range(40):  # good trials in every bracket, their rungs recorded as the pruner records them
         trial = study.ask()
         for step in range(1, epochs + 1):
@@ -36,7 +36,7 @@ def test_hyperband_first_rung_is_the_first_epoch_its_bracket_can_prune_at() -> N
             trial.should_prune()
         study.tell(trial, 0.9)
     rungs = {}
-    for _ in range(12):
+    for _ in range(20):
         trial = study.ask()
         rung = optuna_private.hyperband_first_rung(study, trial)
         pruned_at = None

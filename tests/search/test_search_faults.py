@@ -104,6 +104,22 @@ def test_damage_in_the_middle_of_the_journal_is_one_line(base_run: Path, tmp_pat
     assert journal.read_bytes() == damaged
 
 
+def test_a_lost_journal_is_one_line_and_not_replaced_by_an_empty_one(base_run: Path, tmp_path: Path) -> None:
+    """Before: reading a run whose study.journal was gone created an empty one, so `leaderboard`
+    said the run had no study and told the user to start it again (over the loss), and the empty
+    file then hid that anything had been lost."""
+    runs = _copy(base_run, tmp_path / "runs")
+    journal = RunDir(runs, "big").journal_file
+    journal.unlink()
+    message = (
+        f"{journal} is missing: run 'big' recorded its trials there (trials/ keeps a copy of each finished one); "
+        "restore it from a backup, or start another run"
+    )
+    assert_one_line_error(run_cli("leaderboard", "big", "--runs-dir", str(runs)), message, 1)
+    assert_one_line_error(run_cli("search", "--name", "big", "--runs-dir", str(runs)), message, 1, alone=False)
+    assert not journal.exists()
+
+
 def test_a_full_disk_stops_the_search_with_one_line_and_loses_nothing(base_run: Path, tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "disk") as disk:
         runs = _copy(base_run, disk / "runs")
