@@ -110,9 +110,13 @@ def _watch(run) -> None:
                     live.update(watch_view(run, width=out.width))
         import optuna
 
+        from cnnsearch.run.liveness import worker_alive
+
+        running = (optuna.trial.TrialState.RUNNING,)
         while True:
             out.print(watch_view(run, width=out.width))
-            if not run.load_study().get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            # A trial of a killed worker stays RUNNING until a resume recovers it: it is not running.
+            if not any(worker_alive(run, t) for t in run.load_study().get_trials(deepcopy=False, states=running)):
                 info("no trial is running; stopped watching")
                 return
             time.sleep(10.0)

@@ -514,6 +514,12 @@ def test_running_trials_of_gone_workers_show_as_stopped(runs_dir):
     _set_worker(run, 11, f"{here}:{finished.pid}")
     (row,) = (row for _, row in report.runs_frame(runs_dir).iterrows() if row["name"] == "killed")
     assert not row["running"]
+    # `leaderboard --watch` in a log (no terminal) stops once nothing runs: before, it waited for
+    # ever on the RUNNING trials of workers that were gone.
+    from conftest import run_cli
+
+    watched = run_cli("leaderboard", "killed", "--watch", "--runs-dir", str(runs_dir), timeout=60)
+    assert watched.returncode == 0 and "no trial is running; stopped watching" in watched.stderr, watched.stderr
 
 
 def test_log_ticks_are_few_round_and_humanised():
