@@ -199,6 +199,14 @@ def search(
         )
         for note in opened.notes:
             info(note)
+        if opened.resumed and settings.trials is None:  # a resume with nothing left to train says so
+            from cnnsearch.search.progress import counted_trials
+
+            done = len(counted_trials(run.load_study(run_info)))
+            if done >= opened.target:
+                info(
+                    f"run {run.name!r} already has its {opened.target} trials; pass --trials N (over {done}) to search on"
+                )
         # With --export the whole job fits --timeout: the search's share counts from the start too,
         # so that setting up (loading, decoding the images) does not come out of the final model's.
         search_deadline = whole_deadline - total_s + search_timeout_s if whole_deadline and search_timeout_s else None

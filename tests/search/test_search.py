@@ -103,6 +103,11 @@ def test_resume_adds_exactly_the_missing_trials(finished_run: Path) -> None:
     assert len(after) == 5
     assert [(t.number, t.state, t.value) for t in after[:3]] == [(t.number, t.state, t.value) for t in before]
     assert "resuming run 'demo'" in result.stderr
+    # A resume with nothing left to train (a --timeout does not raise the target) says so.
+    again = run_cli("search", "--name", "demo", "--timeout", "10m", "--runs-dir", str(finished_run))
+    assert again.returncode == 0, again.stderr
+    assert "run 'demo' already has its 5 trials; pass --trials N (over 5) to search on" in again.stderr
+    assert len(load_study(finished_run, "demo").trials) == 5
 
 
 def test_plain_output_is_one_line_per_trial(finished_run: Path) -> None:
