@@ -71,6 +71,18 @@ def joined_index() -> int:
     return 1000 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_000
 
 
+def _stop_with_parent() -> None:
+    """In a worker about to start: SIGTERM it when the search that started it dies (Linux), which
+    stops it like Ctrl-C, its trial saved. A SIGKILLed `search --workers N` left its workers
+    training, and a resume then added N more beside them."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the workers outlive a killed search
+        pass
+
+
 def spawn_workers(
     run: RunDir,
     *,
@@ -111,7 +123,7 @@ def spawn_workers(
         if until is not None:
             command += ["--until", f"{until:.3f}"]
         command += ["--checkpoint-every", f"{checkpoint_every_s}s" if checkpoint_every_s > 0 else "epoch"]
-        processes.append(subprocess.Popen(command))
+        processes.append(subprocess.Popen(command, preexec_fn=_stop_with_parent))
     return processes
 
 

@@ -11,6 +11,8 @@ objective stops with one line and exit 2, before a run folder exists.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -202,6 +204,48 @@ def test_postgres_a_trial_of_a_dead_local_worker_is_recovered_before_its_first_h
     assert recover_dead_trials(run, study) == [trial.number]
     (rerun,) = [t for t in study.get_trials() if t.user_attrs.get("resume_of") == trial.number]
     assert rerun.state == STATES.WAITING
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for a parent that is gone counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_the_workers_of_a_killed_search_stop_and_save_their_trials(runs_dir: Path) -> None:
+    """Before: SIGKILL on `search --workers 2` left both workers training on (a resume then added
+    two more beside them). Now they get SIGTERM when it dies: they stop as on Ctrl-C."""
+    search = start_cli(
+        "search", "--space", str(TINY_SPACE), "--data", "digits", "--name", "orphans", "--trials", "1000",
+        "--epochs", "6", "--pruner", "none", "--workers", "2", "--device", "cpu", "--checkpoint-every", "epoch",
+        "--runs-dir", str(runs_dir),
+    )  # fmt: skip
+    try:
+        journal = runs_dir / "orphans" / "study.journal"
+
+        def workers() -> set[int]:
+            if not journal.is_file():
+                return set()
+            trials = load_study(runs_dir, "orphans").get_trials(deepcopy=False)
+            return {_worker_pid(t.user_attrs["worker"]) for t in trials if "worker" in t.user_attrs}
+
+        wait_for(lambda: len(workers()) == 2, what="both workers training")
+    finally:
+        search.kill()
+        search.wait()
+    pids = workers()
+    try:
+        wait_for(lambda: all(_gone(pid) for pid in pids), timeout=60, what="the workers stopping after the search died")
+    finally:
+        for pid in pids:  # never leave one training on the machine
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    trials = load_study(runs_dir, "orphans").get_trials(deepcopy=False)
+    assert not [t.number for t in trials if t.state == STATES.RUNNING], "each stopped its trial cleanly"
+    assert [t for t in trials if t.user_attrs.get("outcome") == "interrupted"], "and queued it to resume"
 
 
 # ---- a killed worker ---------------------------------------------------------------------------------
