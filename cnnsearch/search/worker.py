@@ -333,18 +333,8 @@ class WorkerLoop:
 
         record = TrialRecord.of(earlier)
         copied, reason = copied_from(earlier)
-        if earlier.state == optuna.trial.TrialState.COMPLETE:
-            write_attrs(trial, {**copied, "outcome": "duplicate", "reason": reason})
-            study.tell(trial, earlier.values if len(earlier.values) > 1 else earlier.value)
-            self._emit(
-                kind="trial_end",
-                trial=trial.number,
-                outcome="duplicate",
-                reason=reason,
-                best_val_acc=copied["best_val_acc"],
-                compact=record.compact,
-                finished_total=len(counted_trials(study)),
-            )
+        if earlier.state == optuna.trial.TrialState.COMPLETE:  # its results, and trials/<n>.json like any trial
+            self._finish(study, trial, "duplicate", reason, copied)
         else:
             self._finish(study, trial, record.outcome or "pruned", reason + f" ({record.reason})", copied)
 

@@ -248,6 +248,10 @@ def test_duplicate_candidates_are_not_retrained(tmp_path: Path) -> None:
     assert all(t.user_attrs["duplicate_of"] == 0 for t in trials[1:])
     assert all(t.value == trials[0].value for t in trials)
     assert trials[1].user_attrs["train_seconds"] == 0.0
+    # Like any trial it has its record in trials/ (before, none: `--enqueue runs/X/trials/N.json`
+    # of a duplicate's row failed), with the network it copied.
+    record = json.loads(run.trial_file(1).read_text())
+    assert record["outcome"] == "duplicate" and record["arch"] == trials[0].user_attrs["arch"]
 
 
 def test_infeasible_candidate_is_pruned_with_its_reason(tmp_path: Path) -> None:
