@@ -127,3 +127,19 @@ def test_an_infeasible_candidate_is_skipped_in_the_live_view_and_in_runs(tmp_pat
     assert "1 skipped" in header and "0 failed" in header, header
     row = runs_frame(run.runs_dir).iloc[0]
     assert (row["skipped"], row["failed"], row["complete"]) == (1, 0, 0)
+
+
+def test_the_live_view_counts_toward_trials_what_the_search_counts() -> None:
+    """A trial Optuna failed without an outcome (a stale heartbeat's) counted toward --trials in the
+    view (`[n/target]`) but not in the search, which then ran one more than the view said."""
+    from cnnsearch.search.progress import counted_trials
+
+    study = optuna.create_study(direction="maximize")
+    for outcome, state in (("complete", "COMPLETE"), (None, "FAIL"), ("interrupted", "FAIL"), ("error", "FAIL")):
+        trial = study.ask()
+        if outcome:
+            write_attrs(trial, {"outcome": outcome, "best_val_acc": 0.5})
+        study.tell(trial, 0.5 if state == "COMPLETE" else None, state=optuna.trial.TrialState[state])
+    view = ProgressState(name="r", target=10)
+    state_from_study(study, view)
+    assert view.finished == len(counted_trials(study)) == 2  # complete and error

@@ -16,7 +16,15 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from cnnsearch.outcomes import OUTCOMES, TrialRecord, best_so_far, count_groups, rank_key, trial_outcome
+from cnnsearch.outcomes import (
+    OUTCOMES,
+    STATE_OUTCOMES,
+    TrialRecord,
+    best_so_far,
+    count_groups,
+    rank_key,
+    trial_outcome,
+)
 from cnnsearch.search.progress import SearchEvent
 from cnnsearch.search.settings import UNLIMITED_TRIALS
 
@@ -52,8 +60,13 @@ class RunningTrial:
 
 
 def counted(counts: dict[str, int]) -> int:
-    """Finished trials that count toward --trials (a too_slow candidate never trained: it does not)."""
-    return sum(count for outcome, count in counts.items() if OUTCOMES.get(outcome, COUNTED).counted)
+    """Finished trials that count toward --trials, as search.progress.counted_trials counts them (a
+    too_slow candidate never trained; a trial Optuna failed without an outcome, "failed", is not one)."""
+    return sum(
+        count
+        for outcome, count in counts.items()
+        if outcome != STATE_OUTCOMES["FAIL"] and OUTCOMES.get(outcome, COUNTED).counted
+    )
 
 
 @dataclass
