@@ -36,6 +36,7 @@ _EXPORTS = {
     "recover_dead_trials": "liveness",
     "on_stale_trial": "liveness",
     "requeue": "liveness",
+    "requeue_refused": "liveness",
     "heartbeat_age": "liveness",
     "judge_worker": "liveness",
     "worker_alive": "liveness",

@@ -196,6 +196,24 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
     return recovered
 
 
+def requeue_refused(study: Any) -> list[int]:
+    """Queue again the re-runs and starters an earlier session refused as too slow, once per
+    session (a worker's start): the sampler never proposes them again, so a checkpoint's epochs or
+    a starter were lost for good, though a resumed run's new --timeout may well fit them."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    resumed = {TrialRecord.of(trial).resume_of for trial in trials}
+    queued = []
+    for trial in trials:
+        record = TrialRecord.of(trial)
+        refused = trial.state == optuna.trial.TrialState.PRUNED and record.outcome == "too_slow"
+        queued_only = record.resume_of is not None or record.starter is not None  # never proposed again
+        if refused and queued_only and trial.number not in resumed and requeue(study, trial):
+            queued.append(trial.number)
+    return queued
+
+
 def on_stale_trial(study: Any, trial: Any) -> None:
     """Optuna's RDB heartbeat failed a dead worker's trial: queue it again.
 

@@ -33,6 +33,7 @@ from cnnsearch.run.liveness import (
     on_stale_trial,
     recover_dead_trials,
     requeue,
+    requeue_refused,
     uses_rdb_heartbeat,
 )
 from cnnsearch.run.optuna_private import hyperband_first_rung, storage_of, stored_user_attrs, trial_id
@@ -146,6 +147,8 @@ class WorkerLoop:
 
         study = self.open_study()
         data = self.load_data()
+        with ask_lock(self.run, self.info.storage):
+            requeue_refused(study)
         while not self.should_stop():
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 break

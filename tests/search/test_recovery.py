@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import optuna
@@ -229,3 +230,46 @@ def test_the_weights_kept_are_those_of_the_trials_export_ranks_first(tmp_path: P
     assert kept() == ["trial_1.pt"]
     finish(4, "complete", 0.91, 20_000)
     assert kept() == ["trial_4.pt"]
+
+
+def test_a_rerun_refused_as_too_slow_is_queued_again_by_the_next_session(tmp_path: Path) -> None:
+    """Before: a re-run of an interrupted trial that a short --timeout refused as too_slow was never
+    proposed again (only the queue holds it), so its checkpoint's epochs were lost for good."""
+    space = tmp_path / "two.toml"
+    space.write_text(
+        '[network]\nstages = 1\nfilters = 8\n[stage]\nconvs = 1\n[head]\npooling = "gap"\n'
+        "[train]\nlr = [0.02, 0.01]\nbatch_size = 32\nepochs = [4, 100]\n"
+    )
+    run, info, loaded = prepare_run(
+        SearchSettings(name="lib", space=str(space), data="digits", runs_dir=str(tmp_path), device="cpu", pruner="none")
+    )
+    study = run.load_study()
+    study.enqueue_trial({"train.lr": 0.02, "train.epochs": 4})  # trains: it calibrates the cost model
+    study.enqueue_trial({"train.lr": 0.01, "train.epochs": 100})  # interrupted after epoch 2
+    stop = {"now": False}
+
+    def on_event(event) -> None:  # noqa: ANN001
+        if event.kind == "epoch" and event.trial == 1 and event.epoch == 2:
+            stop["now"] = True
+
+    first = WorkerLoop(run, info, loaded, target=2, device="cpu", on_event=on_event, should_stop=lambda: stop["now"])
+    first.run_loop()
+    # A session of 3 s: the re-run's 98 epochs left do not fit, it is refused (too_slow).
+    WorkerLoop(run, info, loaded, target=3, device="cpu", deadline=time.monotonic() + 3.0).run_loop()
+    trials = run.load_study().trials
+    refused = [t for t in trials if t.user_attrs.get("resume_of") == 1]
+    assert [t.user_attrs["outcome"] for t in refused] == ["too_slow"], [t.user_attrs.get("outcome") for t in trials]
+    # The next session queues it again and it resumes from the checkpoint (stopped after one more epoch).
+    stop["now"] = False
+
+    def after_one(event) -> None:  # noqa: ANN001
+        if event.kind == "epoch" and event.epoch >= 3:
+            stop["now"] = True
+
+    WorkerLoop(
+        run, info, loaded, target=5, device="cpu", on_event=after_one, should_stop=lambda: stop["now"]
+    ).run_loop()
+    trials = run.load_study().trials
+    again = [t for t in trials if t.user_attrs.get("resume_of") == refused[0].number]
+    assert len(again) == 1 and again[0].user_attrs["origin"] == 1
+    assert again[0].user_attrs["val_acc"][:2] == trials[1].user_attrs["val_acc"][:2], "continued from its checkpoint"
