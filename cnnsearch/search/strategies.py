@@ -98,7 +98,8 @@ def make_sampler(
     import optuna
 
     # Each worker gets its own stream: equal seeds would make all workers propose the same points.
-    seed = seed + 7919 * worker_index
+    # Within numpy's seed range (a joined worker's index runs to ~10^6: 7919x that is over 2^32).
+    seed = (seed + 7919 * worker_index) % 2**32
     if name == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed,

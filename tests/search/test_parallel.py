@@ -151,6 +151,13 @@ def test_workers_joined_by_hand_draw_distinct_sampler_streams() -> None:
         for _ in range(3)
     }
     assert len(drawn) == 3 and min(drawn) >= 1000, drawn  # never one `search --workers N` gives its own
+    # The largest index it can draw still seeds every sampler (7919 x 10^6 is past numpy's 2^32).
+    from cnnsearch.search.strategies import SAMPLERS, make_sampler
+
+    for name in SAMPLERS:
+        sampler = make_sampler(name, 4_000_000_000, multi_objective=False, worker_index=1_001_000)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
 
 
 # ---- liveness -----------------------------------------------------------------------------------------
