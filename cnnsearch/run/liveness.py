@@ -102,18 +102,20 @@ class Heartbeat:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
+    def _beat_once(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+        if uses_rdb_heartbeat(self.storage):
+            # A missed beat is retried; the grace period absorbs it.
+            with contextlib.suppress(Exception):
+                self.storage.record_heartbeat(self.trial_id)
+
     def _beat(self) -> None:
-        while True:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.touch()
-            if uses_rdb_heartbeat(self.storage):
-                # A missed beat is retried; the grace period absorbs it.
-                with contextlib.suppress(Exception):
-                    self.storage.record_heartbeat(self.trial_id)
-            if self.stop_event.wait(HEARTBEAT_INTERVAL_S):
-                return
+        while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
+            self._beat_once()
 
     def __enter__(self) -> Heartbeat:
+        self._beat_once()  # the first beat before anything else happens to the trial
         self.thread.start()
         return self
 
@@ -161,11 +163,11 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         verdict = judge_worker(run, trial, now)
         beat = run.heartbeat_file(trial.number)
-        if rdb_heartbeat and verdict is not False and (verdict is None or not beat.exists()):
+        if rdb_heartbeat and (verdict is None or not beat.exists()):
             # Another machine's worker, or one here using another run folder (its heartbeat
-            # file is not in ours): only the database heartbeat can tell. A worker process of
-            # this machine that is gone is dead whatever the database says (Optuna never calls
-            # a trial stale that has no heartbeat row yet: it stayed RUNNING for ever).
+            # file is not in ours): only the database heartbeat can tell (machines may share a
+            # host name, so a pid missing here proves nothing). A worker beats from the moment
+            # it asks for a trial (search.worker), so every trial it took has a heartbeat row.
             if trial_id(trial) not in stale:
                 continue
         elif verdict is not False:  # alive, or nothing here can tell
@@ -176,16 +178,17 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
             storage.set_trial_user_attr(
                 number, "reason", "its worker stopped (killed or machine lost); re-run from its checkpoint"
             )
-            requeue(study, trial)  # before FAIL: a kill in between leaves it RUNNING, recovered again
             storage.set_trial_state_values(number, optuna.trial.TrialState.FAIL)
         except RunFault:  # a full disk or a damaged journal is not "recovered by another worker"
             raise
-        except Exception:  # another worker recovered it first
+        except Exception:  # another worker recovered it first, or its own worker told it after all
             continue
+        requeue(study, trial)  # a kill just before it: the sweep below queues it next time
         beat.unlink(missing_ok=True)
         recovered.append(trial.number)
-    # An interrupted trial told FAIL before its re-run was queued (a kill in between, by an older
-    # cnnsearch that queued after telling) would be lost for good: queue it now.
+    # An interrupted trial told FAIL before its re-run was queued (a kill in between) would be
+    # lost for good: queue it now. (Queuing first instead could leave a re-run of a trial its own
+    # worker told COMPLETE after all, which would then count as a duplicate.)
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
     lost = [trial for trial in failed if TrialRecord.of(trial).outcome == "interrupted"]
     if lost:
@@ -225,8 +228,8 @@ def on_stale_trial(study: Any, trial: Any) -> None:
 
 def requeue(study: Any, trial: Any) -> bool:
     """Queue a trial's parameters again, to resume from the checkpoint of its origin; False (and
-    nothing queued) when a re-run of it is queued already: queue it before telling the trial FAIL,
-    so that a kill in between leaves a RUNNING trial whose recovery finds its re-run."""
+    nothing queued) when a re-run of it is queued already. Called under the ask lock, so that the
+    check and the queuing are one step against recover_dead_trials' sweep."""
     if any(TrialRecord.of(other).resume_of == trial.number for other in study.get_trials(deepcopy=False)):
         return False
     record = TrialRecord.of(trial)

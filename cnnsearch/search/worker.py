@@ -295,8 +295,9 @@ class WorkerLoop:
         if result.outcome == "interrupted":
             # Ctrl-C ends the command with 130; the search deadline is a normal end.
             self.interrupted = self.should_stop()
-            requeue(study, storage_of(study).get_trial(trial_id(trial)))  # first: see liveness.requeue
             self._finish(study, trial, "interrupted", result.reason, metrics)
+            with ask_lock(self.run, self.info.storage):  # against another worker's sweep (liveness.requeue)
+                requeue(study, storage_of(study).get_trial(trial_id(trial)))
             return
         # The result first, the weights after: a disk too full for the weights keeps the result.
         self._finish(study, trial, result.outcome, result.reason, metrics)

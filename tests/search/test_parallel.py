@@ -161,10 +161,12 @@ def test_workers_joined_by_hand_draw_distinct_sampler_streams() -> None:
 
 
 # ---- liveness -----------------------------------------------------------------------------------------
-def test_a_trial_beats_until_it_is_told(runs_dir: Path) -> None:
+def test_a_trial_beats_from_its_ask_until_it_is_told(runs_dir: Path) -> None:
     """Before: the heartbeat stopped (its file removed) when training ended, before the result was
     recorded; a trial that had started over 30 s before was then judged dead by another worker in
-    that gap, marked interrupted and queued again, and its own worker crashed telling it."""
+    that gap, marked interrupted and queued again, and its own worker crashed telling it. And it
+    began only after the budget's judgement: with PostgreSQL a worker killed before its first beat
+    left a trial Optuna never calls stale (no heartbeat row), RUNNING for ever."""
     from cnnsearch.search.worker import WorkerLoop
 
     run, info, space = prepare_run(
@@ -173,44 +175,18 @@ def test_a_trial_beats_until_it_is_told(runs_dir: Path) -> None:
         )
     )
     target = resolve_target(run, info, 2)
-    beating_when_told = {}
+    beating_when_told, beating_when_judged = {}, {}
 
     def on_event(event) -> None:  # noqa: ANN001
+        if event.kind == "trial_start":  # sent once the budget let it start
+            beating_when_judged[event.trial] = run.heartbeat_file(event.trial).exists()
         if event.kind == "trial_end":  # sent after the study is told
             beating_when_told[event.trial] = run.heartbeat_file(event.trial).exists()
 
     WorkerLoop(run, info, space, target=target, device="cpu", on_event=on_event).run_loop()
     assert len(beating_when_told) >= 2 and all(beating_when_told.values()), beating_when_told
+    assert len(beating_when_judged) >= 2 and all(beating_when_judged.values()), beating_when_judged
     assert not list(run.heartbeat_file(0).parent.glob("*")), "no heartbeat is left once the trials are told"
-
-
-def test_postgres_a_trial_of_a_dead_local_worker_is_recovered_before_its_first_heartbeat(
-    postgres_server: PostgresServer, runs_dir: Path
-) -> None:
-    """Optuna never calls a trial stale that has no database heartbeat yet: a worker killed between
-    the ask and its first beat left the trial RUNNING for ever, and every worker waited on it."""
-    import socket
-    import subprocess
-    import sys
-
-    from cnnsearch.outcomes import write_attrs
-    from cnnsearch.run.liveness import recover_dead_trials
-    from cnnsearch.search.worker import WorkerLoop
-
-    run, info, space = prepare_run(
-        SearchSettings(
-            name="pgdead", space=str(TINY_SPACE), data="digits", runs_dir=str(runs_dir), storage=postgres_server.url
-        )
-    )
-    resolve_target(run, info, 2)
-    study = WorkerLoop(run, info, space, target=2, device="cpu").open_study()  # with the database heartbeat
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    trial = study.ask()
-    write_attrs(trial, {"worker": f"{socket.gethostname()}:{gone.pid}"})
-    assert recover_dead_trials(run, study) == [trial.number]
-    (rerun,) = [t for t in study.get_trials() if t.user_attrs.get("resume_of") == trial.number]
-    assert rerun.state == STATES.WAITING
 
 
 def _gone(pid: int) -> bool:
