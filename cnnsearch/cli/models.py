@@ -30,7 +30,7 @@ class ExportInterrupted(BaseException):
 
 
 @contextmanager
-def _removed_on_ctrl_c(out_dir: Path, doing: list[str]) -> Iterator[None]:
+def _removed_on_ctrl_c(out_dir: Path, doing: list[str], what: str = "export") -> Iterator[None]:
     """On Ctrl-C or SIGTERM (`timeout`, systemd, docker stop, Slurm), say what was stopped and
     remove what this export created under `out_dir`: the folders it made, or in a folder that
     existed only the model files it writes (never what other processes wrote there meanwhile).
@@ -60,7 +60,7 @@ def _removed_on_ctrl_c(out_dir: Path, doing: list[str]) -> Iterator[None]:
             for path in created:
                 path.unlink(missing_ok=True)
             removed = f"removed the {count(len(created), 'file')} it had written to {out_dir}"
-        err.print(Text(f"export interrupted while {doing[0]}; {removed}"), highlight=False)
+        err.print(Text(f"{what} interrupted while {doing[0]}; {removed}"), highlight=False)
         raise typer.Exit(128 + stopped.signum) from None
     finally:
         for signum, handler_before in previous.items():
@@ -68,7 +68,26 @@ def _removed_on_ctrl_c(out_dir: Path, doing: list[str]) -> Iterator[None]:
 
 
 @contextmanager
-def exporting(out_dir: Path) -> Iterator[Callable[[str], None]]:
+def _stopped_on_signal(what: str) -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a command that writes nothing to keep: one line, exit 128 + the signal
+    (Lightning's own SIGTERM handling otherwise ended the training as 'interrupted', and the command 0)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise ExportInterrupted(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except ExportInterrupted as stopped:
+        err.print(Text(f"{what} interrupted"), highlight=False)
+        raise typer.Exit(128 + stopped.signum) from None
+    finally:
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
+
+
+@contextmanager
+def exporting(out_dir: Path, what: str = "export") -> Iterator[Callable[[str], None]]:
     """An export's messages (shown, and remembered for the Ctrl-C note); a Ctrl-C removes its half-written folder."""
     doing = ["starting"]
 
@@ -76,7 +95,7 @@ def exporting(out_dir: Path) -> Iterator[Callable[[str], None]]:
         doing[0] = message
         info(message)
 
-    with _removed_on_ctrl_c(out_dir, doing):
+    with _removed_on_ctrl_c(out_dir, doing, what):
         yield on_message
 
 
@@ -226,7 +245,8 @@ def rerun(
     run.read_info()  # an unknown run is refused before torch is imported
     from cnnsearch.export.rerun import rerun_trial
 
-    result = rerun_trial(run, trial, device=device)
+    with _stopped_on_signal(f"rerun of trial {trial}"):
+        result = rerun_trial(run, trial, device=device)
     out.print(Text(result.summary()), highlight=False)
 
 
@@ -272,18 +292,19 @@ def finetune(
     check_finetune_options(model_dir, out_dir, epochs=epochs, lr=lr, force=force)  # before torch is imported
     from cnnsearch.export.finetune import finetune_model
 
-    result = finetune_model(
-        model_dir,
-        data=data,
-        out=out_dir,
-        epochs=epochs,
-        freeze=freeze,
-        lr=lr,
-        data_dir=data_dir,
-        force=force,
-        seed=seed,
-        device=device,
-        on_message=info,
-    )
+    with exporting(out_dir, "fine-tuning") as on_message:  # Ctrl-C, SIGTERM: says so, removes what it made
+        result = finetune_model(
+            model_dir,
+            data=data,
+            out=out_dir,
+            epochs=epochs,
+            freeze=freeze,
+            lr=lr,
+            data_dir=data_dir,
+            force=force,
+            seed=seed,
+            device=device,
+            on_message=on_message,
+        )
     for line in result.summary_lines():
         out.print(Text(line), highlight=False)

@@ -46,3 +46,24 @@ def test_ctrl_c_during_export_says_what_stopped_and_removes_only_what_it_created
         else:
             assert lines[0].endswith(f"removed {runs_dir / 'new'}, which it had created")
             assert not (runs_dir / "new").exists()
+
+
+def test_sigterm_during_finetune_says_so_and_removes_its_folder(runs_dir: Path) -> None:
+    """Before: the training ended 'interrupted' under Lightning's SIGTERM handling and finetune
+    raised a RuntimeError (a traceback), leaving its half-made folder."""
+    made = run_cli(
+        "search", "--space", str(TINY_SPACE), "--data", "digits", "--epochs", "1", "--trials", "1",
+        "--name", "f", "--runs-dir", str(runs_dir), "--export", str(runs_dir / "model"),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    out = runs_dir / "tuned"
+    tune = start_cli("finetune", str(runs_dir / "model"), "--data", "digits", "--out", str(out), "--epochs", "300")
+    assert tune.stderr is not None
+    first = tune.stderr.readline()
+    assert first.startswith("fine-tuning "), first
+    time.sleep(1.0)
+    tune.send_signal(signal.SIGTERM)
+    rest = tune.communicate(timeout=60)[1]
+    assert tune.returncode == 128 + signal.SIGTERM, rest
+    assert "Traceback" not in rest and rest.strip().splitlines()[-1].startswith("fine-tuning interrupted while ")
+    assert not out.exists()
