@@ -42,10 +42,16 @@ def worker(
             "start-up does not move it); --timeout stays the whole budget the cost model shares out.",
         ),
     ] = None,
+    parent: Annotated[
+        int | None, typer.Option("--parent", hidden=True, help="The search process that started this worker.")
+    ] = None,
 ) -> None:
     """Join a search as one more worker process (on this machine or another)."""
     from cnnsearch import search as searching
     from cnnsearch.cli.view import ProgressState, SearchView
+
+    if parent is not None and not searching.stop_with_parent(parent):
+        return  # the search that started it is gone already
 
     if threads:
         import torch

@@ -19,6 +19,7 @@ _EXPORTS = {
     "resolve_workers": "parallel",
     "spawn_workers": "parallel",
     "joined_index": "parallel",
+    "stop_with_parent": "parallel",
     "WorkerExit": "parallel",
     "run_workers": "parallel",
     "SearchEvent": "progress",

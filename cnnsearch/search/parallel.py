@@ -71,16 +71,18 @@ def joined_index() -> int:
     return 1000 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_000
 
 
-def _stop_with_parent() -> None:
-    """In a worker about to start: SIGTERM it when the search that started it dies (Linux), which
-    stops it like Ctrl-C, its trial saved. A SIGKILLed `search --workers N` left its workers
-    training, and a resume then added N more beside them."""
+def stop_with_parent(parent: int) -> bool:
+    """In a worker that `search --workers N` started (process `parent`): be sent SIGTERM when the
+    search dies (Linux's PR_SET_PDEATHSIG), which stops it like Ctrl-C, its trial saved. A
+    SIGKILLed search left its workers training, and a resume then added N more beside them.
+    False when the search is gone already (before the request could take effect)."""
     try:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the workers outlive a killed search
         pass
+    return os.getppid() == parent
 
 
 def spawn_workers(
@@ -123,7 +125,7 @@ def spawn_workers(
         if until is not None:
             command += ["--until", f"{until:.3f}"]
         command += ["--checkpoint-every", f"{checkpoint_every_s}s" if checkpoint_every_s > 0 else "epoch"]
-        processes.append(subprocess.Popen(command, preexec_fn=_stop_with_parent))
+        processes.append(subprocess.Popen([*command, "--parent", str(os.getpid())]))
     return processes
 
 

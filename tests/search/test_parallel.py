@@ -118,7 +118,7 @@ def test_workers_stop_at_the_searchs_own_deadline_not_their_start_up_plus_the_ti
         )
     )
     target = resolve_target(run, info, None, timed=True)  # a --timeout without --trials: as many as fit
-    until = time.time() + 25.0
+    until = time.time() + 30.0  # room for a loaded machine's torch import and a trial before it
     processes = spawn_workers(
         run, workers=1, target=target, timeout_s=3600.0, device="cpu", checkpoint_every_s=0, until=until
     )
@@ -131,7 +131,8 @@ def test_workers_stop_at_the_searchs_own_deadline_not_their_start_up_plus_the_ti
                 process.kill()
                 process.wait()
     ended = time.time()
-    assert until - 1.0 <= ended <= until + 20.0  # stopped by the deadline, not by the hour's timeout
+    # Stopped by the deadline (or by refusing what no longer fits, just before it), not by the hour.
+    assert until - 10.0 <= ended <= until + 20.0
     trials = run.load_study().get_trials(deepcopy=False)
     assert trials, "the worker trained nothing before the deadline"
     assert max(t.datetime_complete.timestamp() for t in trials if t.datetime_complete) <= until + 5.0

@@ -238,14 +238,14 @@ def test_a_rerun_refused_as_too_slow_is_queued_again_by_the_next_session(tmp_pat
     space = tmp_path / "two.toml"
     space.write_text(
         '[network]\nstages = 1\nfilters = 8\n[stage]\nconvs = 1\n[head]\npooling = "gap"\n'
-        "[train]\nlr = [0.02, 0.01]\nbatch_size = 32\nepochs = [4, 100]\n"
+        "[train]\nlr = [0.02, 0.01]\nbatch_size = 32\nepochs = [4, 1000]\n"
     )
     run, info, loaded = prepare_run(
         SearchSettings(name="lib", space=str(space), data="digits", runs_dir=str(tmp_path), device="cpu", pruner="none")
     )
     study = run.load_study()
     study.enqueue_trial({"train.lr": 0.02, "train.epochs": 4})  # trains: it calibrates the cost model
-    study.enqueue_trial({"train.lr": 0.01, "train.epochs": 100})  # interrupted after epoch 2
+    study.enqueue_trial({"train.lr": 0.01, "train.epochs": 1000})  # interrupted after epoch 2
     stop = {"now": False}
 
     def on_event(event) -> None:  # noqa: ANN001
@@ -254,8 +254,8 @@ def test_a_rerun_refused_as_too_slow_is_queued_again_by_the_next_session(tmp_pat
 
     first = WorkerLoop(run, info, loaded, target=2, device="cpu", on_event=on_event, should_stop=lambda: stop["now"])
     first.run_loop()
-    # A session of 3 s: the re-run's 98 epochs left do not fit, it is refused (too_slow).
-    WorkerLoop(run, info, loaded, target=3, device="cpu", deadline=time.monotonic() + 3.0).run_loop()
+    # A session of 8 s (set-up included): the re-run's 998 epochs left do not fit, it is refused (too_slow).
+    WorkerLoop(run, info, loaded, target=3, device="cpu", deadline=time.monotonic() + 8.0).run_loop()
     trials = run.load_study().trials
     refused = [t for t in trials if t.user_attrs.get("resume_of") == 1]
     assert [t.user_attrs["outcome"] for t in refused] == ["too_slow"], [t.user_attrs.get("outcome") for t in trials]
