@@ -311,7 +311,8 @@ class WorkerLoop:
         from cnnsearch.train.checkpoint import checkpoint_epochs
 
         resumes = queued.resume_of is not None and queued.origin is not None
-        done = checkpoint_epochs(self.run.checkpoint_file(f"trial_{queued.origin}")) if resumes else 0
+        checkpoint = self.run.checkpoint_file(f"trial_{queued.origin}")
+        done = checkpoint_epochs(checkpoint, arch.canonical_hash()) if resumes else 0
         time_left = None if self.deadline is None else self.deadline - time.monotonic()
         rung = hyperband_first_rung(study, trial)  # None but for Hyperband, whose brackets start later
         cost = self.gate.judge(

@@ -61,9 +61,12 @@ def write_checkpoint(path: Path, state: dict) -> None:
     write_atomic(path, buffer.getvalue(), what=f"the resume checkpoint {path}", fsync=False)
 
 
-def checkpoint_epochs(path: Path) -> int:
-    """The finished epochs a resume checkpoint holds (0: none, or a damaged one)."""
+def checkpoint_epochs(path: Path, network: str | None = None) -> int:
+    """The finished epochs a resume checkpoint holds (0: none, a damaged one, or, given the
+    `network`'s canonical hash, another network's, which training ignores too)."""
     state = load_checkpoint(path)
+    if state is not None and network is not None and state.get("network", network) != network:
+        return 0
     try:
         return max(0, int(state["epoch"])) if state is not None else 0
     except (KeyError, TypeError, ValueError):

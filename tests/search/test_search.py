@@ -385,6 +385,8 @@ def test_a_trial_the_deadline_cuts_after_some_epochs_keeps_them_for_its_rerun(tm
     assert [t.state for t in trials[1:]] == [STATES.WAITING] and trials[1].user_attrs["origin"] == 0
     # What the re-run's budget judgement counts as done (only the epochs after them are charged).
     assert checkpoint_epochs(run.checkpoint_file("trial_0")) == record.epochs_run
+    assert checkpoint_epochs(run.checkpoint_file("trial_0"), record.hash) == record.epochs_run
+    assert checkpoint_epochs(run.checkpoint_file("trial_0"), "another network") == 0  # training would ignore it
     assert checkpoint_epochs(run.checkpoint_file("trial_9")) == 0  # none
 
 
