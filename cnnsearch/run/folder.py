@@ -23,6 +23,7 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,14 @@ class RunInfo:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def session_started(self) -> float:
+        """Unix time the latest `cnnsearch search` of this run began (its start or last resume); 0 if unknown."""
+        latest = self.resumes[-1].split(" ", 1)[0] if self.resumes else self.created
+        try:
+            return datetime.fromisoformat(latest).timestamp()
+        except ValueError:
+            return 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunInfo:

@@ -199,13 +199,18 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
     return recovered
 
 
-def requeue_refused(study: Any) -> list[int]:
-    """Queue again the re-runs and starters an earlier session refused as too slow, once per
-    session (a worker's start): the sampler never proposes them again, so a checkpoint's epochs or
-    a starter were lost for good, though a resumed run's new --timeout may well fit them."""
+def requeue_refused(study: Any, session_started: float) -> list[int]:
+    """Queue again the re-runs and starters an earlier session (one that ended before the Unix
+    time `session_started`) refused as too slow: the sampler never proposes them again, so a
+    checkpoint's epochs or a starter were lost for good, though a resumed run's new --timeout may
+    well fit them. Called when a worker starts; this session's own refusals stay refused."""
     import optuna
 
-    trials = study.get_trials(deepcopy=False)
+    trials = [
+        trial
+        for trial in study.get_trials(deepcopy=False)
+        if trial.datetime_complete is None or trial.datetime_complete.timestamp() < session_started
+    ]
     resumed = {TrialRecord.of(trial).resume_of for trial in trials}
     queued = []
     for trial in trials:

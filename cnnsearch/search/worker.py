@@ -148,7 +148,7 @@ class WorkerLoop:
         study = self.open_study()
         data = self.load_data()
         with ask_lock(self.run, self.info.storage):
-            requeue_refused(study)
+            requeue_refused(study, self.info.session_started())
         while not self.should_stop():
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 break

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import optuna
@@ -259,7 +260,12 @@ def test_a_rerun_refused_as_too_slow_is_queued_again_by_the_next_session(tmp_pat
     trials = run.load_study().trials
     refused = [t for t in trials if t.user_attrs.get("resume_of") == 1]
     assert [t.user_attrs["outcome"] for t in refused] == ["too_slow"], [t.user_attrs.get("outcome") for t in trials]
-    # The next session queues it again and it resumes from the checkpoint (stopped after one more epoch).
+    # The next session (a resume, as `cnnsearch search` records one) queues it again and it resumes
+    # from the checkpoint (stopped after one more epoch). Within the session it stays refused.
+    WorkerLoop(run, info, loaded, target=3, device="cpu", deadline=time.monotonic() + 8.0).run_loop()
+    assert not [t for t in run.load_study().trials if t.user_attrs.get("resume_of") == refused[0].number]
+    info.resumes.append(f"{datetime.now(UTC).isoformat()} cnnsearch search --name lib")
+    run.write_info(info)
     stop["now"] = False
 
     def after_one(event) -> None:  # noqa: ANN001
