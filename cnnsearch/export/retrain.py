@@ -257,12 +257,18 @@ def export_run(
         result = train_candidate(arch, full, control=control)
         mean, std = full.mean.cpu().tolist(), full.std.cpu().tolist()
         del full
-        if result.outcome != "complete" or result.model is None:  # diverged (nan), out of memory, ...
+        kept = weights_when_short and readable_weights(
+            run.weights_file(chosen.weights_trial), chosen.arch.canonical_hash()
+        )
+        # Cut below the search's epochs (a pace far slower than predicted: FinalPacer's bound).
+        short = result.outcome == "complete" and result.epochs_run < chosen.arch.train.epochs
+        if result.outcome != "complete" or result.model is None or (short and kept):  # diverged, OOM, ...
             failed = f"the final training of trial {chosen.number} ended {result.outcome}: {result.reason}"
-            if not (
-                weights_when_short
-                and readable_weights(run.weights_file(chosen.weights_trial), chosen.arch.canonical_hash())
-            ):
+            if short:
+                failed = (
+                    f"the final training of trial {chosen.number} had time for {count(result.epochs_run, 'epoch')} only"
+                )
+            if not kept:
                 raise UserError(
                     f"{failed}; export the search's weights with --no-retrain, or try another --final-epochs"
                 )

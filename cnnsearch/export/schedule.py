@@ -32,6 +32,7 @@ MAX_BUDGET_FACTOR = 10  # --final-budget trains at most this x the search's epoc
 THREAD_GAIN_SHARE = 0.8
 REPLAN_EPOCHS = 3  # a budget-fitted final training may grow or shrink after each of its first epochs
 PACE_MARGIN = 1.03  # a re-plan budgets each epoch left at this x the measured pace (a later epoch may be slower)
+FLOOR_OVERRUN_SHARE = 0.1  # the search's epochs are kept while they overrun by at most this share of the budget
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,11 @@ class FinalPacer:
         if self.deadline is None or pace <= 0:
             return self.epochs
         left = self.deadline - self.clock()
-        floor = max(epoch, min(self.epochs, self.schedule.floor))  # never below the search's epochs
+        floor = max(epoch, min(self.epochs, self.schedule.floor))  # not below the search's epochs...
+        # ...unless that overruns the deadline by more than an epoch or FLOOR_OVERRUN_SHARE of the
+        # budget (a mis-predicted pace: another device, fewer threads, an OOM retry): unbounded before.
+        allowed = max(pace, FLOOR_OVERRUN_SHARE * (self.deadline - self.started))
+        floor = max(epoch, min(floor, epoch + math.floor((left + allowed) / pace)))
         if epoch <= REPLAN_EPOCHS:
             fitting = epoch + max(0, math.floor(left / (pace * PACE_MARGIN)))
             planned = max(floor, min(fitting, self.schedule.cap or fitting))

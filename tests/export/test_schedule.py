@@ -223,8 +223,15 @@ def test_a_budget_fitted_schedule_is_replanned_at_the_measured_pace() -> None:
     slow = FinalPacer(fitted, deadline=clock.now + 25, clock=clock)
     clock.now += 5
     assert slow.replan(1, 5.0) == 4 and slow.note().endswith("10 epochs -> 4 after epoch 1 at 5.0 s each")
+    clock.now += 5  # on time: 2 more epochs at 5 s fit the 15 s left
+    assert slow.replan(2, 10.0) == 4
+    # Far slower than any prediction (another device, an OOM retry): the search's epochs would overrun
+    # by 3 min, far more than an epoch or 10% of the budget; it ends now. (Before: kept, unbounded.)
+    cut = FinalPacer(fitted, deadline=clock.now + 25, clock=clock)
+    clock.now += 5
+    assert cut.replan(1, 5.0) == 4
     clock.now += 95
-    assert slow.replan(2, 100.0) == 4  # not even late
+    assert cut.replan(2, 100.0) == 2
     # Far faster: capped at MAX_BUDGET_FACTOR x the search's epochs.
     assert FinalPacer(fitted, deadline=clock.now + 1000, clock=clock).replan(1, 1.0) == fitted.cap
     # Not fitted to a budget (--final-epochs, the default): never re-planned.
