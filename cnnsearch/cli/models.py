@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,18 +30,10 @@ class ExportInterrupted(BaseException):
 
 
 @contextmanager
-def _removed_on_ctrl_c(out_dir: Path, doing: list[str], what: str = "export") -> Iterator[None]:
-    """On Ctrl-C or SIGTERM (`timeout`, systemd, docker stop, Slurm), say what was stopped and
-    remove what this export created under `out_dir`: the folders it made, or in a folder that
-    existed only the model files it writes (never what other processes wrote there meanwhile).
-    Exits 128 + the signal (130, 143): SIGTERM inside Lightning's loop used to exit 0."""
-    from cnnsearch.export.model_files import is_export_file
-
-    existed = out_dir.exists()
-    top = out_dir  # the highest folder this export will create (mkdir makes the parents too)
-    while not existed and not top.parent.exists() and top.parent != top:
-        top = top.parent
-    before = set(out_dir.iterdir()) if existed and out_dir.is_dir() else set()
+def _stopped_on_signal(what: str, clean_up: Callable[[], str] | None = None) -> Iterator[None]:
+    """On Ctrl-C or SIGTERM (`timeout`, systemd, docker stop, Slurm): `clean_up()` (which says what
+    it removed), one line, exit 128 + the signal (130, 143). Lightning's own SIGTERM handling
+    otherwise ended a training as 'interrupted', and the command 0 or with a traceback."""
 
     def handler(signum: int, frame: object) -> None:
         raise ExportInterrupted(signum)
@@ -52,38 +44,36 @@ def _removed_on_ctrl_c(out_dir: Path, doing: list[str], what: str = "export") ->
     except ExportInterrupted as stopped:
         for signum in previous:
             signal.signal(signum, signal.SIG_IGN)  # a second signal must not stop the clean-up
+        removed = clean_up() if clean_up is not None else ""
+        err.print(Text(f"{what} interrupted" + (f" while {removed}" if removed else "")), highlight=False)
+        raise typer.Exit(128 + stopped.signum) from None
+    finally:
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
+
+
+def _removed_on_ctrl_c(out_dir: Path, doing: list[str], what: str = "export") -> AbstractContextManager[None]:
+    """_stopped_on_signal that says what was being done and removes what this export created under
+    `out_dir`: the folders it made, or in a folder that existed only the model files it writes
+    (never what other processes wrote there meanwhile)."""
+    from cnnsearch.export.model_files import is_export_file
+
+    existed = out_dir.exists()
+    top = out_dir  # the highest folder this export will create (mkdir makes the parents too)
+    while not existed and not top.parent.exists() and top.parent != top:
+        top = top.parent
+    before = set(out_dir.iterdir()) if existed and out_dir.is_dir() else set()
+
+    def clean_up() -> str:
         if not existed:
             shutil.rmtree(top, ignore_errors=True)
-            removed = f"removed {top}, which it had created"
-        else:
-            created = [path for path in set(out_dir.iterdir()) - before if is_export_file(path.name)]
-            for path in created:
-                path.unlink(missing_ok=True)
-            removed = f"removed the {count(len(created), 'file')} it had written to {out_dir}"
-        err.print(Text(f"{what} interrupted while {doing[0]}; {removed}"), highlight=False)
-        raise typer.Exit(128 + stopped.signum) from None
-    finally:
-        for signum, handler_before in previous.items():
-            signal.signal(signum, handler_before)
+            return f"{doing[0]}; removed {top}, which it had created"
+        created = [path for path in set(out_dir.iterdir()) - before if is_export_file(path.name)]
+        for path in created:
+            path.unlink(missing_ok=True)
+        return f"{doing[0]}; removed the {count(len(created), 'file')} it had written to {out_dir}"
 
-
-@contextmanager
-def _stopped_on_signal(what: str) -> Iterator[None]:
-    """Ctrl-C or SIGTERM during a command that writes nothing to keep: one line, exit 128 + the signal
-    (Lightning's own SIGTERM handling otherwise ended the training as 'interrupted', and the command 0)."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise ExportInterrupted(signum)
-
-    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    except ExportInterrupted as stopped:
-        err.print(Text(f"{what} interrupted"), highlight=False)
-        raise typer.Exit(128 + stopped.signum) from None
-    finally:
-        for signum, handler_before in previous.items():
-            signal.signal(signum, handler_before)
+    return _stopped_on_signal(what, clean_up)
 
 
 @contextmanager
