@@ -205,7 +205,9 @@ def choose_among(run: RunDir, info: RunInfo, candidates: Sequence[_Candidate], *
 def _candidates(trials: Sequence[Any]) -> list[_Candidate]:
     """Finished trials with an architecture and an accuracy, best first (ties: fewer params, then
     the lower number), as the leaderboard ranks: trained trials, then those the trial timeout stopped."""
-    found = [_to_candidate(trial) for trial in trials if _is_exportable(trial)]
+    # A duplicate's figures (and kept weights) are its original's: so is the seed they were trained with.
+    seeds = {trial.number: TrialRecord.of(trial).seed for trial in trials}
+    found = [_to_candidate(trial, seeds) for trial in trials if _is_exportable(trial)]
     found.sort(
         key=lambda candidate: (candidate.timed_out, *rank_key(candidate.val_acc, candidate.params, candidate.number))
     )
@@ -223,8 +225,10 @@ def _is_exportable(trial: Any) -> bool:
     return finished and record.arch is not None and record.best_val_acc is not None
 
 
-def _to_candidate(trial: Any) -> _Candidate:
+def _to_candidate(trial: Any, seeds: dict[int, int | None] | None = None) -> _Candidate:
     record = TrialRecord.of(trial)
+    weights_trial = record.duplicate_of if record.duplicate_of is not None else trial.number
+    seed = (seeds or {}).get(weights_trial, record.seed)
     assert record.arch is not None and record.best_val_acc is not None  # checked by _is_exportable
     arch = Architecture.from_dict(record.arch)
     return _Candidate(
@@ -233,8 +237,8 @@ def _to_candidate(trial: Any) -> _Candidate:
         val_acc=record.best_val_acc,
         final_val_acc=record.final_val_acc,
         best_epoch=record.best_epoch,
-        seed=record.seed if record.seed is not None else trial.number,
-        weights_trial=record.duplicate_of if record.duplicate_of is not None else trial.number,
+        seed=seed if seed is not None else trial.number,
+        weights_trial=weights_trial,
         hash=record.hash or arch.canonical_hash(),
         params=record.params,
         flops=record.flops,
@@ -259,7 +263,7 @@ def _candidate(run: RunDir, trials: Sequence[Any], number: int) -> _Candidate:
             f"trial {number} of run {run.name!r} {what}{why}, so it has no final result; "
             f"choose a complete or timed-out trial (see cnnsearch leaderboard {run.name})"
         )
-    return _to_candidate(trial)
+    return _to_candidate(trial, {t.number: TrialRecord.of(t).seed for t in trials})  # the --trial of `export`
 
 
 def _confirm(

@@ -252,6 +252,13 @@ def test_duplicate_candidates_are_not_retrained(tmp_path: Path) -> None:
     # of a duplicate's row failed), with the network it copied.
     record = json.loads(run.trial_file(1).read_text())
     assert record["outcome"] == "duplicate" and record["arch"] == trials[0].user_attrs["arch"]
+    # Exported, a duplicate is its original's weights and figures, trained with the original's seed.
+    from cnnsearch.export.choose import _candidates
+
+    chosen = {candidate.number: candidate for candidate in _candidates(trials)}
+    assert (
+        chosen[1].weights_trial == 0 and chosen[1].seed == trials[0].user_attrs["seed"] != trials[1].user_attrs["seed"]
+    )
 
 
 def test_infeasible_candidate_is_pruned_with_its_reason(tmp_path: Path) -> None:
