@@ -129,6 +129,9 @@ def _write_model_folder(
     package's standalone_predict.py, verbatim) goes beside model.onnx. model.json is written last.
     """
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.iterdir():  # temp files of an export that was killed here: never complete, never read
+        if stale.name.startswith(".") and is_export_file(stale.name):
+            stale.unlink(missing_ok=True)
     batch = normalize(verify_images.cpu(), mean, std)
     with torch.no_grad():
         reference = net(batch)

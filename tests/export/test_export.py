@@ -216,9 +216,12 @@ def test_export_refuses_a_used_folder_and_force_replaces_old_files(search_run: R
         export_run(search_run, out=out, device="cpu")
     assert str(caught.value) == f"{out} exists and is not empty; pass --force to overwrite it or choose another --out"
 
-    # --force with --no-retrain: the search's weights, only the pt format.
+    # --force with --no-retrain: the search's weights, only the pt format. A killed export's temp
+    # files go too (they piled up before); the user's own hidden files stay.
+    (out / ".model.pt.k1ll3d.tmp").write_bytes(b"half a model")
+    (out / ".notes.swp").write_text("the user's own")
     result = export_run(search_run, out=out, formats=("pt",), no_retrain=True, force=True, device="cpu")
-    assert sorted(path.name for path in out.iterdir()) == ["model.json", "model.pt", "notes.txt"]
+    assert sorted(path.name for path in out.iterdir()) == [".notes.swp", "model.json", "model.pt", "notes.txt"]
     meta = json.loads((out / "model.json").read_text())
     assert meta["retrained"] is False and meta["retrain_epochs"] is None and result.retrain_epochs is None
     saved = torch.load(search_run.weights_file(result.trial), weights_only=True)["state_dict"]
