@@ -281,7 +281,7 @@ def _run_search(
         start_from_study,
         state_from_study,
     )
-    from cnnsearch.search.parallel import run_workers
+    from cnnsearch.search.parallel import run_workers, spawn_workers
     from cnnsearch.search.worker import WorkerLoop
 
     run = opened.run
@@ -320,16 +320,15 @@ def _run_search(
                 reported.add(trial.number)
                 view(event_from_trial(trial))
 
-        failed = run_workers(
+        processes = spawn_workers(
             run,
             workers=workers,
-            target=opened.target,
             timeout_s=timeout_s,
             device=device,
             checkpoint_every_s=checkpoint_every_s,
-            on_poll=on_poll,
             until=None if deadline is None else time.time() + (deadline - time.monotonic()),
         )
+        failed = run_workers(run, processes, on_poll=on_poll)
     if failed:
         from cnnsearch.search.progress import counted_trials
 

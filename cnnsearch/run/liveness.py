@@ -192,10 +192,8 @@ def recover_dead_trials(run: RunDir, study: Any) -> list[int]:
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
     lost = [trial for trial in failed if TrialRecord.of(trial).outcome == "interrupted"]
     if lost:
-        resumed = {TrialRecord.of(other).resume_of for other in study.get_trials(deepcopy=False)}
-        for trial in lost:
-            if trial.number not in resumed and requeue(study, trial):
-                recovered.append(trial.number)
+        resumed = resumed_trials(study)
+        recovered += [trial.number for trial in lost if requeue(study, trial, resumed)]
     return recovered
 
 
@@ -206,18 +204,13 @@ def requeue_refused(study: Any, session_started: float) -> list[int]:
     well fit them. Called when a worker starts; this session's own refusals stay refused."""
     import optuna
 
-    trials = [
-        trial
-        for trial in study.get_trials(deepcopy=False)
-        if trial.datetime_complete is None or trial.datetime_complete.timestamp() < session_started
-    ]
-    resumed = {TrialRecord.of(trial).resume_of for trial in trials}
+    resumed = resumed_trials(study)
     queued = []
-    for trial in trials:
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
         record = TrialRecord.of(trial)
-        refused = trial.state == optuna.trial.TrialState.PRUNED and record.outcome == "too_slow"
+        earlier = trial.datetime_complete is not None and trial.datetime_complete.timestamp() < session_started
         queued_only = record.resume_of is not None or record.starter is not None  # never proposed again
-        if refused and queued_only and trial.number not in resumed and requeue(study, trial):
+        if earlier and record.outcome == "too_slow" and queued_only and requeue(study, trial, resumed):
             queued.append(trial.number)
     return queued
 
@@ -231,12 +224,20 @@ def on_stale_trial(study: Any, trial: Any) -> None:
     requeue(study, trial)
 
 
-def requeue(study: Any, trial: Any) -> bool:
+def resumed_trials(study: Any) -> set[int]:
+    """The numbers of the trials a re-run has been queued for."""
+    return {number for t in study.get_trials(deepcopy=False) if (number := TrialRecord.of(t).resume_of) is not None}
+
+
+def requeue(study: Any, trial: Any, resumed: set[int] | None = None) -> bool:
     """Queue a trial's parameters again, to resume from the checkpoint of its origin; False (and
-    nothing queued) when a re-run of it is queued already. Called under the ask lock, so that the
+    nothing queued) when a re-run of it is queued already (`resumed`: resumed_trials(study), kept
+    up to date here, for callers that queue several). Called under the ask lock, so that the
     check and the queuing are one step against recover_dead_trials' sweep."""
-    if any(TrialRecord.of(other).resume_of == trial.number for other in study.get_trials(deepcopy=False)):
+    resumed = resumed_trials(study) if resumed is None else resumed
+    if trial.number in resumed:
         return False
+    resumed.add(trial.number)
     record = TrialRecord.of(trial)
     origin = trial.number if record.origin is None else record.origin
     attrs: dict[str, Any] = {"origin": origin, "resume_of": trial.number}

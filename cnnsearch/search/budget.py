@@ -280,7 +280,7 @@ class BudgetGate:
             time_left_s=time_left_s,
             budget_s=self.budget_s,
             epochs_done=epochs_done,
-            first_rung=first_rung if self.pruner == "hyperband" else None,
+            first_rung=first_rung if self.pruner == "hyperband" else None,  # not a Pareto search's
             **self.calibration,
         )
         if verdict.refused:

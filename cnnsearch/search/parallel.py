@@ -89,13 +89,12 @@ def spawn_workers(
     run: RunDir,
     *,
     workers: int,
-    target: int,
     timeout_s: float | None,
     device: str,
     checkpoint_every_s: float,
     until: float | None = None,
 ) -> list[subprocess.Popen]:
-    """Start `workers` processes; they stop by themselves at the target, deadline or Ctrl-C.
+    """Start `workers` processes; they stop by themselves at the study's target, deadline or Ctrl-C.
     `until` (Unix time) is the search's own deadline: each worker stops then, not `timeout_s`
     after its start-up (importing torch takes seconds); `timeout_s` stays the budget they share out."""
     devices = worker_devices(workers, device)
@@ -160,29 +159,12 @@ class WorkerExit:
 
 
 def run_workers(
-    run: RunDir,
-    *,
-    workers: int,
-    target: int,
-    timeout_s: float | None,
-    device: str,
-    checkpoint_every_s: float,
-    on_poll: Callable[[Any], None],
-    poll_s: float = 1.0,
-    until: float | None = None,
+    run: RunDir, processes: list[subprocess.Popen], *, on_poll: Callable[[Any], None], poll_s: float = 1.0
 ) -> list[WorkerExit]:
-    """Start the workers, call `on_poll(study)` about every `poll_s` while any runs and once
-    after the last ends; return those that ended with an error or were killed (Ctrl-C's 130 is neither)."""
+    """Watch the workers `spawn_workers` started: call `on_poll(study)` about every `poll_s` while
+    any runs and once after the last ends; return those that ended with an error or were killed
+    (Ctrl-C's 130 is neither)."""
     study = run.load_study()
-    processes = spawn_workers(
-        run,
-        workers=workers,
-        target=target,
-        timeout_s=timeout_s,
-        device=device,
-        checkpoint_every_s=checkpoint_every_s,
-        until=until,
-    )
     while True:
         running = any(process.poll() is None for process in processes)
         on_poll(study)

@@ -65,6 +65,21 @@ def assert_clean_exit(stderr: str, returncode: int) -> None:
     assert "database is locked" not in stderr
 
 
+def _tiny_run(runs_dir: Path, name: str, *, epochs: int, pruner: str | None = "none") -> tuple:
+    """A new run of the tiny space on digits, made through the library (no CLI import cost)."""
+    return prepare_run(
+        SearchSettings(
+            name=name,
+            space=str(TINY_SPACE),
+            data="digits",
+            runs_dir=str(runs_dir),
+            epochs=epochs,
+            pruner=pruner,
+            device="cpu",
+        )
+    )
+
+
 # ---- several workers on this machine ---------------------------------------------------------------
 # Two workers: every sampler's test in test_samplers.py runs one.
 @pytest.mark.parametrize("workers, trials", [(3, 6)])
@@ -106,22 +121,10 @@ def test_workers_stop_at_the_searchs_own_deadline_not_their_start_up_plus_the_ti
     And each worker rewrote the search's target of "as many as fit" to 20 trials."""
     from cnnsearch.search.parallel import spawn_workers
 
-    run, info, _ = prepare_run(
-        SearchSettings(
-            name="until",
-            space=str(TINY_SPACE),
-            data="digits",
-            runs_dir=str(runs_dir),
-            epochs=3,
-            pruner="none",
-            device="cpu",
-        )
-    )
+    run, info, _ = _tiny_run(runs_dir, "until", epochs=3)
     target = resolve_target(run, info, None, timed=True)  # a --timeout without --trials: as many as fit
     until = time.time() + 30.0  # room for a loaded machine's torch import and a trial before it
-    processes = spawn_workers(
-        run, workers=1, target=target, timeout_s=3600.0, device="cpu", checkpoint_every_s=0, until=until
-    )
+    processes = spawn_workers(run, workers=1, timeout_s=3600.0, device="cpu", checkpoint_every_s=0, until=until)
     try:
         (process,) = processes
         assert process.wait(timeout=120) == 0
@@ -170,11 +173,7 @@ def test_a_trial_beats_from_its_ask_until_it_is_told(runs_dir: Path) -> None:
     left a trial Optuna never calls stale (no heartbeat row), RUNNING for ever."""
     from cnnsearch.search.worker import WorkerLoop
 
-    run, info, space = prepare_run(
-        SearchSettings(
-            name="beat", space=str(TINY_SPACE), data="digits", runs_dir=str(runs_dir), epochs=1, device="cpu"
-        )
-    )
+    run, info, space = _tiny_run(runs_dir, "beat", epochs=1, pruner=None)
     target = resolve_target(run, info, 2)
     beating_when_told, beating_when_judged = {}, {}
 
@@ -239,17 +238,7 @@ def _worker_pid(worker: str) -> int:
 
 def test_sigkilled_worker_is_taken_over_and_resumed_from_its_checkpoint(runs_dir: Path) -> None:
     # Created through the library (no CLI import cost); the workers are real `cnnsearch worker` processes.
-    run, info, _ = prepare_run(
-        SearchSettings(
-            name="kill",
-            space=str(TINY_SPACE),
-            data="digits",
-            runs_dir=str(runs_dir),
-            epochs=6,
-            pruner="none",
-            device="cpu",
-        )
-    )
+    run, info, _ = _tiny_run(runs_dir, "kill", epochs=6)
     target = resolve_target(run, info, 3)
     processes = [
         start_cli(
